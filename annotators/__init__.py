@@ -1,0 +1,22 @@
+"""Condition-map annotators: one RGB image in, pixel-aligned ControlNet condition map out.
+
+>>> from annotators import create, list_annotators
+>>> edges = create("canny", low=50)(rgb)  # HxW uint8, white edges on black
+"""
+
+# Each family module registers itself on import; family modules import heavy
+# libraries (torch, mediapipe) lazily, so this stays cheap.
+from annotators import canny, lines  # noqa: F401
+from annotators.base import Annotation, Annotator, AnnotatorError, Param
+from annotators.registry import create, get, list_annotators, register
+
+__all__ = [
+    "Annotation",
+    "Annotator",
+    "AnnotatorError",
+    "Param",
+    "create",
+    "get",
+    "list_annotators",
+    "register",
+]

@@ -1,0 +1,199 @@
+"""Find, check and describe model weights for learned annotators (one place for all of them).
+
+Resolution order for a file: an explicit folder (``weights_dir=``), the
+``HINTSET_WEIGHTS_DIR`` folder, the Hugging Face cache, then (only when not
+offline) a download from the hub. ``HINTSET_OFFLINE=1`` or ``HF_HUB_OFFLINE=1``
+means never touch the network. The sha256 of the file actually used is always
+computed and recorded; when the expected hash is known a mismatch is an error.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+ENV_DIR = "HINTSET_WEIGHTS_DIR"
+ENV_OFFLINE = "HINTSET_OFFLINE"
+DEFAULT_REPO = "lllyasviel/Annotators"
+
+
+class WeightsError(RuntimeError):
+    """Weights are missing, have the wrong hash, or do not match the network (one-line message)."""
+
+
+@dataclass(frozen=True)
+class WeightsFile:
+    """A checkpoint file a learned annotator needs, and where it is published."""
+
+    filename: str
+    repo_id: str = DEFAULT_REPO
+    sha256: str | None = None
+    subfolder: str = ""
+    size_hint: str = ""
+
+    @property
+    def url(self) -> str:
+        """Where a user can download the file by hand."""
+        sub = f"{self.subfolder}/" if self.subfolder else ""
+        return f"https://huggingface.co/{self.repo_id}/resolve/main/{sub}{self.filename}"
+
+
+def is_offline(offline: bool | None = None) -> bool:
+    """True when the network must not be used (argument, or HINTSET_OFFLINE / HF_HUB_OFFLINE)."""
+    if offline is not None:
+        return offline
+    return any(
+        os.environ.get(var, "").lower() in {"1", "true", "yes", "on"}
+        for var in (ENV_OFFLINE, "HF_HUB_OFFLINE")
+    )
+
+
+def weights_dirs(weights_dir: str | os.PathLike | None = None) -> list[Path]:
+    """Local folders searched, in order."""
+    dirs = [Path(weights_dir)] if weights_dir else []
+    if os.environ.get(ENV_DIR):
+        dirs.append(Path(os.environ[ENV_DIR]))
+    return dirs
+
+
+def _local_candidates(spec: WeightsFile, folder: Path) -> list[Path]:
+    rel = Path(spec.subfolder) / spec.filename if spec.subfolder else Path(spec.filename)
+    return [folder / spec.filename, folder / rel, folder / spec.repo_id / rel]
+
+
+def find_local(spec: WeightsFile, weights_dir: str | os.PathLike | None = None) -> Path | None:
+    """The file in a local folder or the Hugging Face cache, or None (never downloads)."""
+    for folder in weights_dirs(weights_dir):
+        for candidate in _local_candidates(spec, folder):
+            if candidate.is_file():
+                return candidate
+    try:
+        from huggingface_hub import try_to_load_from_cache
+    except ImportError:
+        return None
+    sub = f"{spec.subfolder}/" if spec.subfolder else ""
+    cached = try_to_load_from_cache(spec.repo_id, f"{sub}{spec.filename}")
+    return Path(cached) if isinstance(cached, str) else None
+
+
+def missing_message(spec: WeightsFile, weights_dir: str | os.PathLike | None = None) -> str:
+    """One line naming the file, where it comes from and where to put it."""
+    where = (
+        weights_dir or os.environ.get(ENV_DIR) or f"a folder given by --weights-dir or ${ENV_DIR}"
+    )
+    return (
+        f"missing weights {spec.filename} (from {spec.url}); "
+        f"put it in {where} or the Hugging Face cache"
+    )
+
+
+def resolve(
+    spec: WeightsFile,
+    weights_dir: str | os.PathLike | None = None,
+    offline: bool | None = None,
+) -> Path:
+    """Path of a usable, hash-checked copy of ``spec``; raise WeightsError with one clear line."""
+    path = find_local(spec, weights_dir)
+    if path is None and not is_offline(offline):
+        try:
+            from huggingface_hub import hf_hub_download
+
+            path = Path(
+                hf_hub_download(spec.repo_id, spec.filename, subfolder=spec.subfolder or None)
+            )
+        except Exception:  # noqa: BLE001 - any hub failure means "not available here"
+            path = None
+    if path is None:
+        raise WeightsError(missing_message(spec, weights_dir))
+    verify(spec, path)
+    return path
+
+
+_HASH_CACHE: dict[tuple[str, int, int], str] = {}
+
+
+def sha256_file(path: str | os.PathLike) -> str:
+    """sha256 hex digest of a file (cached by path, size and mtime)."""
+    stat = os.stat(path)
+    cache_key = (str(Path(path).resolve()), stat.st_size, stat.st_mtime_ns)
+    if cache_key not in _HASH_CACHE:
+        digest = hashlib.sha256()
+        with open(path, "rb") as handle:
+            for block in iter(lambda: handle.read(1 << 20), b""):
+                digest.update(block)
+        _HASH_CACHE[cache_key] = digest.hexdigest()
+    return _HASH_CACHE[cache_key]
+
+
+def verify(spec: WeightsFile, path: str | os.PathLike) -> str:
+    """Return the file's sha256; raise WeightsError if it differs from the published one."""
+    actual = sha256_file(path)
+    if spec.sha256 and actual != spec.sha256.lower():
+        raise WeightsError(
+            f"{spec.filename} at {path} has sha256 {actual[:12]}..., "
+            f"expected {spec.sha256[:12]}... (corrupt or a different file)"
+        )
+    return actual
+
+
+def identity(spec: WeightsFile, path: str | os.PathLike) -> dict[str, Any]:
+    """Manifest entry for a loaded file: name, source, sha256 of the file actually used."""
+    return {"file": spec.filename, "repo_id": spec.repo_id, "sha256": sha256_file(path)}
+
+
+def load_state_dict(path: str | os.PathLike) -> dict[str, Any]:
+    """Load a checkpoint as a flat state dict: safetensors preferred, ``.pth`` with weights_only."""
+    import torch
+
+    path = Path(path)
+    if path.suffix == ".safetensors":
+        from safetensors.torch import load_file
+
+        return load_file(str(path))
+    try:
+        state = torch.load(str(path), map_location="cpu", weights_only=True)
+    except Exception as err:  # noqa: BLE001 - report as one line
+        raise WeightsError(f"cannot read {path.name}: {type(err).__name__}: {err}") from None
+    if isinstance(state, dict) and "state_dict" in state and isinstance(state["state_dict"], dict):
+        state = state["state_dict"]
+    if not isinstance(state, dict):
+        raise WeightsError(f"{path.name} does not hold a state dict")
+    return state
+
+
+def load_into(module: Any, state: dict[str, Any], filename: str, strip_prefix: str = "") -> None:
+    """Load ``state`` strictly into ``module``; name missing/unexpected keys and bad shapes in one line."""
+    if strip_prefix:
+        state = {k.removeprefix(strip_prefix): v for k, v in state.items()}
+    expected = module.state_dict()
+    missing = sorted(set(expected) - set(state))
+    unexpected = sorted(set(state) - set(expected))
+    if missing or unexpected:
+        parts = []
+        if missing:
+            parts.append(f"missing keys {missing[:3]}{' ...' if len(missing) > 3 else ''}")
+        if unexpected:
+            parts.append(f"unexpected keys {unexpected[:3]}{' ...' if len(unexpected) > 3 else ''}")
+        raise WeightsError(f"{filename} does not match the network: {'; '.join(parts)}")
+    bad = [
+        f"{k} {tuple(state[k].shape)} != {tuple(v.shape)}"
+        for k, v in expected.items()
+        if tuple(state[k].shape) != tuple(v.shape)
+    ]
+    if bad:
+        raise WeightsError(f"{filename} has wrong shapes: {'; '.join(bad[:3])}")
+    module.load_state_dict(state, strict=True)
+
+
+def resolve_device(device: str) -> str:
+    """Map ``auto`` to ``cuda`` when available, else ``cpu``; check an explicit ``cuda``."""
+    import torch
+
+    if device == "auto":
+        return "cuda" if torch.cuda.is_available() else "cpu"
+    if device.startswith("cuda") and not torch.cuda.is_available():
+        raise WeightsError("device 'cuda' requested but no CUDA GPU is available")
+    return device

@@ -1,0 +1,1 @@
+"""Click subcommands of ``hintset``, one module each (registered in ``pipeline.cli.COMMANDS``)."""

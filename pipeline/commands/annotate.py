@@ -1,0 +1,129 @@
+"""``hintset annotate``: condition maps for files and folders of photos."""
+
+from __future__ import annotations
+
+import sys
+
+import click
+
+
+@click.command()
+@click.argument("inputs", nargs=-1, required=True, type=click.Path(exists=True))
+@click.option(
+    "-o",
+    "--output",
+    "out",
+    required=True,
+    type=click.Path(file_okay=False),
+    help="Output folder; mirrors the input tree as <stem>.<map>.png.",
+)
+@click.option(
+    "-a",
+    "--annotators",
+    "names",
+    default="canny",
+    show_default=True,
+    help="Comma-separated annotator names (see `hintset annotators`).",
+)
+@click.option(
+    "-p",
+    "--param",
+    "params",
+    multiple=True,
+    metavar="NAME.KEY=VALUE",
+    help="Annotator parameter, repeatable: --param canny.low=50 --param lines.backend=hough",
+)
+@click.option(
+    "-r",
+    "--resolution",
+    default=512,
+    show_default=True,
+    type=click.IntRange(min=0),
+    help="Resize so the short side is this many pixels (0 keeps the original size). "
+    "Maps are pixel-aligned with the resized image.",
+)
+@click.option(
+    "-w",
+    "--workers",
+    default=0,
+    type=click.IntRange(min=0),
+    help="Worker processes [default: all cores].",
+)
+@click.option(
+    "--batch-size",
+    default=8,
+    show_default=True,
+    type=click.IntRange(min=1),
+    help="Images per worker task (learned annotators run them as one batch).",
+)
+@click.option(
+    "--save-image", is_flag=True, help="Also write the resized image as <stem>.image.jpg."
+)
+@click.option(
+    "--overwrite",
+    is_flag=True,
+    help="Redo inputs whose outputs already exist (default: skip them).",
+)
+@click.option("-q", "--quiet", is_flag=True, help="No progress bar.")
+def annotate(
+    inputs, out, names, params, resolution, workers, batch_size, save_image, overwrite, quiet
+):
+    """Write condition maps for every image in INPUTS (files or folders, searched recursively).
+
+    Folders contribute .jpg .jpeg .png .webp .bmp .tif .tiff files. Each bad input
+    is listed on one line with its reason and recorded in OUT/report.json; all
+    other inputs are still done. Exit code 1 if any input failed.
+
+    \b
+    Example:
+      hintset annotate photos/ -o maps/ --annotators canny,lines --param canny.low=50
+    """
+    from tqdm import tqdm
+
+    from pipeline.annotate import REPORT_NAME, run_annotate
+    from pipeline.worker import parse_specs
+
+    try:
+        specs = parse_specs(names, params)
+    except ValueError as err:
+        raise click.UsageError(str(err)) from None
+
+    bar = tqdm(total=0, unit="img", disable=quiet, dynamic_ncols=True, desc="annotate")
+
+    def on_plan(total: int, todo: int) -> None:
+        bar.reset(total=todo)
+        if total > todo:
+            bar.write(
+                f"{total - todo} of {total} inputs already done; skipping them (--overwrite redoes them)"
+            )
+
+    def on_record(rec: dict) -> None:
+        bar.update(1)
+        if rec["status"] == "failed":
+            bar.write(f"FAILED {rec['source']}: {rec['error']}", file=sys.stderr)
+
+    try:
+        report = run_annotate(
+            list(inputs),
+            out,
+            specs,
+            resolution=resolution,
+            workers=workers,
+            batch_size=batch_size,
+            overwrite=overwrite,
+            save_image=save_image,
+            on_record=on_record,
+            on_plan=on_plan,
+        )
+    finally:
+        bar.close()
+    counts = report["counts"]
+    setup = {f["error"] for f in report["failures"] if f["error"].startswith("setup: ")}
+    for line in sorted(setup):
+        click.echo(f"error: {line.removeprefix('setup: ')}", err=True)
+    click.echo(
+        f"{counts['done']} done, {counts['skipped']} skipped, {counts['failed']} failed "
+        f"in {report['timings']['wall_seconds']:.1f}s -> {out}/{REPORT_NAME}",
+        err=True,
+    )
+    sys.exit(1 if counts["failed"] else 0)

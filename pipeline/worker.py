@@ -1,0 +1,163 @@
+"""The per-sample work shared by ``hintset annotate`` and ``hintset build``.
+
+decode -> resize -> annotate (every annotator) -> encode. A :class:`Worker`
+creates its annotators once and reuses them; one bad sample becomes a failed
+:class:`Result` with a one-line error, never an exception that stops a job.
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+
+from annotators import create
+from annotators.base import Annotation, Annotator
+from pipeline.decode import MAX_PIXELS, DecodeError, decode_image, resize_short_side
+from pipeline.encode import encode_json, encode_png
+
+
+@dataclass(frozen=True)
+class AnnotatorSpec:
+    """An annotator name and its parameters: plain data that crosses process boundaries."""
+
+    name: str
+    params: dict[str, Any] = field(default_factory=dict)
+
+
+def parse_specs(
+    names: str | list[str], param_args: list[str] | tuple[str, ...] = ()
+) -> list[AnnotatorSpec]:
+    """Turn ``"canny,lines"`` and ``["canny.low=50"]`` into specs (values coerced by each Param)."""
+    if isinstance(names, str):
+        names = [n.strip() for n in names.split(",") if n.strip()]
+    if not names:
+        raise ValueError("no annotators given")
+    params: dict[str, dict[str, str]] = {name: {} for name in names}
+    for arg in param_args:
+        target, sep, value = arg.partition("=")
+        annotator, dot, key = target.partition(".")
+        if not sep or not dot or not key:
+            raise ValueError(
+                f"bad --param {arg!r}: expected ANNOTATOR.NAME=VALUE (e.g. canny.low=50)"
+            )
+        if annotator not in params:
+            raise ValueError(f"--param {arg!r} names {annotator!r}, which is not in --annotators")
+        params[annotator][key] = value
+    specs = [AnnotatorSpec(name, params[name]) for name in names]
+    for spec in specs:  # validate names and values early, in the parent process
+        create(spec.name, **spec.params)
+    return specs
+
+
+@dataclass
+class Result:
+    """Outcome for one sample: encoded files (suffix -> bytes) or a failure reason."""
+
+    key: str
+    status: str = "ok"  # "ok" or "failed"
+    error: str = ""
+    image: np.ndarray | None = None  # the resized RGB image the maps align with
+    original_size: tuple[int, int] = (0, 0)  # (width, height) after EXIF rotation
+    files: dict[str, bytes] = field(default_factory=dict)  # "canny.png" -> PNG bytes
+    stats: dict[str, float] = field(default_factory=dict)
+    timings: dict[str, float] = field(default_factory=dict)  # seconds per stage
+
+    def fail(self, stage: str, err: BaseException | str) -> Result:
+        """Mark failed with a one-line reason prefixed by the stage."""
+        text = str(err) if isinstance(err, DecodeError | str) else f"{type(err).__name__}: {err}"
+        self.status, self.error = "failed", f"{stage}: {' '.join(text.split())}"
+        self.files.clear()
+        return self
+
+
+def encode_annotation(annotation: Annotation) -> dict[str, bytes]:
+    """Encoded files for one annotation: maps as PNG, side data as JSON."""
+    files = {f"{suffix}.png": encode_png(arr) for suffix, arr in annotation.maps.items()}
+    files.update({f"{suffix}.json": encode_json(obj) for suffix, obj in annotation.data.items()})
+    return files
+
+
+class Worker:
+    """Holds annotators (created and loaded once) and processes samples with them."""
+
+    def __init__(
+        self,
+        specs: list[AnnotatorSpec],
+        resolution: int = 512,
+        max_pixels: int = MAX_PIXELS,
+    ) -> None:
+        self.specs = specs
+        self.resolution = resolution
+        self.max_pixels = max_pixels
+        self.annotators: list[Annotator] = [create(s.name, **s.params) for s in specs]
+        for annotator in self.annotators:
+            annotator.load()
+
+    def output_suffixes(self) -> list[str]:
+        """File suffixes every successful sample gets (``canny.png``, ``pose.json``, ...)."""
+        return [
+            f"{suffix}.{ext}"
+            for a in self.annotators
+            for suffixes, ext in ((a.outputs, "png"), (a.data_outputs, "json"))
+            for suffix in suffixes
+        ]
+
+    def prepare(self, key: str, data: bytes) -> Result:
+        """Decode and resize one sample (no annotation yet)."""
+        result = Result(key=key)
+        start = time.perf_counter()
+        try:
+            rgb = decode_image(data, max_pixels=self.max_pixels, draft_short_side=self.resolution)
+        except DecodeError as err:
+            return result.fail("decode", err)
+        except Exception as err:  # noqa: BLE001 - never let one input stop the job
+            return result.fail("decode", err)
+        result.original_size = (rgb.shape[1], rgb.shape[0])
+        result.image = resize_short_side(rgb, self.resolution)
+        result.timings["decode"] = time.perf_counter() - start
+        return result
+
+    def annotate(self, results: list[Result]) -> list[Result]:
+        """Run every annotator over the successfully decoded results, batched, then encode."""
+        for annotator in self.annotators:
+            live = [r for r in results if r.status == "ok"]
+            if not live:
+                break
+            start = time.perf_counter()
+            try:
+                annotations = annotator.annotate_batch(
+                    [r.image for r in live], keys=[r.key for r in live]
+                )
+            except Exception:  # noqa: BLE001 - retry one by one to isolate the bad sample
+                annotations = []
+                for r in live:
+                    try:
+                        annotations.append(annotator.annotate(r.image, key=r.key))
+                    except Exception as err:  # noqa: BLE001
+                        r.fail(f"annotator {annotator.name}", err)
+                        annotations.append(None)
+            elapsed = (time.perf_counter() - start) / len(live)
+            for r, annotation in zip(live, annotations, strict=True):
+                if annotation is None:
+                    continue
+                r.timings[annotator.name] = elapsed
+                t0 = time.perf_counter()
+                try:
+                    r.files.update(encode_annotation(annotation))
+                except Exception as err:  # noqa: BLE001
+                    r.fail(f"encode {annotator.name}", err)
+                    continue
+                r.timings["encode"] = r.timings.get("encode", 0.0) + time.perf_counter() - t0
+                r.stats.update(annotation.stats)
+        return results
+
+    def process(self, key: str, data: bytes) -> Result:
+        """Decode, resize, annotate and encode one sample."""
+        return self.annotate([self.prepare(key, data)])[0]
+
+    def process_batch(self, items: list[tuple[str, bytes]]) -> list[Result]:
+        """The same for several samples; learned annotators see them as one batch."""
+        return self.annotate([self.prepare(key, data) for key, data in items])

@@ -1,0 +1,49 @@
+"""Shared fixtures: the real photos, a CLI runner, and a bad-input corpus made on the fly."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[1]
+PHOTOS = Path(os.environ.get("HINTSET_PHOTOS", ROOT.parent / "shared" / "data" / "photos"))
+
+
+@pytest.fixture(scope="session")
+def photos_dir() -> Path:
+    """The 20 real COCO photos shipped in ../shared/data/photos."""
+    if not any(PHOTOS.glob("*.jpg")):
+        pytest.fail(f"real test photos not found in {PHOTOS} (set HINTSET_PHOTOS)")
+    return PHOTOS
+
+
+@pytest.fixture(scope="session")
+def photo_paths(photos_dir: Path) -> list[Path]:
+    return sorted(photos_dir.glob("*.jpg"))
+
+
+def run_cli(*args: str, check: bool = False, **kwargs) -> subprocess.CompletedProcess:
+    """Run ``hintset ARGS`` in a fresh interpreter (as a user would) and capture its output."""
+    env = {**os.environ, "PYTHONPATH": str(ROOT) + os.pathsep + os.environ.get("PYTHONPATH", "")}
+    env.update(kwargs.pop("env", {}))
+    proc = subprocess.run(
+        [sys.executable, "-m", "pipeline", *map(str, args)],
+        capture_output=True,
+        text=True,
+        env=env,
+        cwd=kwargs.pop("cwd", ROOT),
+        **kwargs,
+    )
+    if check and proc.returncode != 0:
+        raise AssertionError(f"hintset {' '.join(map(str, args))} failed:\n{proc.stderr}")
+    return proc
+
+
+@pytest.fixture
+def cli():
+    """``cli("annotate", ...)`` runs the hintset command line in a subprocess."""
+    return run_cli

@@ -1,0 +1,1 @@
+"""ControlNet training on hintset shards (diffusers + transformers for the Stable Diffusion parts)."""
