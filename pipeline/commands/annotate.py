@@ -60,13 +60,29 @@ import click
     "--save-image", is_flag=True, help="Also write the resized image as <stem>.image.jpg."
 )
 @click.option(
+    "--weights-dir",
+    type=click.Path(file_okay=False),
+    default=None,
+    help="Folder with model weights for learned annotators (sets $HINTSET_WEIGHTS_DIR).",
+)
+@click.option(
     "--overwrite",
     is_flag=True,
     help="Redo inputs whose outputs already exist (default: skip them).",
 )
 @click.option("-q", "--quiet", is_flag=True, help="No progress bar.")
 def annotate(
-    inputs, out, names, params, resolution, workers, batch_size, save_image, overwrite, quiet
+    inputs,
+    out,
+    names,
+    params,
+    resolution,
+    workers,
+    batch_size,
+    save_image,
+    weights_dir,
+    overwrite,
+    quiet,
 ):
     """Write condition maps for every image in INPUTS (files or folders, searched recursively).
 
@@ -78,11 +94,16 @@ def annotate(
     Example:
       hintset annotate photos/ -o maps/ --annotators canny,lines --param canny.low=50
     """
+    import os
+
     from tqdm import tqdm
 
+    from annotators.weights import ENV_DIR
     from pipeline.annotate import REPORT_NAME, run_annotate
     from pipeline.worker import parse_specs
 
+    if weights_dir:
+        os.environ[ENV_DIR] = os.path.abspath(weights_dir)  # inherited by worker processes
     try:
         specs = parse_specs(names, params)
     except ValueError as err:

@@ -1,0 +1,222 @@
+"""``hintset annotate`` / ``hintset annotators`` end to end, as a user runs them."""
+
+from __future__ import annotations
+
+import json
+import shutil
+from pathlib import Path
+
+import cv2
+import numpy as np
+import pytest
+
+from pipeline.decode import load_image, resize_short_side
+from tests.corpus import BAD, ODD, write_corpus
+
+
+@pytest.fixture(scope="module")
+def tree(tmp_path_factory, photo_paths) -> Path:
+    """photos/ with real photos at the top, a subfolder of 3 more, and the bad/odd corpus."""
+    root = tmp_path_factory.mktemp("in") / "photos"
+    (root / "sub").mkdir(parents=True)
+    for path in photo_paths[:4]:
+        shutil.copy(path, root / path.name)
+    for path in photo_paths[4:7]:
+        shutil.copy(path, root / "sub" / path.name)
+    write_corpus(root / "odd", photo_paths[0])
+    (root / "notes.txt").write_text("not an image and not an image extension: ignored")
+    return root
+
+
+@pytest.fixture(scope="module")
+def first_run(tree, tmp_path_factory):
+    from tests.conftest import run_cli
+
+    out = tmp_path_factory.mktemp("out")
+    proc = run_cli(
+        "annotate",
+        tree,
+        "-o",
+        out,
+        "--annotators",
+        "canny,lines",
+        "--resolution",
+        "256",
+        "--workers",
+        "2",
+        "--param",
+        "canny.low=50",
+    )
+    return out, proc
+
+
+def test_outputs_mirror_the_input_tree(first_run, tree):
+    out, proc = first_run
+    good = [
+        p.relative_to(tree)
+        for p in tree.rglob("*")
+        if p.suffix == ".jpg" and p.parent.name != "odd"
+    ]
+    good += [Path("odd") / name for name in ODD]
+    for rel in good:
+        for annotator in ("canny", "lines"):
+            target = out / rel.parent / f"{rel.stem}.{annotator}.png"
+            assert target.is_file(), target
+    assert not list(out.rglob("notes*"))
+    assert not list(out.rglob("*.tmp"))
+
+
+def test_report_counts_and_reasons(first_run, tree):
+    out, proc = first_run
+    assert proc.returncode == 1  # some inputs failed
+    report = json.loads((out / "report.json").read_text())
+    total = 4 + 3 + len(BAD) + len(ODD)
+    assert report["counts"] == {
+        "total": total,
+        "done": total - len(BAD),
+        "skipped": 0,
+        "failed": len(BAD),
+    }
+    failures = {Path(f["source"]).name: f["error"] for f in report["failures"]}
+    assert set(failures) == set(BAD)
+    for name, fragment in BAD.items():
+        assert fragment in failures[name]
+    assert [a["name"] for a in report["annotators"]] == ["canny", "lines"]
+    assert report["annotators"][0]["params"]["low"] == 50
+    assert report["timings"]["images_per_second"] > 0
+    assert {"decode", "canny", "lines", "encode", "write"} <= set(report["timings"]["mean_ms"])
+
+
+def test_each_bad_file_is_one_line_on_stderr(first_run):
+    out, proc = first_run
+    failed = [line for line in proc.stderr.splitlines() if line.startswith("FAILED ")]
+    assert len(failed) == len(BAD)
+    for name, fragment in BAD.items():
+        assert any(name in line and fragment in line for line in failed)
+    assert "Traceback" not in proc.stderr
+
+
+def test_maps_equal_cv2_canny_on_the_resized_image(first_run, tree):
+    out, _ = first_run
+    source = sorted(tree.glob("*.jpg"))[0]
+    resized = resize_short_side(load_image(source), 256)
+    written = cv2.imread(str(out / f"{source.stem}.canny.png"), cv2.IMREAD_UNCHANGED)
+    assert np.array_equal(written, cv2.Canny(resized, 50, 200))
+
+
+def test_exif_rotated_input_comes_out_upright(first_run, tree, tmp_path, cli):
+    out, _ = first_run
+    edges = cv2.imread(str(out / "odd" / "exif_rotated.canny.png"), cv2.IMREAD_UNCHANGED)
+    assert edges.shape == (512, 256)  # displayed 32x64 (portrait), short side 256
+    proc = cli(
+        "annotate",
+        tree / "odd" / "exif_rotated.jpg",
+        "-o",
+        tmp_path,
+        "-r",
+        "256",
+        "--save-image",
+        "-q",
+    )
+    assert proc.returncode == 0, proc.stderr
+    image = cv2.cvtColor(cv2.imread(str(tmp_path / "exif_rotated.image.jpg")), cv2.COLOR_BGR2RGB)
+    assert image.shape[:2] == (512, 256)
+    top, bottom = image[40, 128].astype(int), image[470, 128].astype(int)
+    assert top[0] > 200 and top[2] < 60  # the red half is on top once upright
+    assert bottom[2] > 200 and bottom[0] < 60
+
+
+def test_rerun_skips_then_overwrite_redoes(first_run, tree, cli):
+    out, _ = first_run
+    marker = sorted(out.glob("*.canny.png"))[0]
+    mtime = marker.stat().st_mtime_ns
+    proc = cli(
+        "annotate",
+        tree,
+        "-o",
+        out,
+        "--annotators",
+        "canny,lines",
+        "--resolution",
+        "256",
+        "--workers",
+        "1",
+        "--param",
+        "canny.low=50",
+    )
+    report = json.loads((out / "report.json").read_text())
+    assert report["counts"]["skipped"] == 4 + 3 + len(ODD)
+    assert report["counts"]["failed"] == len(BAD)  # bad files are tried again and fail again
+    assert report["counts"]["done"] == 0
+    assert marker.stat().st_mtime_ns == mtime
+    assert proc.returncode == 1
+    single = sorted(tree.glob("*.jpg"))[0]
+    proc = cli("annotate", single, "-o", out, "--annotators", "canny", "--overwrite", "-q")
+    assert proc.returncode == 0, proc.stderr
+    assert json.loads((out / "report.json").read_text())["counts"]["done"] == 1
+
+
+def test_all_good_inputs_exit_zero_and_save_image(photo_paths, tmp_path, cli):
+    proc = cli(
+        "annotate",
+        photo_paths[0],
+        photo_paths[1],
+        "-o",
+        tmp_path,
+        "-a",
+        "canny",
+        "--save-image",
+        "-r",
+        "0",
+        "-q",
+    )
+    assert proc.returncode == 0, proc.stderr
+    image = cv2.imread(str(tmp_path / f"{photo_paths[0].stem}.image.jpg"))
+    edges = cv2.imread(str(tmp_path / f"{photo_paths[0].stem}.canny.png"), cv2.IMREAD_UNCHANGED)
+    assert image.shape[:2] == edges.shape == load_image(photo_paths[0]).shape[:2]
+
+
+def test_same_stem_different_extensions_do_not_collide(photo_paths, tmp_path, cli):
+    src = tmp_path / "in"
+    src.mkdir()
+    shutil.copy(photo_paths[0], src / "a.jpg")
+    cv2.imwrite(str(src / "a.png"), cv2.imread(str(photo_paths[1])))
+    proc = cli("annotate", src, "-o", tmp_path / "out", "-a", "canny", "-q", "-r", "64")
+    assert proc.returncode == 0, proc.stderr
+    assert sorted(p.name for p in (tmp_path / "out").glob("*.png")) == [
+        "a_jpg.canny.png",
+        "a_png.canny.png",
+    ]
+
+
+@pytest.mark.parametrize(
+    "args, message",
+    [
+        (["--annotators", "nope"], "unknown annotator 'nope'"),
+        (["--param", "canny.low"], "expected ANNOTATOR.NAME=VALUE"),
+        (["--param", "lines.backend=hough"], "not in --annotators"),
+        (["--param", "canny.low=abc"], "expected int"),
+        (["--param", "canny.colour=red"], "unknown parameter"),
+    ],
+)
+def test_usage_errors_are_one_clear_line(photo_paths, tmp_path, cli, args, message):
+    proc = cli("annotate", photo_paths[0], "-o", tmp_path, *args)
+    assert proc.returncode == 2
+    assert message in proc.stderr
+    assert "Traceback" not in proc.stderr
+
+
+def test_annotators_command_lists_params_and_weights(cli):
+    proc = cli("annotators", check=True)
+    assert (
+        "canny" in proc.stdout and "low=100" in proc.stdout and "no weights needed" in proc.stdout
+    )
+    rows = json.loads(cli("annotators", "--json", check=True).stdout)
+    canny = next(r for r in rows if r["name"] == "canny")
+    assert canny["params"]["high"] == 200 and canny["outputs"] == ["canny.png"]
+
+
+def test_help_explains(cli):
+    proc = cli("annotate", "--help", check=True)
+    for flag in ("--annotators", "--param", "--resolution", "--workers", "--overwrite"):
+        assert flag in proc.stdout
