@@ -65,10 +65,15 @@ def decode_image(
             img.draft(img.mode, (int(width / scale) + 1, int(height / scale) + 1))
     try:
         img.load()
-        img = ImageOps.exif_transpose(img)
+        img = ImageOps.exif_transpose(img, in_place=False) if _rotated(img) else img
     except Exception as err:  # noqa: BLE001 - truncated/corrupt data raises OSError & co
         raise DecodeError(f"corrupt or truncated image data ({img.format}): {err}") from None
     return to_rgb(img)
+
+
+def _rotated(img: Image.Image) -> bool:
+    """True when the EXIF orientation asks for a flip or rotation (most photos: no)."""
+    return img.getexif().get(0x0112, 1) not in (0, 1)
 
 
 def to_rgb(img: Image.Image) -> np.ndarray:
