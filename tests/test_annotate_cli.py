@@ -13,6 +13,9 @@ import pytest
 from pipeline.decode import load_image, resize_short_side
 from tests.corpus import BAD, ODD, write_corpus
 
+#: options shared by the first run and the rerun, so the rerun matches it
+ARGS = ("--annotators", "canny,lines", "--resolution", "256", "--param", "canny.low=50")
+
 
 @pytest.fixture(scope="module")
 def tree(tmp_path_factory, photo_paths) -> Path:
@@ -33,20 +36,7 @@ def first_run(tree, tmp_path_factory):
     from tests.conftest import run_cli
 
     out = tmp_path_factory.mktemp("out")
-    proc = run_cli(
-        "annotate",
-        tree,
-        "-o",
-        out,
-        "--annotators",
-        "canny,lines",
-        "--resolution",
-        "256",
-        "--workers",
-        "2",
-        "--param",
-        "canny.low=50",
-    )
+    proc = run_cli("annotate", tree, "-o", out, *ARGS, "--workers", "2")
     return out, proc
 
 
@@ -130,20 +120,7 @@ def test_rerun_skips_then_overwrite_redoes(first_run, tree, cli):
     out, _ = first_run
     marker = sorted(out.glob("*.canny.png"))[0]
     mtime = marker.stat().st_mtime_ns
-    proc = cli(
-        "annotate",
-        tree,
-        "-o",
-        out,
-        "--annotators",
-        "canny,lines",
-        "--resolution",
-        "256",
-        "--workers",
-        "1",
-        "--param",
-        "canny.low=50",
-    )
+    proc = cli("annotate", tree, "-o", out, *ARGS, "--workers", "1")
     report = json.loads((out / "report.json").read_text())
     assert report["counts"]["skipped"] == 4 + 3 + len(ODD)
     assert report["counts"]["failed"] == len(BAD)  # bad files are tried again and fail again
