@@ -59,6 +59,9 @@ def decode_image(
         )
     if min(width, height) < min_side:
         raise DecodeError(f"image too small: {width}x{height} (minimum side {min_side})")
+    fast = _decode_jpeg_with_opencv(data, img, draft_short_side)
+    if fast is not None:
+        return fast
     if draft_short_side and img.format == "JPEG" and img.mode in ("RGB", "L"):
         scale = min(width, height) / draft_short_side
         if scale >= 2:
@@ -69,6 +72,35 @@ def decode_image(
     except Exception as err:  # noqa: BLE001 - truncated/corrupt data raises OSError & co
         raise DecodeError(f"corrupt or truncated image data ({img.format}): {err}") from None
     return to_rgb(img)
+
+
+_REDUCED = ((8, cv2.IMREAD_REDUCED_COLOR_8), (4, cv2.IMREAD_REDUCED_COLOR_4),
+            (2, cv2.IMREAD_REDUCED_COLOR_2))  # fmt: skip
+
+
+def _decode_jpeg_with_opencv(
+    data: bytes, img: Image.Image, draft_short_side: int
+) -> np.ndarray | None:
+    """Decode a complete 8-bit RGB/gray JPEG with OpenCV (about 1 ms faster than Pillow).
+
+    Only for files that end with the JPEG end-of-image marker: OpenCV silently
+    pads truncated JPEGs, so anything else goes through Pillow, which rejects them.
+    OpenCV applies the EXIF orientation itself. Returns None to fall back to Pillow.
+    """
+    if img.format != "JPEG" or img.mode not in ("RGB", "L"):
+        return None
+    if not data.rstrip(b"\x00").endswith(b"\xff\xd9"):
+        return None
+    flag = cv2.IMREAD_COLOR
+    short = min(img.size)
+    for factor, reduced in _REDUCED:
+        if draft_short_side and short // factor >= draft_short_side:
+            flag = reduced
+            break
+    bgr = cv2.imdecode(np.frombuffer(data, np.uint8), flag)
+    if bgr is None:
+        return None
+    return cv2.cvtColor(bgr, cv2.COLOR_BGR2RGB)
 
 
 def _rotated(img: Image.Image) -> bool:

@@ -92,3 +92,32 @@ def test_resize_short_side(shape):
     ratio_in, ratio_out = shape[1] / shape[0], out.shape[1] / out.shape[0]
     assert abs(ratio_in - ratio_out) < 0.01
     assert resize_short_side(rgb, 0) is rgb
+
+
+def test_opencv_and_pillow_paths_agree(photo_paths):
+    from PIL import Image
+
+    from pipeline.decode import to_rgb
+
+    for path in photo_paths[:5]:
+        fast = load_image(path)
+        with Image.open(path) as img:
+            slow = to_rgb(img.convert("RGB"))
+        assert fast.shape == slow.shape
+        assert np.abs(fast.astype(int) - slow.astype(int)).mean() < 1.0
+
+
+def test_trailing_padding_still_decodes(photo_paths):
+    data = photo_paths[0].read_bytes() + b"\x00" * 64
+    assert decode_image(data).shape == load_image(photo_paths[0]).shape
+
+
+def test_reduced_decoding_of_large_jpeg():
+    import cv2
+
+    big = np.zeros((2000, 3000, 3), np.uint8)
+    big[:, 1500:] = 255
+    data = cv2.imencode(".jpg", big)[1].tobytes()
+    small = decode_image(data, draft_short_side=500)
+    assert small.shape == (500, 750, 3)  # decoded at 1/4 scale by the JPEG decoder
+    assert small[:, :360].mean() < 10 and small[:, 390:].mean() > 245  # edge at 1500/4
