@@ -170,6 +170,11 @@ class _HEDBase(TorchAnnotator):
     def weights_files(cls) -> list[WeightsFile]:
         return [HED_WEIGHTS]
 
+    @classmethod
+    def benchmark_variants(cls) -> list[dict[str, Any]]:
+        """Parameter sets a speed benchmark runs (defaults)."""
+        return [{}]
+
     def _load_networks(self) -> list[dict[str, Any]]:
         self.model, ident = load_hed(self.config["weights_dir"], self.device)
         return [ident]

@@ -121,6 +121,11 @@ class Lines(Annotator):
         return [MLSD_WEIGHTS]
 
     @classmethod
+    def benchmark_variants(cls) -> list[dict[str, Any]]:
+        """Parameter sets a speed benchmark of learned annotators runs."""
+        return [{"backend": "mlsd"}]
+
+    @classmethod
     def needs_weights(cls) -> bool:
         """False: the default backends are classical; backend mlsd loads in :meth:`load`."""
         return False

@@ -267,6 +267,11 @@ class Normal(TorchAnnotator):
         """``scannet.pt`` for backend bae (backend depth needs the depth annotator's files)."""
         return [BAE_WEIGHTS]
 
+    @classmethod
+    def benchmark_variants(cls) -> list[dict[str, Any]]:
+        """Parameter sets a speed benchmark runs (the depth backend is timed as ``depth``)."""
+        return [{"backend": "bae"}]
+
     def _load_networks(self) -> list[dict[str, Any]]:
         cfg = self.config
         if cfg["backend"] == "bae":

@@ -304,7 +304,7 @@ def test_normal_depth_backend_records_convention():
 def test_normal_depth_backend_end_to_end(tmp_path, photos):
     from annotators import depth as depth_module
 
-    depth_module.write_random_weights(tmp_path, tiny=True)
+    depth_module.write_random_weights(tmp_path, tiny=True, models=("dpt-hybrid",))
     annotator = create("normal", backend="depth", weights_dir=str(tmp_path), device="cpu")
     results = annotator.annotate_batch(photos)
     depths = annotator.depth.predict_depth(photos)
