@@ -100,13 +100,13 @@ def safe_step(edges: np.ndarray, step: int = 2) -> np.ndarray:
 
 
 def soft_edges(
-    model: Any, images: list[np.ndarray], device: str, precision: str
+    model: Any, images: list[np.ndarray], device: str, precision: str, batch_size: int = 8
 ) -> list[np.ndarray]:
     """Float64 0..1 soft-edge maps (sigmoid of the mean of the side outputs), one per image."""
     import torch
 
     maps: list[np.ndarray] = [np.empty(0)] * len(images)
-    for group in groups_by_size(images):
+    for group in groups_by_size(images, batch_size):
         height, width = images[group[0]].shape[:2]
         batch = to_tensor([images[i] for i in group], HED_MULTIPLE, device)
         with torch.inference_mode(), autocast(device, precision):
@@ -182,7 +182,9 @@ class _HEDBase(TorchAnnotator):
     def edges_batch(self, images: list[np.ndarray]) -> list[np.ndarray]:
         """uint8 soft-edge maps for a batch of images."""
         self.load()
-        soft = soft_edges(self.model, images, self.device, self.precision)
+        soft = soft_edges(
+            self.model, images, self.device, self.precision, self.config["batch_size"]
+        )
         return [to_uint8(e, self.config["safe"]) for e in soft]
 
 

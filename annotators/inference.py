@@ -26,6 +26,7 @@ from annotators.weights import (
 
 #: Params every torch annotator takes (device, weights folder, GPU precision).
 TORCH_PARAMS = (
+    Param("batch_size", 8, "largest batch run through the network at once"),
     Param("device", "auto", "cpu, cuda or auto", choices=("auto", "cpu", "cuda")),
     Param(
         "weights_dir", "", "folder holding the checkpoint ('' = $HINTSET_WEIGHTS_DIR / HF cache)"
@@ -84,15 +85,15 @@ def autocast(device: str, precision: str) -> contextlib.AbstractContextManager:
     return torch.autocast("cuda", dtype=dtype)
 
 
-def groups_by_size(images: list[np.ndarray]) -> Iterator[list[int]]:
-    """Indices of images grouped by HxW, so a batch never pads one image to another's size.
-
-    Each image's map then depends only on the image, not on what it was batched with.
-    """
+def groups_by_size(images: list[np.ndarray], batch_size: int = 8) -> Iterator[list[int]]:
+    """Indices of images grouped by HxW (at most ``batch_size`` each), so a batch never pads
+    one image to another's size: each map depends only on its image, not on its batch mates."""
     groups: dict[tuple[int, int], list[int]] = {}
     for index, image in enumerate(images):
         groups.setdefault(image.shape[:2], []).append(index)
-    yield from groups.values()
+    for group in groups.values():
+        for start in range(0, len(group), max(1, batch_size)):
+            yield group[start : start + batch_size]
 
 
 def padded_size(height: int, width: int, multiple: int) -> tuple[int, int]:
@@ -157,6 +158,10 @@ class TorchAnnotator(Annotator):
         super().__init__(**params)
         self._loaded: list[dict[str, Any]] | None = None
         self.device = "cpu"
+
+    def _validate(self) -> None:
+        if self.config["batch_size"] < 1:
+            raise ValueError(f"{self.name}: batch_size must be >= 1")
 
     def _load_networks(self) -> list[dict[str, Any]]:
         raise NotImplementedError

@@ -90,6 +90,7 @@ class Lines(Annotator):
         Param("distance_threshold", 0.1, "mlsd: segment length threshold (half-resolution px)"),
         Param("device", "auto", "mlsd: cpu, cuda or auto", choices=("auto", "cpu", "cuda")),
         Param("weights_dir", "", "mlsd: folder holding mlsd_large_512_fp32.pth"),
+        Param("batch_size", 8, "mlsd: largest batch run through the network at once"),
         Param(
             "precision",
             "fp32",
@@ -168,6 +169,7 @@ class Lines(Annotator):
                 cfg["score_threshold"],
                 cfg["distance_threshold"],
                 precision,
+                cfg["batch_size"],
             )
         detector = BACKENDS[cfg["backend"]]
         return [filter_short(detector(rgb, cfg), cfg["min_length"]) for rgb in images]

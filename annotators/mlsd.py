@@ -210,12 +210,13 @@ def detect_segments(
     score_threshold: float = 0.1,
     distance_threshold: float = 0.1,
     precision: str = "fp32",
+    batch_size: int = 8,
 ) -> list[np.ndarray]:
     """M-LSD segments for each image (batched per image size), in the image's pixel coordinates."""
     import torch
 
     found: list[np.ndarray] = [np.zeros((0, 4), np.float32)] * len(images)
-    for group in groups_by_size(images):
+    for group in groups_by_size(images, batch_size):
         rgb = to_tensor([images[i] for i in group], MLSD_MULTIPLE, device)
         ones = torch.ones_like(rgb[:, :1])  # the reference appends a plane of ones before scaling
         batch = torch.cat([rgb, ones], dim=1) / 127.5 - 1.0

@@ -212,7 +212,7 @@ def write_random_weights(folder: Path, *, tiny: bool = False) -> list[Path]:
 
 
 def predict_normals(
-    model: Any, images: list[np.ndarray], device: str, precision: str
+    model: Any, images: list[np.ndarray], device: str, precision: str, batch_size: int = 8
 ) -> list[np.ndarray]:
     """NormalBAE unit normals (HxWx3 float32, ScanNet axes) for each image, batched per size."""
     import torch
@@ -220,7 +220,7 @@ def predict_normals(
     mean = torch.tensor(IMAGENET_MEAN, device=device).view(1, 3, 1, 1) * 255.0
     std = torch.tensor(IMAGENET_STD, device=device).view(1, 3, 1, 1) * 255.0
     found: list[np.ndarray] = [np.empty(0)] * len(images)
-    for group in groups_by_size(images):
+    for group in groups_by_size(images, batch_size):
         height, width = images[group[0]].shape[:2]
         batch = (to_tensor([images[i] for i in group], BAE_MULTIPLE, device) - mean) / std
         with torch.inference_mode(), autocast(device, precision):
@@ -257,6 +257,7 @@ class Normal(TorchAnnotator):
     )
 
     def _validate(self) -> None:
+        super()._validate()
         if not 0.0 <= self.config["bg_threshold"] <= 1.0:
             raise ValueError(
                 f"normal: bg_threshold must be in [0, 1], got {self.config['bg_threshold']}"
@@ -298,7 +299,9 @@ class Normal(TorchAnnotator):
         if self.config["backend"] == "bae":
             maps = [
                 normals_to_rgb(n)
-                for n in predict_normals(self.model, images, self.device, self.precision)
+                for n in predict_normals(
+                    self.model, images, self.device, self.precision, self.config["batch_size"]
+                )
             ]
         else:
             depths = self.depth.predict_depth(images)

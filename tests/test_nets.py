@@ -83,6 +83,11 @@ def test_hed_on_real_photos(weights_dir, photos):
         assert edges.shape == image.shape[:2] and edges.dtype == np.uint8
     assert np.array_equal(maps[0], maps[2])  # same image, same map, whatever the batch
     assert np.array_equal(maps[1], annotator(photos[1]))  # batched == alone
+    one_by_one = create("hed", weights_dir=str(weights_dir), device="cpu", batch_size=1)
+    assert all(
+        np.array_equal(a.maps["hed"], b)
+        for a, b in zip(one_by_one.annotate_batch(photos + [photos[0]]), maps, strict=True)
+    )
     ident = annotator.info()["weights"]
     assert ident == [
         {
