@@ -69,6 +69,7 @@ def test_hed_checkpoint_layout(weights_dir):
 
     state = torch.load(weights_dir / "ControlNetHED.pth", weights_only=True)
     assert tuple(state["norm"].shape) == (1, 3, 1, 1)
+    assert all(v.dtype == torch.float16 for v in state.values())  # published as fp16 (29.4 MB)
     assert tuple(state["block1.convs.0.weight"].shape) == (64, 3, 3, 3)
     assert tuple(state["block5.convs.2.weight"].shape) == (512, 512, 3, 3)
     assert tuple(state["block3.projection.weight"].shape) == (1, 256, 1, 1)
