@@ -15,6 +15,10 @@ import click
 COMMANDS: dict[str, str] = {
     "annotate": "pipeline.commands.annotate:annotate",
     "annotators": "pipeline.commands.annotators:annotators",
+    "build": "pipeline.commands.build:build",
+    "inspect": "pipeline.commands.inspect:inspect_cmd",
+    "preview": "pipeline.commands.preview:preview",
+    "verify": "pipeline.commands.verify:verify",
 }
 
 

@@ -1,0 +1,187 @@
+"""Run shards on Ray: local by default, a cluster by address; actors hold the annotators.
+
+Each actor builds whole shards (the unit of work and of retry). A shard whose actor
+dies (crash, OOM kill, node removed) is queued again, up to ``max_retries`` times,
+on a surviving or replacement actor.
+"""
+
+from __future__ import annotations
+
+import importlib
+import os
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+from pipeline.plan import Shard
+from pipeline.worker import AnnotatorSpec
+
+#: environment variables forwarded to workers on every node
+FORWARDED_ENV = ("HINTSET_WEIGHTS_DIR", "HINTSET_OFFLINE", "HF_HUB_OFFLINE", "HF_HOME")
+
+
+@dataclass
+class RunOptions:
+    """Everything an actor needs to build shards; plain data sent to every worker."""
+
+    root: str
+    specs: list[AnnotatorSpec]
+    resolution: int = 512
+    keep_original: bool = False
+    batch_size: int = 8
+    imports: tuple[str, ...] = ()
+    cpus_per_worker: float = 1.0
+    gpus_per_worker: float = 0.0
+    extra: dict[str, Any] = field(default_factory=dict)
+
+
+class ShardActorImpl:
+    """Holds one Worker (annotators loaded once) and builds shards with it."""
+
+    def __init__(self, options: RunOptions, progress: Any) -> None:
+        import cv2
+
+        cv2.setNumThreads(1)
+        self.options, self.progress, self.error = options, progress, ""
+        try:
+            for module in options.imports:
+                importlib.import_module(module)
+            from pipeline.storage import Storage
+            from pipeline.worker import Worker
+
+            resolution = 0 if options.keep_original else options.resolution
+            self.worker = Worker(options.specs, resolution=resolution)
+            self.storage = Storage(options.root)
+        except Exception as err:  # noqa: BLE001 - reported by ready() as one line
+            self.error = " ".join(str(err).split()) or type(err).__name__
+
+    def ready(self) -> dict[str, Any]:
+        """Setup error (empty if fine), annotator identities and the node this actor runs on."""
+        import ray
+
+        infos = [] if self.error else [a.info() for a in self.worker.annotators]
+        return {"error": self.error, "annotators": infos,
+                "node": ray.get_runtime_context().get_node_id()}  # fmt: skip
+
+    def build(self, shard: Shard) -> dict[str, Any]:
+        import ray
+
+        from pipeline.shard_builder import build_shard
+
+        stats = build_shard(
+            self.worker, self.storage, shard, batch_size=self.options.batch_size,
+            keep_original=self.options.keep_original,
+            on_progress=lambda n: self.progress.add.remote(n),
+        )  # fmt: skip
+        return {**stats, "node": ray.get_runtime_context().get_node_id(), "pid": os.getpid()}
+
+
+class ProgressImpl:
+    """A counter the actors bump per batch, so the driver's bar moves within shards."""
+
+    def __init__(self) -> None:
+        self.count = 0
+
+    def add(self, n: int) -> None:
+        self.count += n
+
+    def get(self) -> int:
+        return self.count
+
+
+def connect(address: str | None, num_cpus: int | None = None) -> None:
+    """Join the cluster at ``address`` (``auto``, ``ray://host:10001``) or start a local Ray."""
+    import ray
+
+    if ray.is_initialized():
+        return
+    env = {k: os.environ[k] for k in FORWARDED_ENV if k in os.environ}
+    if os.environ.get("PYTHONPATH") and not address:
+        env["PYTHONPATH"] = os.environ["PYTHONPATH"]
+    runtime_env = {"env_vars": env} if env else None
+    kwargs: dict[str, Any] = {"include_dashboard": False, "logging_level": "ERROR",
+                              "log_to_driver": False, "runtime_env": runtime_env}  # fmt: skip
+    if address:
+        ray.init(address=address, **kwargs)
+    else:
+        ray.init(num_cpus=num_cpus, **kwargs)
+
+
+class BuildFailed(RuntimeError):
+    """Workers could not start, or shards failed after all retries (one-line message)."""
+
+
+def run_shards(
+    shards: list[Shard],
+    options: RunOptions,
+    *,
+    workers: int = 0,
+    max_retries: int = 3,
+    on_shard: Callable[[dict[str, Any]], None] | None = None,
+    on_samples: Callable[[int], None] | None = None,
+    on_ready: Callable[[dict[str, Any]], None] | None = None,
+) -> list[dict[str, Any]]:
+    """Build ``shards`` on a pool of actors; return their stats (raise BuildFailed otherwise)."""
+    import ray
+
+    actor_cls = ray.remote(ShardActorImpl).options(
+        num_cpus=options.cpus_per_worker, num_gpus=options.gpus_per_worker,
+        max_restarts=0, scheduling_strategy="SPREAD",
+    )  # fmt: skip
+    progress = ray.remote(ProgressImpl).options(num_cpus=0).remote()
+    if not workers:
+        key, per = ("GPU", options.gpus_per_worker) if options.gpus_per_worker else ("CPU", options.cpus_per_worker)  # fmt: skip
+        workers = max(1, int(ray.cluster_resources().get(key, 1) // per))
+    workers = max(1, min(workers, len(shards)))
+
+    def new_actor() -> Any:
+        actor = actor_cls.remote(options, progress)
+        info = ray.get(actor.ready.remote())
+        if info["error"]:
+            raise BuildFailed(info["error"])
+        if on_ready:
+            on_ready(info)
+        return actor
+
+    pool = [new_actor() for _ in range(workers)]
+    pending = list(shards)
+    attempts: dict[int, int] = {}
+    running: dict[Any, tuple[Shard, Any]] = {}
+    results: list[dict[str, Any]] = []
+    seen = 0
+    while pending or running:
+        idle = [a for a in pool if all(a is not b for _, b in running.values())]
+        while idle and pending:
+            shard, actor = pending.pop(0), idle.pop(0)
+            running[actor.build.remote(shard)] = (shard, actor)
+        done, _ = ray.wait(list(running), num_returns=1, timeout=0.5)
+        if on_samples:
+            count = ray.get(progress.get.remote())
+            on_samples(count - seen)
+            seen = count
+        for ref in done:
+            shard, actor = running.pop(ref)
+            try:
+                stats = ray.get(ref)
+            except Exception as err:  # noqa: BLE001 - actor died or the shard raised
+                attempts[shard.id] = attempts.get(shard.id, 0) + 1
+                if attempts[shard.id] > max_retries:
+                    raise BuildFailed(f"shard {shard.name} failed {attempts[shard.id]} times: "
+                                      f"{_one_line(err)}") from None  # fmt: skip
+                pending.insert(0, shard)
+                if isinstance(err, ray.exceptions.RayActorError):
+                    pool.remove(actor)
+                    if not pool or ray.available_resources().get("CPU", 0) >= options.cpus_per_worker:  # fmt: skip
+                        pool.append(new_actor())
+                continue
+            results.append(stats)
+            if on_shard:
+                on_shard(stats)
+    for actor in pool:
+        ray.kill(actor)
+    return results
+
+
+def _one_line(err: BaseException) -> str:
+    text = str(err).strip().splitlines()
+    return f"{type(err).__name__}: {text[-1] if text else ''}"[:300]

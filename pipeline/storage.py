@@ -1,0 +1,68 @@
+"""Where a dataset is written: a local folder or any fsspec URL (s3://, gs://, ...).
+
+Local writes go through a temporary file, fsync and rename; object stores get
+whole-object puts (atomic by nature). All cluster nodes must see the same root.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+from pathlib import Path
+
+from pipeline.atomic import atomic_write
+
+
+class Storage:
+    """A dataset root with atomic writes, reads and listings relative to it."""
+
+    def __init__(self, root: str | os.PathLike) -> None:
+        import fsspec.core
+
+        self.root = str(root).rstrip("/")
+        self.fs, self.base = fsspec.core.url_to_fs(self.root)
+        self.local = self.fs.protocol in ("file", ("file", "local")) or "file" in self.fs.protocol
+
+    def path(self, rel: str) -> str:
+        """Full path (or URL-less object path) of ``rel``."""
+        return f"{self.base}/{rel}" if rel else self.base
+
+    def exists(self, rel: str) -> bool:
+        return self.fs.exists(self.path(rel))
+
+    def read_bytes(self, rel: str) -> bytes:
+        return self.fs.cat_file(self.path(rel))
+
+    def write_bytes(self, rel: str, data: bytes) -> None:
+        """Write ``data`` atomically (readers see all of it or nothing)."""
+        if self.local:
+            atomic_write(self.path(rel), data)
+        else:
+            self.fs.pipe_file(self.path(rel), data)
+
+    def put_file(self, local_path: str, rel: str) -> None:
+        """Move a finished local file into place atomically (rename locally, upload otherwise)."""
+        if self.local:
+            target = Path(self.path(rel))
+            target.parent.mkdir(parents=True, exist_ok=True)
+            os.replace(local_path, target)
+        else:
+            self.fs.put_file(local_path, self.path(rel))
+            os.unlink(local_path)
+
+    def list(self, rel: str) -> list[str]:
+        """Sorted names of the files directly below ``rel`` (empty if it does not exist)."""
+        if not self.exists(rel):
+            return []
+        return sorted(Path(p).name for p in self.fs.ls(self.path(rel), detail=False))
+
+    def makedirs(self, rel: str) -> None:
+        if self.local:
+            Path(self.path(rel)).mkdir(parents=True, exist_ok=True)
+
+    def remove_all(self) -> None:
+        """Delete the whole dataset (for --overwrite)."""
+        if self.local:
+            shutil.rmtree(self.base, ignore_errors=True)
+        elif self.fs.exists(self.base):
+            self.fs.rm(self.base, recursive=True)
