@@ -73,7 +73,11 @@ class ShardActorImpl:
             keep_original=self.options.keep_original,
             on_progress=lambda n: self.progress.add.remote(n),
         )  # fmt: skip
-        return {**stats, "node": ray.get_runtime_context().get_node_id(), "pid": os.getpid()}
+        import resource
+
+        peak_mb = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+        return {**stats, "node": ray.get_runtime_context().get_node_id(), "pid": os.getpid(),
+                "peak_rss_mb": round(peak_mb, 1)}  # fmt: skip
 
 
 class ProgressImpl:
