@@ -138,16 +138,17 @@ def run_shards(
         workers = max(1, int(ray.cluster_resources().get(key, 1) // per))
     workers = max(1, min(workers, len(shards)))
 
-    def new_actor() -> Any:
-        actor = actor_cls.remote(options, progress)
-        info = ray.get(actor.ready.remote())
-        if info["error"]:
-            raise BuildFailed(info["error"])
-        if on_ready:
-            on_ready(info)
-        return actor
+    def new_actors(count: int) -> list[Any]:
+        """Start ``count`` actors in parallel; raise BuildFailed with their setup error."""
+        actors = [actor_cls.remote(options, progress) for _ in range(count)]
+        for info in ray.get([actor.ready.remote() for actor in actors]):
+            if info["error"]:
+                raise BuildFailed(info["error"])
+            if on_ready:
+                on_ready(info)
+        return actors
 
-    pool = [new_actor() for _ in range(workers)]
+    pool = new_actors(workers)
     pending = list(shards)
     attempts: dict[int, int] = {}
     running: dict[Any, tuple[Shard, Any]] = {}
@@ -176,7 +177,7 @@ def run_shards(
                 if isinstance(err, ray.exceptions.RayActorError):
                     pool.remove(actor)
                     if not pool or ray.available_resources().get("CPU", 0) >= options.cpus_per_worker:  # fmt: skip
-                        pool.append(new_actor())
+                        pool += new_actors(1)
                 continue
             results.append(stats)
             if on_shard:

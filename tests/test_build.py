@@ -291,3 +291,15 @@ def test_tar_inputs_get_maps_added(dataset, tmp_path):
         meta = json.loads(tar.extractfile(next(n for n in names if n.endswith(".json"))).read())
     assert any(n.endswith(".lines.png") for n in names)
     assert meta["source_meta"]["key"] in expected  # the input tar's metadata is carried over
+
+
+def test_output_as_fsspec_url(photo_paths, tmp_path):
+    folder = tmp_path / "in"
+    folder.mkdir()
+    for path in photo_paths[:3]:
+        shutil.copy(path, folder / path.name)
+    url = f"file://{tmp_path}/ds"
+    proc = run_cli("build", folder, "-o", url, *FAST)
+    assert proc.returncode == 0, proc.stderr
+    assert len(index_rows(tmp_path / "ds")) == 3
+    assert run_cli("verify", url).returncode == 0
