@@ -68,9 +68,9 @@ def write_index(storage: Storage, rel: str, rows: list[dict[str, Any]]) -> None:
 
     columns = sorted({k for row in rows for k in row}, key=_column_order)
     table = pa.Table.from_pylist([{c: row.get(c) for c in columns} for row in rows])
-    buf = io.BytesIO()
-    pq.write_table(table, buf)
-    storage.write_bytes(rel, buf.getvalue())
+    sink = pa.BufferOutputStream()  # pyarrow's own buffer (Python file objects: see pyproject)
+    pq.write_table(table, sink)
+    storage.write_bytes(rel, sink.getvalue().to_pybytes())
 
 
 def _column_order(name: str) -> tuple[int, str]:

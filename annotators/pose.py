@@ -1,0 +1,218 @@
+"""``pose``: OpenPose-style skeleton maps plus keypoints in OpenPose's JSON format.
+
+Two backends share the drawing in :mod:`annotators.pose_draw`:
+- ``mediapipe`` (default, no download: the models ship inside the mediapipe 0.10.21
+  wheel). Its pose model finds ONE person per image (the most prominent).
+- ``openpose``: the CMU body (and hand) networks from lllyasviel/Annotators; finds
+  MANY people by grouping keypoints with part affinity fields.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import numpy as np
+
+from annotators.base import Annotation, Param
+from annotators.inference import TORCH_PARAMS, TorchAnnotator, groups_by_size, load_network
+from annotators.pose_draw import draw_people, openpose_json
+from annotators.registry import register
+
+#: OpenPose body keypoint i <- MediaPipe pose landmark (neck, None, is the mid-shoulder)
+MEDIAPIPE_TO_OPENPOSE = (0, None, 12, 14, 16, 11, 13, 15, 24, 26, 28, 23, 25, 27, 5, 2, 8, 7)
+#: the face points reported for mediapipe: FaceMesh contour landmarks (face oval, eyes,
+#: eyebrows, lips), sorted; OpenPose's own 70-point face layout is not reproduced
+FACE_SUBSET = "mediapipe FACEMESH_CONTOURS landmarks, sorted by index"
+
+
+def landmark(point: Any, shape: tuple[int, int], min_confidence: float, visibility: bool = True):
+    """(x, y, confidence) in pixels, or None when not visible enough or outside the image."""
+    confidence = float(point.visibility) if visibility else 1.0
+    x, y = point.x * shape[1], point.y * shape[0]
+    if confidence < min_confidence or not (0 <= x < shape[1] and 0 <= y < shape[0]):
+        return None
+    return (x, y, confidence)
+
+
+@register
+class Pose(TorchAnnotator):
+    """OpenPose 18-keypoint body (+ optional hands and face) on black, and the keypoints as JSON."""
+
+    name = "pose"
+    version = "1"
+    outputs = ("pose",)
+    data_outputs = ("pose",)
+    description = "OpenPose-style skeleton, RGB on black, + pose.json (OpenPose format)"
+    params = (
+        Param("backend", "mediapipe", "keypoint detector", choices=("mediapipe", "openpose")),
+        Param("hands", False, "detect and draw hands (21 points each)"),
+        Param("face", False, "detect and draw face points (mediapipe only)"),
+        Param("min_confidence", 0.5, "mediapipe: drop keypoints less visible than this"),
+        Param("model_complexity", 1, "mediapipe pose model (0 lite, 1 full)", choices=(0, 1)),
+        *TORCH_PARAMS,
+    )
+
+    def _validate(self) -> None:
+        super()._validate()
+        if self.config["face"] and self.config["backend"] == "openpose":
+            raise ValueError("pose: face points need backend=mediapipe")
+        self.wants_gpu = self.config["backend"] == "openpose"
+
+    @classmethod
+    def weights_files(cls) -> list[Any]:
+        from annotators.openpose import BODY_WEIGHTS, HAND_WEIGHTS
+
+        return [BODY_WEIGHTS, HAND_WEIGHTS]
+
+    @classmethod
+    def needs_weights(cls) -> bool:
+        """False: the default mediapipe backend needs none (the openpose backend does)."""
+        return False
+
+    @classmethod
+    def benchmark_variants(cls) -> list[dict[str, Any]]:
+        return [{"backend": "openpose"}]
+
+    def load(self) -> None:
+        """Load MediaPipe's bundled models (no torch needed) or the OpenPose networks."""
+        if self._loaded is None and self.config["backend"] == "mediapipe":
+            self._loaded = self._load_networks()
+        super().load()
+
+    def _load_networks(self) -> list[dict[str, Any]]:
+        if self.config["backend"] == "mediapipe":
+            import mediapipe as mp
+
+            solutions = mp.solutions
+            self._mp_pose = solutions.pose.Pose(static_image_mode=True,
+                                                model_complexity=self.config["model_complexity"])  # fmt: skip
+            self._mp_hands = (solutions.hands.Hands(static_image_mode=True, max_num_hands=2)
+                              if self.config["hands"] else None)  # fmt: skip
+            self._mp_face = (solutions.face_mesh.FaceMesh(static_image_mode=True, max_num_faces=1)
+                             if self.config["face"] else None)  # fmt: skip
+            self._face_ids = sorted(
+                {i for edge in solutions.face_mesh.FACEMESH_CONTOURS for i in edge}
+            )
+            return []
+        from annotators.openpose import BODY_WEIGHTS, HAND_WEIGHTS, build_body, build_hand
+
+        weights_dir = self.config["weights_dir"]
+        self._body, body_id = load_network(BODY_WEIGHTS, build_body, weights_dir=weights_dir,
+                                           device=self.device)  # fmt: skip
+        loaded = [body_id]
+        if self.config["hands"]:
+            self._hand, hand_id = load_network(HAND_WEIGHTS, build_hand, weights_dir=weights_dir,
+                                               device=self.device)  # fmt: skip
+            loaded.append(hand_id)
+        return loaded
+
+    def info(self) -> dict[str, Any]:
+        return {**super().info(), "face_subset": FACE_SUBSET if self.config["face"] else None}
+
+    def _annotate_batch(self, images: list[np.ndarray], rngs: list) -> list[Annotation]:
+        self.load()
+        if self.config["backend"] == "mediapipe":
+            people = [self._mediapipe(image) for image in images]
+        else:
+            people = [None] * len(images)
+            for group in groups_by_size(images, self.config["batch_size"]):
+                for index, found in zip(
+                    group, self._openpose([images[i] for i in group]), strict=True
+                ):
+                    people[index] = found
+        return [self._result(image, found) for image, found in zip(images, people, strict=True)]
+
+    def _result(self, image: np.ndarray, people: list[dict]) -> Annotation:
+        shape = image.shape[:2]
+        most = max((sum(p is not None for p in person["body"]) for person in people), default=0)
+        return Annotation(
+            maps={"pose": draw_people(shape, people)},
+            data={"pose": openpose_json(shape, people)},
+            stats={"pose_people": float(len(people)), "pose_keypoints": float(most)},
+        )
+
+    def _mediapipe(self, rgb: np.ndarray) -> list[dict]:
+        """One person (MediaPipe's bundled pose finds the most prominent one), or none."""
+        shape, threshold = rgb.shape[:2], self.config["min_confidence"]
+        found = self._mp_pose.process(rgb).pose_landmarks
+        if found is None:
+            return []
+        marks = found.landmark
+        body = [
+            None if i is None else landmark(marks[i], shape, threshold)
+            for i in MEDIAPIPE_TO_OPENPOSE
+        ]
+        if body[2] is not None and body[5] is not None:  # neck = midpoint of the shoulders
+            body[1] = ((body[2][0] + body[5][0]) / 2, (body[2][1] + body[5][1]) / 2,
+                       min(body[2][2], body[5][2]))  # fmt: skip
+        if not any(body):
+            return []
+        person: dict[str, Any] = {"body": body}
+        if self._mp_hands is not None:
+            result = self._mp_hands.process(rgb)
+            for hand, handed in zip(result.multi_hand_landmarks or [],
+                                    result.multi_handedness or [], strict=True):  # fmt: skip
+                # MediaPipe labels hands as in a mirrored selfie: its "Left" is the person's right
+                side = "right_hand" if handed.classification[0].label == "Left" else "left_hand"
+                person[side] = [landmark(p, shape, 0.0, visibility=False) for p in hand.landmark]
+        if self._mp_face is not None:
+            faces = self._mp_face.process(rgb).multi_face_landmarks
+            if faces:
+                person["face"] = [landmark(faces[0].landmark[i], shape, 0.0, visibility=False)
+                                  for i in self._face_ids]  # fmt: skip
+        return [person]
+
+    def _openpose(self, images: list[np.ndarray]) -> list[list[dict]]:
+        """People in each same-size image: body net, peaks, PAF grouping, then hands."""
+        import torch
+
+        from annotators.openpose import (
+            BOX_SIZE,
+            PEAK_THRESHOLD,
+            find_peaks,
+            group_people,
+            network_input,
+            to_image_size,
+        )  # fmt: skip
+
+        shape = images[0].shape[:2]
+        scale = 0.5 * BOX_SIZE / shape[0]  # ControlNet's single scale: the image at 184 px high
+        inputs = [network_input(image, scale) for image in images]
+        batch = torch.from_numpy(np.stack([x for x, _ in inputs])).to(self.device)
+        with torch.no_grad():
+            pafs, heats = self._body(batch)
+        results = []
+        for k, image in enumerate(images):
+            valid = inputs[k][1]
+            heat = to_image_size(heats[k].float().cpu().numpy(), valid, shape)
+            paf = to_image_size(pafs[k].float().cpu().numpy(), valid, shape)
+            peaks = [find_peaks(heat[:, :, part], PEAK_THRESHOLD) for part in range(18)]
+            people = group_people(peaks, paf, shape[0])
+            if self.config["hands"]:
+                for person in people:
+                    person.update(self._hands(image, person["body"]))
+            results.append(people)
+        return results
+
+    def _hands(self, rgb: np.ndarray, body: list) -> dict[str, list]:
+        """21 hand keypoints per detected hand box (heatmap maxima above 0.05)."""
+        import cv2
+        import torch
+
+        from annotators.openpose import BOX_SIZE, hand_boxes, network_input, to_image_size
+
+        hands = {}
+        for side, x, y, width in hand_boxes(body, rgb.shape[:2]):
+            crop = rgb[y : y + width, x : x + width]
+            tensor, valid = network_input(crop, BOX_SIZE / width)
+            with torch.no_grad():
+                heat = self._hand(torch.from_numpy(tensor[None]).to(self.device))[0]
+            heat = to_image_size(heat.float().cpu().numpy(), valid, crop.shape[:2])
+            points = []
+            for part in range(21):
+                smooth = cv2.GaussianBlur(heat[:, :, part], (0, 0), 3)
+                py, px = np.unravel_index(int(np.argmax(smooth)), smooth.shape)
+                score = float(smooth[py, px])
+                points.append((float(px + x), float(py + y), score) if score > 0.05 else None)
+            hands[f"{side}_hand"] = points
+        return hands
