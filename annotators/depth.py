@@ -273,6 +273,14 @@ class Depth(Annotator):
         return [{"model": name} for name in BENCHMARK_MODELS]
 
     def weights_identity(self) -> list[dict[str, Any]]:
+        """Model id, weights file and sha256; resolved without loading the network if need be."""
+        if not self._identity:
+            repo = model_id(self.config["model"])
+            try:
+                folder = resolve_model_dir(repo, self.config["weights_dir"] or None, offline=True)
+                self._identity = [model_identity(repo, folder, self.config["sha256"])]
+            except WeightsError:
+                return []
         return list(self._identity)
 
     def load(self) -> None:

@@ -15,6 +15,7 @@ import click
 COMMANDS: dict[str, str] = {
     "annotate": "pipeline.commands.annotate:annotate",
     "annotators": "pipeline.commands.annotators:annotators",
+    "weights": "pipeline.commands.weights:weights",
 }
 
 
