@@ -1,11 +1,14 @@
-"""Straight line segments, 1 px white on black: classical LSD / probabilistic Hough (no weights).
+"""Straight line segments, 1 px white on black: classical LSD / probabilistic Hough (no weights)
+or the M-LSD network (``backend="mlsd"``, checkpoint ``mlsd_large_512_fp32.pth``).
 
-The M-LSD network (``backend="mlsd"``) plugs in through ``BACKENDS``.
+Classical detectors plug in through ``BACKENDS`` (one image at a time); M-LSD runs batched
+through :mod:`annotators.mlsd` and is loaded once per annotator instance.
 """
 
 from __future__ import annotations
 
 from collections.abc import Callable
+from typing import Any
 
 import cv2
 import numpy as np
@@ -43,11 +46,13 @@ def detect_hough(rgb: np.ndarray, config: dict) -> Segments:
     return found.reshape(-1, 4).astype(np.float32)
 
 
-#: backend name -> function(rgb, config) -> segments. Learned backends register here.
+#: backend name -> function(rgb, config) -> segments (classical, per image).
 BACKENDS: dict[str, Callable[[np.ndarray, dict], Segments]] = {
     "lsd": detect_lsd,
     "hough": detect_hough,
 }
+#: learned backends, run batched by the annotator itself
+LEARNED_BACKENDS = ("mlsd",)
 
 
 def draw_segments(shape: tuple[int, int], segments: Segments) -> np.ndarray:
@@ -76,29 +81,110 @@ class Lines(Annotator):
     description = "straight line segments, 1 px white on black (1 channel)"
     params = (
         Param("backend", "lsd", "segment detector", choices=("lsd", "hough", "mlsd")),
-        Param("min_length", 20, "drop segments shorter than this many pixels"),
+        Param("min_length", 20, "lsd/hough: drop segments shorter than this many pixels"),
         Param("canny_low", 100, "hough: Canny low threshold"),
         Param("canny_high", 200, "hough: Canny high threshold"),
         Param("hough_threshold", 50, "hough: accumulator votes needed"),
         Param("max_gap", 5, "hough: largest gap bridged inside one segment"),
         Param("score_threshold", 0.1, "mlsd: segment score threshold"),
-        Param("distance_threshold", 0.1, "mlsd: segment length threshold (model units)"),
+        Param("distance_threshold", 0.1, "mlsd: segment length threshold (half-resolution px)"),
         Param("device", "auto", "mlsd: cpu, cuda or auto", choices=("auto", "cpu", "cuda")),
         Param("weights_dir", "", "mlsd: folder holding mlsd_large_512_fp32.pth"),
+        Param(
+            "precision",
+            "fp32",
+            "mlsd: GPU arithmetic (fp32, fp16, bf16); thresholds are tuned in fp32",
+            choices=("auto", "fp32", "fp16", "bf16"),
+        ),
     )
 
+    def __init__(self, **params: Any) -> None:
+        super().__init__(**params)
+        self._model: Any = None
+        self._identity: list[dict[str, Any]] = []
+        self.device = "cpu"
+        self.wants_gpu = self.config["backend"] in LEARNED_BACKENDS
+
     def _validate(self) -> None:
-        if self.config["backend"] not in BACKENDS:
+        backend = self.config["backend"]
+        if backend not in BACKENDS and backend not in LEARNED_BACKENDS:
             raise ValueError(
-                f"lines: backend {self.config['backend']!r} is not available "
-                f"(have: {sorted(BACKENDS)})"
+                f"lines: backend {backend!r} is not available "
+                f"(have: {sorted(BACKENDS) + list(LEARNED_BACKENDS)})"
             )
 
-    def _annotate(self, rgb: np.ndarray, rng: np.random.Generator) -> Annotation:
-        segments = BACKENDS[self.config["backend"]](rgb, self.config)
-        segments = filter_short(segments, self.config["min_length"])
-        lines = draw_segments(rgb.shape[:2], segments)
-        return Annotation(
-            maps={"lines": lines},
-            stats={"lines_segments": float(len(segments)), "lines_density": edge_density(lines)},
-        )
+    @classmethod
+    def weights_files(cls) -> list[Any]:
+        """The M-LSD checkpoint (needed only by ``backend="mlsd"``)."""
+        from annotators.mlsd import MLSD_WEIGHTS
+
+        return [MLSD_WEIGHTS]
+
+    @classmethod
+    def benchmark_variants(cls) -> list[dict[str, Any]]:
+        """Parameter sets a speed benchmark of learned annotators runs."""
+        return [{"backend": "mlsd"}]
+
+    @classmethod
+    def needs_weights(cls) -> bool:
+        """False: the default backends are classical; backend mlsd loads in :meth:`load`."""
+        return False
+
+    def load(self) -> None:
+        """Load M-LSD once (backend mlsd); a no-op for the classical backends."""
+        if self.config["backend"] != "mlsd" or self._model is not None:
+            return
+        from annotators.mlsd import load_mlsd
+        from annotators.weights import resolve_device
+
+        self.device = resolve_device(self.config["device"])
+        self._model, ident = load_mlsd(self.config["weights_dir"], self.device)
+        self._identity = [ident]
+
+    def weights_identity(self) -> list[dict[str, Any]]:
+        """The M-LSD file loaded (or found) for backend mlsd; empty otherwise."""
+        if self.config["backend"] != "mlsd":
+            return []
+        if self._identity:
+            return list(self._identity)
+        from annotators.weights import find_local, identity
+
+        spec = self.weights_files()[0]
+        path = find_local(spec, self.config["weights_dir"] or None)
+        return [identity(spec, path)] if path is not None else []
+
+    def detect(self, images: list[np.ndarray]) -> list[Segments]:
+        """Segments for each image with the configured backend."""
+        cfg = self.config
+        if cfg["backend"] == "mlsd":
+            from annotators.mlsd import detect_segments
+
+            self.load()
+            precision = "fp16" if cfg["precision"] == "auto" else cfg["precision"]
+            return detect_segments(
+                self._model,
+                images,
+                self.device,
+                cfg["score_threshold"],
+                cfg["distance_threshold"],
+                precision,
+            )
+        detector = BACKENDS[cfg["backend"]]
+        return [filter_short(detector(rgb, cfg), cfg["min_length"]) for rgb in images]
+
+    def _annotate_batch(
+        self, images: list[np.ndarray], rngs: list[np.random.Generator]
+    ) -> list[Annotation]:
+        results = []
+        for rgb, segments in zip(images, self.detect(images), strict=True):
+            lines = draw_segments(rgb.shape[:2], segments)
+            results.append(
+                Annotation(
+                    maps={"lines": lines},
+                    stats={
+                        "lines_segments": float(len(segments)),
+                        "lines_density": edge_density(lines),
+                    },
+                )
+            )
+        return results
