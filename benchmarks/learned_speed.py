@@ -68,24 +68,46 @@ def photos(size: int, count: int) -> list[np.ndarray]:
     return out
 
 
-def time_run(name: str, params: dict, images: list[np.ndarray], batch: int, weights: Path) -> dict:
-    """Load once, warm up, then time batch 1 and batch ``batch`` over the same images."""
+def _per_image(annotator: Any, images: list[np.ndarray], batch: int, repeat: int) -> float:
+    """Best (least disturbed) seconds per image over ``repeat`` passes in batches of ``batch``."""
+    annotator.annotate_batch(images[:batch])  # warm-up at this batch shape (oneDNN kernels)
+    best = float("inf")
+    for _ in range(repeat):
+        start = time.perf_counter()
+        for first in range(0, len(images), batch):
+            annotator.annotate_batch(images[first : first + batch])
+        best = min(best, (time.perf_counter() - start) / len(images))
+    return best
+
+
+def weights_size(identity: list[dict], weights: Path) -> float:
+    """Size in MB of the loaded weights files (found by path, or by name in the weights folder)."""
+    total = 0
+    for entry in identity:
+        path = Path(entry["path"]) if entry.get("path") else weights / str(entry.get("file"))
+        if path.is_file():
+            total += path.stat().st_size
+    return total / 1e6
+
+
+def time_run(
+    name: str, params: dict, images: list[np.ndarray], batch: int, repeat: int, weights: Path
+) -> dict:
+    """Load once, then time batch 1 and batch ``batch`` over the same images."""
     annotator = create(name, device="cpu", weights_dir=str(weights), **params)
     start = time.perf_counter()
     annotator.load()
     load_s = time.perf_counter() - start
-    annotator.annotate_batch(images[:1])  # warm-up (allocator, oneDNN kernels)
-    start = time.perf_counter()
-    for img in images:
-        annotator.annotate_batch([img])
-    single = (time.perf_counter() - start) / len(images)
-    annotator.annotate_batch(images[:batch])  # warm-up at the batch shape
-    start = time.perf_counter()
-    for first in range(0, len(images), batch):
-        annotator.annotate_batch(images[first : first + batch])
-    batched = (time.perf_counter() - start) / len(images)
-    files = ", ".join(str(w.get("file", "?")) for w in annotator.weights_identity())
-    return {"load_s": load_s, "single_ms": 1e3 * single, "batch_ms": 1e3 * batched, "files": files}
+    single = _per_image(annotator, images, 1, repeat)
+    batched = _per_image(annotator, images, batch, repeat)
+    identity = annotator.weights_identity()
+    return {
+        "load_s": load_s,
+        "single_ms": 1e3 * single,
+        "batch_ms": 1e3 * batched,
+        "files": ", ".join(str(w.get("file", "?")) for w in identity),
+        "mb": weights_size(identity, weights),
+    }
 
 
 def main() -> None:
@@ -93,6 +115,7 @@ def main() -> None:
     parser.add_argument("--size", type=int, default=512, help="square image side (default 512)")
     parser.add_argument("--batch", type=int, default=8, help="batch size compared with 1")
     parser.add_argument("--only", default="", help="comma-separated annotator names")
+    parser.add_argument("--repeat", type=int, default=2, help="passes per setting; best kept")
     parser.add_argument("--tiny", action="store_true", help="tiny configs (smoke test, not speed)")
     parser.add_argument("--weights-dir", help="reuse/keep random weights here (default: temp)")
     args = parser.parse_args()
@@ -110,20 +133,21 @@ def main() -> None:
         print(f"random weights written to {weights} in {time.perf_counter() - start:.1f}s")
         print(
             f"\nCPU, torch {torch.__version__}, {torch.get_num_threads()} threads, "
-            f"{args.size}x{args.size} photos, {'TINY configs' if args.tiny else 'real sizes'}\n"
+            f"{args.size}x{args.size} photos ({len(images)}), best of {args.repeat} passes, "
+            f"{'TINY configs' if args.tiny else 'real sizes'}\n"
         )
-        header = "| annotator | params | weights | load s | batch 1 ms/img | batch {} ms/img |"
+        header = "| annotator | params | weights | MB | load s | batch 1 ms/img | batch {} ms/img |"
         print(header.format(args.batch))
-        print("|---|---|---|---:|---:|---:|")
+        print("|---|---|---|---:|---:|---:|---:|")
         for name, params in runs:
             label = ", ".join(f"{k}={v}" for k, v in params.items()) or "defaults"
             try:
-                r = time_run(name, params, images, args.batch, weights)
+                r = time_run(name, params, images, args.batch, args.repeat, weights)
             except Exception as err:  # noqa: BLE001 - report and go on with the others
-                print(f"| {name} | {label} | error: {' '.join(str(err).split())[:120]} | | | |")
+                print(f"| {name} | {label} | error: {' '.join(str(err).split())[:120]} | | | | |")
                 continue
             print(
-                f"| {name} | {label} | {r['files']} | {r['load_s']:.1f} "
+                f"| {name} | {label} | {r['files']} | {r['mb']:.0f} | {r['load_s']:.1f} "
                 f"| {r['single_ms']:.0f} | {r['batch_ms']:.0f} |",
                 flush=True,
             )

@@ -131,7 +131,7 @@ def weights(weights_dir, as_json):
                 if row["present"]
                 else f"needs {', '.join(row['needs'])}"
             )
-            click.echo(f"  {label:<36} {row['repo_id']:<44} {status:<8} {detail}")
+            click.echo(f"  {label:<40} {row['repo_id']:<44} {status:<8} {detail}")
         else:
             detail = (
                 f"{row['path']}  {_human(row['size'])} sha256 {row['sha256']}"
@@ -139,6 +139,6 @@ def weights(weights_dir, as_json):
                 if row["present"]
                 else row["source"]
             )
-            click.echo(f"  {row['name']:<36} {status:<8} {detail}")
+            click.echo(f"  {row['name']:<40} {status:<8} {detail}")
     missing = sum(not r["present"] for r in rows)
     click.echo(f"{len(rows) - missing} present, {missing} missing")
