@@ -6,7 +6,7 @@
 
 # Each family module registers itself on import; family modules import heavy
 # libraries (torch, mediapipe) lazily, so this stays cheap.
-from annotators import canny, hed, lines, normal, pose  # noqa: F401
+from annotators import canny, depth, hed, lines, normal, pose, seg  # noqa: F401
 from annotators.base import Annotation, Annotator, AnnotatorError, Param
 from annotators.registry import create, get, list_annotators, register
 

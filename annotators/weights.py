@@ -197,3 +197,138 @@ def resolve_device(device: str) -> str:
     if device.startswith("cuda") and not torch.cuda.is_available():
         raise WeightsError("device 'cuda' requested but no CUDA GPU is available")
     return device
+
+
+# -- transformers models: a folder (config + weights + image processor config) ------------
+
+#: the files a transformers model folder needs (weights: safetensors preferred, .bin accepted)
+MODEL_CONFIG = "config.json"
+MODEL_WEIGHTS = ("model.safetensors", "pytorch_model.bin")
+PROCESSOR_CONFIG = "preprocessor_config.json"
+#: what a missing model is reported as needing
+MODEL_FILES = (MODEL_CONFIG, MODEL_WEIGHTS[0], PROCESSOR_CONFIG)
+
+
+def model_weights_file(folder: str | os.PathLike) -> Path | None:
+    """The weights file of a model folder: ``model.safetensors`` if there, else ``pytorch_model.bin``."""
+    for name in MODEL_WEIGHTS:
+        if (Path(folder) / name).is_file():
+            return Path(folder) / name
+    return None
+
+
+def model_folder_missing(folder: str | os.PathLike) -> list[str]:
+    """Names of the files a model folder lacks (empty when it is complete)."""
+    folder = Path(folder)
+    missing = [n for n in (MODEL_CONFIG, PROCESSOR_CONFIG) if not (folder / n).is_file()]
+    if model_weights_file(folder) is None:
+        missing.insert(1, MODEL_WEIGHTS[0])
+    return missing
+
+
+def model_local_dirs(model: str, weights_dir: str | os.PathLike | None = None) -> list[Path]:
+    """Folders that may hold ``model`` (a hub id such as ``Intel/dpt-hybrid-midas``), in order."""
+    if Path(model).is_dir():
+        return [Path(model)]
+    name = model.rstrip("/").split("/")[-1]
+    candidates = []
+    for folder in weights_dirs(weights_dir):
+        candidates += [folder / model, folder / name, folder / model.replace("/", "--")]
+    return list(dict.fromkeys(candidates))
+
+
+def _hf_snapshot(model: str, local_only: bool) -> Path | None:
+    """The model folder from the Hugging Face cache (or, if allowed, the hub); None if unavailable."""
+    try:
+        from huggingface_hub import snapshot_download
+    except ImportError:
+        return None
+    patterns = [MODEL_CONFIG, PROCESSOR_CONFIG]
+    for weights in MODEL_WEIGHTS:  # safetensors first; .bin only for repos without it
+        try:
+            path = Path(
+                snapshot_download(
+                    model, allow_patterns=[*patterns, weights], local_files_only=local_only
+                )
+            )
+        except Exception:  # noqa: BLE001 - not cached / no network / no such repo
+            return None
+        if not model_folder_missing(path):
+            return path
+    return None
+
+
+def model_missing_message(
+    model: str,
+    weights_dir: str | os.PathLike | None = None,
+    missing: list[str] | None = None,
+    folder: Path | None = None,
+) -> str:
+    """One line naming the model, the files it needs and where to put them."""
+    files = ", ".join(missing or MODEL_FILES)
+    if Path(model).is_dir() or folder is not None:
+        where = folder or Path(model)
+        return f"model folder {where} for {model} is incomplete: missing {files}"
+    if weights_dir or os.environ.get(ENV_DIR):
+        where = f"{weights_dir or os.environ[ENV_DIR]}/{model}/"
+    else:
+        where = f"DIR/{model}/ (DIR given by --weights-dir or ${ENV_DIR})"
+    return (
+        f"missing model {model}: needs {files} (from https://huggingface.co/{model}); "
+        f"put them in {where} or the Hugging Face cache"
+    )
+
+
+def resolve_model_dir(
+    model: str,
+    weights_dir: str | os.PathLike | None = None,
+    offline: bool | None = None,
+) -> Path:
+    """Folder holding a complete transformers model; raise WeightsError with one clear line.
+
+    ``model`` is a local folder or a hub id. A hub id is looked up as a folder named after it
+    inside ``weights_dir`` / ``$HINTSET_WEIGHTS_DIR`` (``DIR/owner/name`` or ``DIR/name``), then
+    in the Hugging Face cache, then (only when not offline) downloaded from the hub.
+    """
+    incomplete: tuple[Path, list[str]] | None = None
+    for folder in model_local_dirs(model, weights_dir):
+        if folder.is_dir():
+            missing = model_folder_missing(folder)
+            if not missing:
+                return folder
+            incomplete = incomplete or (folder, missing)
+    if Path(model).is_dir():
+        raise WeightsError(
+            model_missing_message(model, missing=incomplete[1], folder=incomplete[0])
+        )
+    if Path(model).is_absolute() or model.startswith((".", "~")) or model.count("/") != 1:
+        raise WeightsError(
+            f"model {model!r} is neither an existing folder nor a hub id (owner/name)"
+        )
+    for local_only in (True,) if is_offline(offline) else (True, False):
+        found = _hf_snapshot(model, local_only)
+        if found is not None:
+            return found
+    if incomplete is not None:
+        raise WeightsError(
+            model_missing_message(model, missing=incomplete[1], folder=incomplete[0])
+        )
+    raise WeightsError(model_missing_message(model, weights_dir))
+
+
+def model_identity(
+    model: str, folder: str | os.PathLike, expected_sha256: str = ""
+) -> dict[str, Any]:
+    """Manifest entry for a loaded model: id, weights file and its sha256 (checked if expected)."""
+    path = model_weights_file(folder)
+    if path is None:
+        raise WeightsError(
+            model_missing_message(model, missing=[MODEL_WEIGHTS[0]], folder=Path(folder))
+        )
+    actual = sha256_file(path)
+    if expected_sha256 and actual != expected_sha256.lower():
+        raise WeightsError(
+            f"{model}: {path.name} at {path} has sha256 {actual[:12]}..., "
+            f"expected {expected_sha256[:12]}... (corrupt or a different file)"
+        )
+    return {"model": model, "file": path.name, "path": str(path), "sha256": actual}

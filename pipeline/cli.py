@@ -19,6 +19,7 @@ COMMANDS: dict[str, str] = {
     "inspect": "pipeline.commands.inspect:inspect_cmd",
     "preview": "pipeline.commands.preview:preview",
     "verify": "pipeline.commands.verify:verify",
+    "weights": "pipeline.commands.weights:weights",
 }
 
 

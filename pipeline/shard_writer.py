@@ -79,6 +79,19 @@ def _column_order(name: str) -> tuple[int, str]:
     return (first.index(name), "") if name in first else (len(first), name)
 
 
+def read_index(data: bytes) -> list[dict[str, Any]]:
+    """Rows of an index Parquet file.
+
+    Single-threaded on purpose: pyarrow's reader thread pool can abort the interpreter at
+    exit ("terminate called without an active exception") on small machines, and index
+    files are small.
+    """
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    return pq.read_table(pa.BufferReader(data), use_threads=False).to_pylist()
+
+
 def write_stats(storage: Storage, rel: str, stats: dict[str, Any]) -> None:
     """The shard's counts and timings; written last, it marks the shard complete."""
     storage.write_bytes(rel, encode_json(stats) + b"\n")

@@ -99,11 +99,12 @@ def read_table(path: str | os.PathLike) -> list[dict]:
     if suffix == ".csv":
         import pyarrow.csv
 
-        return pyarrow.csv.read_csv(path).to_pylist()
+        options = pyarrow.csv.ReadOptions(use_threads=False)  # see shard_writer.read_index
+        return pyarrow.csv.read_csv(path, read_options=options).to_pylist()
     if suffix == ".parquet":
-        import pyarrow.parquet
+        from pipeline.shard_writer import read_index
 
-        return pyarrow.parquet.read_table(path).to_pylist()
+        return read_index(path.read_bytes())
     raise ValueError(f"{path}: expected a .jsonl, .csv or .parquet file")
 
 

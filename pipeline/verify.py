@@ -12,7 +12,7 @@ from pipeline.decode import DecodeError, decode_image
 from pipeline.encode import decode_png
 from pipeline.manifest import read_manifest
 from pipeline.plan import read_plan
-from pipeline.shard_writer import INDEX, SHARDS, STATS
+from pipeline.shard_writer import INDEX, SHARDS, STATS, read_index
 from pipeline.storage import Storage
 
 
@@ -37,9 +37,6 @@ def check_member(name: str, data: bytes) -> str:
 
 def verify(root: str) -> list[str]:
     """Problems found (empty list: the dataset is complete and consistent)."""
-    import pyarrow as pa
-    import pyarrow.parquet as pq
-
     storage = Storage(root)
     manifest = read_manifest(storage)
     if manifest is None:
@@ -63,9 +60,7 @@ def verify(root: str) -> list[str]:
         if stats["tar_sha256"] != sha:
             problems.append(f"shard {name}: tar sha256 differs from its stats")
         keys = _check_tar(name, tar_bytes, problems)
-        index = pq.read_table(
-            pa.BufferReader(storage.read_bytes(f"{INDEX}/{name}.parquet"))
-        ).to_pylist()
+        index = read_index(storage.read_bytes(f"{INDEX}/{name}.parquet"))
         ok_keys = [r["key"] for r in index if r["status"] == "ok"]
         planned = [k for k, _ in shard.samples]
         if sorted(r["key"] for r in index) != sorted(planned):
@@ -100,15 +95,11 @@ def _check_tar(name: str, data: bytes, problems: list[str]) -> list[str]:
 
 def summary(root: str) -> dict[str, Any]:
     """Totals, failures grouped by reason and per-annotator stats, for ``hintset inspect``."""
-    import pyarrow as pa
-    import pyarrow.parquet as pq
-
     storage = Storage(root)
     manifest = read_manifest(storage) or {}
     reasons: dict[str, int] = {}
     for name in storage.list(INDEX):
-        table = pq.read_table(pa.BufferReader(storage.read_bytes(f"{INDEX}/{name}")))
-        for row in table.select(["status", "error"]).to_pylist():
+        for row in read_index(storage.read_bytes(f"{INDEX}/{name}")):
             if row["status"] != "ok":
                 reasons[_reason(row["error"] or "")] = (
                     reasons.get(_reason(row["error"] or ""), 0) + 1

@@ -14,10 +14,10 @@ import time
 from pathlib import Path
 
 import numpy as np
-import pyarrow.parquet as pq
 import pytest
 
 from pipeline.encode import decode_png
+from pipeline.shard_writer import read_index
 from tests.conftest import ROOT, run_cli
 from tests.corpus import BAD, ODD, write_corpus
 
@@ -27,9 +27,7 @@ FAST = ("--resolution", "128", "--shard-size", "4", "-q")
 
 def index_rows(out: Path) -> list[dict]:
     return [
-        row
-        for f in sorted((out / "index").glob("*.parquet"))
-        for row in pq.read_table(f).to_pylist()
+        row for f in sorted((out / "index").glob("*.parquet")) for row in read_index(f.read_bytes())
     ]
 
 
@@ -281,7 +279,7 @@ def test_tar_inputs_get_maps_added(dataset, tmp_path):
     proc = run_cli("build", pattern, "-o", out, "-a", "lines", *FAST)
     assert proc.returncode == 0, proc.stderr
     expected = [r["key"] for name in ("00000", "00001")
-                for r in pq.read_table(src / "index" / f"{name}.parquet").to_pylist()
+                for r in read_index((src / "index" / f"{name}.parquet").read_bytes())
                 if r["status"] == "ok"]  # fmt: skip
     rows = index_rows(out)
     assert sorted(r["key"] for r in rows) == sorted(expected)

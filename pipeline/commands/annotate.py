@@ -118,9 +118,9 @@ def annotate(
                 f"{total - todo} of {total} inputs already done; skipping them (--overwrite redoes them)"
             )
 
-    def on_record(rec: dict) -> None:
+    def on_record(rec: dict) -> None:  # setup errors (missing weights) are printed once below
         bar.update(1)
-        if rec["status"] == "failed":
+        if rec["status"] == "failed" and not rec["error"].startswith("setup: "):
             bar.write(f"FAILED {rec['source']}: {rec['error']}", file=sys.stderr)
 
     try:
