@@ -24,6 +24,17 @@ from pipeline.worker import AnnotatorSpec
 FORMAT_VERSION = 1
 
 
+def default_gpus(specs: list[AnnotatorSpec]) -> float:
+    """1 GPU per worker when an annotator wants one and the cluster has GPUs, else 0 (CPU)."""
+    import ray
+
+    from annotators import create
+
+    if not ray.cluster_resources().get("GPU", 0):
+        return 0.0
+    return 1.0 if any(create(s.name, **s.params).wants_gpu for s in specs) else 0.0
+
+
 def run_build(
     inputs: list[str],
     out: str,
@@ -86,6 +97,7 @@ def run_build(
 
     if todo:
         connect(address, num_cpus=None)
+        gpus_per_worker = gpus_per_worker or default_gpus(specs)
         options = RunOptions(root=str(out), specs=specs, resolution=resolution,
                              keep_original=keep_original, batch_size=batch_size,
                              imports=tuple(imports), gpus_per_worker=gpus_per_worker)  # fmt: skip

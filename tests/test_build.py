@@ -301,3 +301,28 @@ def test_output_as_fsspec_url(photo_paths, tmp_path):
     assert proc.returncode == 0, proc.stderr
     assert len(index_rows(tmp_path / "ds")) == 3
     assert run_cli("verify", url).returncode == 0
+
+
+def test_learned_annotator_runs_on_ray_workers(photo_paths, tmp_path):
+    """HED with random weights in the published layout, through --weights-dir, on CPU workers."""
+    from annotators.hed import write_random_weights
+
+    weights = tmp_path / "weights"
+    write_random_weights(weights)
+    folder = tmp_path / "in"
+    folder.mkdir()
+    for path in photo_paths[:3]:
+        shutil.copy(path, folder / path.name)
+    out = tmp_path / "ds"
+    proc = run_cli("build", folder, "-o", out, "-a", "hed", "--weights-dir", weights,
+                   "--resolution", "64", "-q", env={"HINTSET_OFFLINE": "1"})  # fmt: skip
+    assert proc.returncode == 0, proc.stderr
+    manifest = json.loads((out / "manifest.json").read_text())
+    assert manifest["annotators"][0]["weights"][0]["file"] == "ControlNetHED.pth"
+    assert len(manifest["annotators"][0]["weights"][0]["sha256"]) == 64
+    assert all(r["status"] == "ok" for r in index_rows(out)) and len(index_rows(out)) == 3
+    missing = run_cli("build", folder, "-o", tmp_path / "ds2", "-a", "hed", "-q",
+                      env={"HINTSET_OFFLINE": "1", "HINTSET_WEIGHTS_DIR": str(tmp_path / "none"),
+                           "HF_HOME": str(tmp_path / "hf")})  # fmt: skip
+    assert missing.returncode == 2 and "Traceback" not in missing.stderr
+    assert missing.stderr.count("error:") == 1 and "ControlNetHED.pth" in missing.stderr
