@@ -15,15 +15,10 @@ from typing import Any
 import numpy as np
 
 from annotators import hf_models
-from annotators.base import Annotation, Annotator, Param
+from annotators.base import Annotation, Param
 from annotators.registry import register
 from annotators.weights import (
-    MODEL_FILES,
     WeightsError,
-    WeightsFile,
-    model_identity,
-    resolve_device,
-    resolve_model_dir,
 )
 
 
@@ -59,11 +54,6 @@ _DA_SIZES = {
     "base": (768, 12, 12, [3, 6, 9, 12], 128, [96, 192, 384, 768]),
     "large": (1024, 24, 16, [5, 12, 18, 24], 256, [256, 512, 1024, 1024]),
 }
-
-
-def model_id(model: str) -> str:
-    """Hub id (or folder) for a ``model`` param value."""
-    return MODELS[model].repo_id if model in MODELS else model
 
 
 # -- configs, written from code (published values, or tiny ones with the same classes) --------
@@ -214,7 +204,7 @@ def normalize_depth(depth: np.ndarray, bits: int = 8) -> np.ndarray:
 
 
 @register
-class Depth(Annotator):
+class Depth(hf_models.HFAnnotator):
     """Monocular relative depth (MiDaS DPT-Hybrid or Depth Anything V2), near = bright."""
 
     name = "depth"
@@ -222,6 +212,10 @@ class Depth(Annotator):
     outputs = ("depth",)
     description = "relative inverse depth, normalised per image, near = bright (1 channel)"
     wants_gpu = True
+    task = "depth"
+    models = MODELS
+    default_model = DEFAULT_MODEL
+    benchmark_models = BENCHMARK_MODELS
     params = (
         Param(
             "model",
@@ -235,84 +229,24 @@ class Depth(Annotator):
             "working short side in pixels (0 = the model's own: 384x384 DPT-hybrid, 518 Depth Anything)",
         ),
         Param("bits", 8, "PNG bit depth", choices=(8, 16)),
-        Param("batch_size", 8, "largest batch run through the network at once"),
-        Param("device", "auto", "cpu, cuda or auto", choices=("auto", "cpu", "cuda")),
-        Param(
-            "precision", "auto", "auto = fp16 on CUDA, fp32 on CPU", choices=hf_models.PRECISIONS
-        ),
-        Param("sha256", "", "expected sha256 of the weights file (checked when given)"),
-        Param(
-            "weights_dir", "", "folder holding <hub id>/ model folders (else $HINTSET_WEIGHTS_DIR)"
-        ),
+        *hf_models.HF_PARAMS,
     )
 
-    def __init__(self, **params: Any) -> None:
-        super().__init__(**params)
-        self._model: Any = None
-        self._pre: hf_models.Preprocess | None = None
-        self._identity: list[dict[str, Any]] = []
-
-    def _validate(self) -> None:
-        if self.config["resolution"] < 0 or self.config["batch_size"] < 1:
-            raise ValueError("depth: resolution must be >= 0 and batch_size >= 1")
-
-    @classmethod
-    def weights_files(cls) -> list[WeightsFile]:
-        """Files of the default model (other models: see ``MODELS`` / ``hintset weights``)."""
-        repo = MODELS[DEFAULT_MODEL].repo_id
-        return [WeightsFile(name, repo_id=repo) for name in MODEL_FILES]
-
-    @classmethod
-    def model_ids(cls) -> dict[str, str]:
-        """Short model name -> hub id, for ``hintset weights``."""
-        return {name: spec.repo_id for name, spec in MODELS.items()}
-
-    @classmethod
-    def benchmark_variants(cls) -> list[dict[str, Any]]:
-        """Parameter sets the speed benchmark runs (one per network)."""
-        return [{"model": name} for name in BENCHMARK_MODELS]
-
-    def weights_identity(self) -> list[dict[str, Any]]:
-        """Model id, weights file and sha256; resolved without loading the network if need be."""
-        if not self._identity:
-            repo = model_id(self.config["model"])
-            try:
-                folder = resolve_model_dir(repo, self.config["weights_dir"] or None, offline=True)
-                self._identity = [model_identity(repo, folder, self.config["sha256"])]
-            except WeightsError:
-                return []
-        return list(self._identity)
-
-    def load(self) -> None:
-        """Resolve the model folder, check/record the weights hash, load the network once."""
-        if self._model is not None:
-            return
-        repo = model_id(self.config["model"])
-        folder = resolve_model_dir(repo, self.config["weights_dir"] or None)
-        identity = model_identity(repo, folder, self.config["sha256"])
-        device = resolve_device(self.config["device"])
-        dtype = hf_models.resolve_dtype(self.config["precision"], device)
-        model = hf_models.load_pretrained("depth", folder, repo, device, dtype)
+    def _prepare(self, model: Any, folder: Path, repo: str) -> hf_models.Preprocess:
         fixed = bool(getattr(model.config, "is_hybrid", False))
         pre = hf_models.Preprocess.from_folder(folder, fixed=fixed, multiple=32)
         if fixed and self.config["resolution"] not in (0, *pre.size):
             raise WeightsError(
                 f"depth: {repo} only runs at {pre.size[0]}x{pre.size[1]}; use resolution=0"
             )
-        self._model, self._pre, self._device, self._dtype = model, pre, device, dtype
-        self._identity = [identity]
+        return pre
 
     def predict_depth(self, images: list[np.ndarray]) -> list[np.ndarray]:
         """Float32 relative inverse depth (near = large) for each RGB image, at its own HxW."""
         import torch
 
-        self.load()
-        pre = self._pre
-        shapes = [pre.working_shape(*img.shape[:2], self.config["resolution"]) for img in images]
         results: list[np.ndarray | None] = [None] * len(images)
-        for idx in hf_models.group_by_shape(shapes, self.config["batch_size"]):
-            batch = pre.to_batch([images[i] for i in idx], shapes[idx[0]])
-            pixels = torch.from_numpy(batch).to(self._device, self._dtype)
+        for idx, pixels in self.batches(images):
             with torch.inference_mode():
                 pred = self._model(pixel_values=pixels).predicted_depth  # (B, h, w)
             pred = pred.float().unsqueeze(1)

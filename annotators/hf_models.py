@@ -11,15 +11,25 @@ from __future__ import annotations
 
 import json
 import re
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, ClassVar
 
 import cv2
 import numpy as np
 
-from annotators.weights import PROCESSOR_CONFIG, WeightsError, model_weights_file
+from annotators.base import Annotator, Param
+from annotators.weights import (
+    MODEL_FILES,
+    PROCESSOR_CONFIG,
+    WeightsError,
+    WeightsFile,
+    model_identity,
+    model_weights_file,
+    resolve_device,
+    resolve_model_dir,
+)
 
 #: keys a published checkpoint may lack because the module is never used in forward:
 #: the first DPT fusion layer has no skip input, so its ``residual_layer1`` is dead weight
@@ -190,3 +200,95 @@ def save_random(
     model.save_pretrained(str(folder), safe_serialization=True)
     build_processor().save_pretrained(str(folder))
     return sorted(p for p in folder.iterdir() if p.is_file())
+
+
+#: params every transformers annotator takes, after its own ``model`` and ``resolution``
+HF_PARAMS = (
+    Param("batch_size", 8, "largest batch run through the network at once"),
+    Param("device", "auto", "cpu, cuda or auto", choices=("auto", "cpu", "cuda")),
+    Param("precision", "auto", "auto = fp16 on CUDA, fp32 on CPU", choices=PRECISIONS),
+    Param("sha256", "", "expected sha256 of the weights file (checked when given)"),
+    Param("weights_dir", "", "folder holding <hub id>/ model folders (else $HINTSET_WEIGHTS_DIR)"),
+)
+
+
+class HFAnnotator(Annotator):
+    """An annotator backed by a transformers model picked with ``model`` (short name, hub id
+    or local folder): resolved offline-first, hash recorded, loaded once, run in batches."""
+
+    wants_gpu = True
+    task: ClassVar[str] = ""  # key of AUTO_CLASSES
+    models: ClassVar[dict[str, Any]] = {}  # short name -> spec with a ``repo_id``
+    default_model: ClassVar[str] = ""
+    benchmark_models: ClassVar[tuple[str, ...]] = ()
+
+    def __init__(self, **params: Any) -> None:
+        super().__init__(**params)
+        self._model: Any = None
+        self._pre: Preprocess | None = None
+        self._identity: list[dict[str, Any]] = []
+
+    def _validate(self) -> None:
+        if self.config["resolution"] < 0 or self.config["batch_size"] < 1:
+            raise ValueError(f"{self.name}: resolution must be >= 0 and batch_size >= 1")
+
+    def model_id(self) -> str:
+        """Hub id (or folder) of the configured model."""
+        model = self.config["model"]
+        return self.models[model].repo_id if model in self.models else model
+
+    @classmethod
+    def weights_files(cls) -> list[WeightsFile]:
+        """Files of the default model (other models: see ``models`` / ``hintset weights``)."""
+        repo = cls.models[cls.default_model].repo_id
+        return [WeightsFile(name, repo_id=repo) for name in MODEL_FILES]
+
+    @classmethod
+    def model_ids(cls) -> dict[str, str]:
+        """Short model name -> hub id, for ``hintset weights``."""
+        return {name: spec.repo_id for name, spec in cls.models.items()}
+
+    @classmethod
+    def benchmark_variants(cls) -> list[dict[str, Any]]:
+        """Parameter sets the speed benchmark runs (one per network)."""
+        return [{"model": name} for name in cls.benchmark_models]
+
+    def weights_identity(self) -> list[dict[str, Any]]:
+        """Model id, weights file and sha256; resolved without loading the network if need be."""
+        if not self._identity:
+            repo = self.model_id()
+            try:
+                folder = resolve_model_dir(repo, self.config["weights_dir"] or None, offline=True)
+                self._identity = [model_identity(repo, folder, self.config["sha256"])]
+            except WeightsError:
+                return []
+        return list(self._identity)
+
+    def _prepare(self, model: Any, folder: Path, repo: str) -> Preprocess:
+        """Check the loaded model for this annotator and return its preprocessing."""
+        raise NotImplementedError
+
+    def load(self) -> None:
+        """Resolve the model folder, check/record the weights hash, load the network once."""
+        if self._model is not None:
+            return
+        repo = self.model_id()
+        folder = resolve_model_dir(repo, self.config["weights_dir"] or None)
+        identity = model_identity(repo, folder, self.config["sha256"])
+        device = resolve_device(self.config["device"])
+        dtype = resolve_dtype(self.config["precision"], device)
+        model = load_pretrained(self.task, folder, repo, device, dtype)
+        self._pre = self._prepare(model, folder, repo)
+        self._model, self._device, self._dtype = model, device, dtype
+        self._identity = [identity]
+
+    def batches(self, images: list[np.ndarray]) -> Iterator[tuple[list[int], Any]]:
+        """(indices, pixel tensor) per group of images sharing a working size."""
+        import torch
+
+        self.load()
+        pre = self._pre
+        shapes = [pre.working_shape(*img.shape[:2], self.config["resolution"]) for img in images]
+        for idx in group_by_shape(shapes, self.config["batch_size"]):
+            batch = pre.to_batch([images[i] for i in idx], shapes[idx[0]])
+            yield idx, torch.from_numpy(batch).to(self._device, self._dtype)

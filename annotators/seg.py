@@ -14,15 +14,10 @@ from typing import Any
 import numpy as np
 
 from annotators import ade20k, hf_models
-from annotators.base import Annotation, Annotator, Param
+from annotators.base import Annotation, Param
 from annotators.registry import register
 from annotators.weights import (
-    MODEL_FILES,
     WeightsError,
-    WeightsFile,
-    model_identity,
-    resolve_device,
-    resolve_model_dir,
 )
 
 
@@ -52,11 +47,6 @@ _CONVNEXT = {
     "small": ([3, 3, 27, 3], [96, 192, 384, 768], 384),
     "base": ([3, 3, 27, 3], [128, 256, 512, 1024], 512),
 }
-
-
-def model_id(model: str) -> str:
-    """Hub id (or folder) for a ``model`` param value."""
-    return MODELS[model].repo_id if model in MODELS else model
 
 
 def _labels() -> dict[str, Any]:
@@ -146,7 +136,7 @@ def write_random_weights(
 
 
 @register
-class Seg(Annotator):
+class Seg(hf_models.HFAnnotator):
     """ADE20K semantic segmentation: palette-coloured map plus the class-index map."""
 
     name = "seg"
@@ -154,6 +144,10 @@ class Seg(Annotator):
     outputs = ("seg", "seglabel")
     description = "ADE20K 150-class segmentation, exact palette (RGB) + class indices (1 channel)"
     wants_gpu = True
+    task = "seg"
+    models = MODELS
+    default_model = DEFAULT_MODEL
+    benchmark_models = BENCHMARK_MODELS
     params = (
         Param(
             "model",
@@ -167,83 +161,22 @@ class Seg(Annotator):
             "working short side in pixels, aspect kept (mmseg's ADE20K test scale); "
             "0 = the processor's 512x512 squash",
         ),
-        Param("batch_size", 8, "largest batch run through the network at once"),
-        Param("device", "auto", "cpu, cuda or auto", choices=("auto", "cpu", "cuda")),
-        Param(
-            "precision", "auto", "auto = fp16 on CUDA, fp32 on CPU", choices=hf_models.PRECISIONS
-        ),
-        Param("sha256", "", "expected sha256 of the weights file (checked when given)"),
-        Param(
-            "weights_dir", "", "folder holding <hub id>/ model folders (else $HINTSET_WEIGHTS_DIR)"
-        ),
+        *hf_models.HF_PARAMS,
     )
 
-    def __init__(self, **params: Any) -> None:
-        super().__init__(**params)
-        self._model: Any = None
-        self._pre: hf_models.Preprocess | None = None
-        self._identity: list[dict[str, Any]] = []
-
-    def _validate(self) -> None:
-        if self.config["resolution"] < 0 or self.config["batch_size"] < 1:
-            raise ValueError("seg: resolution must be >= 0 and batch_size >= 1")
-
-    @classmethod
-    def weights_files(cls) -> list[WeightsFile]:
-        """Files of the default model (other models: see ``MODELS`` / ``hintset weights``)."""
-        repo = MODELS[DEFAULT_MODEL].repo_id
-        return [WeightsFile(name, repo_id=repo) for name in MODEL_FILES]
-
-    @classmethod
-    def model_ids(cls) -> dict[str, str]:
-        """Short model name -> hub id, for ``hintset weights``."""
-        return {name: spec.repo_id for name, spec in MODELS.items()}
-
-    @classmethod
-    def benchmark_variants(cls) -> list[dict[str, Any]]:
-        """Parameter sets the speed benchmark runs (one per network)."""
-        return [{"model": name} for name in BENCHMARK_MODELS]
-
-    def weights_identity(self) -> list[dict[str, Any]]:
-        """Model id, weights file and sha256; resolved without loading the network if need be."""
-        if not self._identity:
-            repo = model_id(self.config["model"])
-            try:
-                folder = resolve_model_dir(repo, self.config["weights_dir"] or None, offline=True)
-                self._identity = [model_identity(repo, folder, self.config["sha256"])]
-            except WeightsError:
-                return []
-        return list(self._identity)
-
-    def load(self) -> None:
-        """Resolve the model folder, check/record the weights hash, load the network once."""
-        if self._model is not None:
-            return
-        repo = model_id(self.config["model"])
-        folder = resolve_model_dir(repo, self.config["weights_dir"] or None)
-        identity = model_identity(repo, folder, self.config["sha256"])
-        device = resolve_device(self.config["device"])
-        dtype = hf_models.resolve_dtype(self.config["precision"], device)
-        model = hf_models.load_pretrained("seg", folder, repo, device, dtype)
+    def _prepare(self, model: Any, folder: Path, repo: str) -> hf_models.Preprocess:
         if model.config.num_labels != len(ade20k.CLASSES):
             raise WeightsError(
                 f"seg: {repo} predicts {model.config.num_labels} classes, not ADE20K's 150"
             )
-        self._pre = hf_models.Preprocess.from_folder(folder, multiple=32)
-        self._model, self._device, self._dtype = model, device, dtype
-        self._identity = [identity]
+        return hf_models.Preprocess.from_folder(folder, multiple=32)
 
     def predict_labels(self, images: list[np.ndarray]) -> list[np.ndarray]:
         """HxW uint8 ADE20K class indices for each RGB image (argmax of logits at full size)."""
         import torch
 
-        self.load()
-        pre = self._pre
-        shapes = [pre.working_shape(*img.shape[:2], self.config["resolution"]) for img in images]
         results: list[np.ndarray | None] = [None] * len(images)
-        for idx in hf_models.group_by_shape(shapes, self.config["batch_size"]):
-            batch = pre.to_batch([images[i] for i in idx], shapes[idx[0]])
-            pixels = torch.from_numpy(batch).to(self._device, self._dtype)
+        for idx, pixels in self.batches(images):
             with torch.inference_mode():
                 logits = self._model(pixel_values=pixels).logits  # (B, 150, h, w)
                 for j, i in enumerate(idx):

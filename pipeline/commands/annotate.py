@@ -6,6 +6,8 @@ import sys
 
 import click
 
+from pipeline.commands.options import annotator_options, quiet_option, specs_from
+
 
 @click.command()
 @click.argument("inputs", nargs=-1, required=True, type=click.Path(exists=True))
@@ -16,22 +18,6 @@ import click
     required=True,
     type=click.Path(file_okay=False),
     help="Output folder; mirrors the input tree as <stem>.<map>.png.",
-)
-@click.option(
-    "-a",
-    "--annotators",
-    "names",
-    default="canny",
-    show_default=True,
-    help="Comma-separated annotator names (see `hintset annotators`).",
-)
-@click.option(
-    "-p",
-    "--param",
-    "params",
-    multiple=True,
-    metavar="NAME.KEY=VALUE",
-    help="Annotator parameter, repeatable: --param canny.low=50 --param lines.backend=hough",
 )
 @click.option(
     "-r",
@@ -60,17 +46,12 @@ import click
     "--save-image", is_flag=True, help="Also write the resized image as <stem>.image.jpg."
 )
 @click.option(
-    "--weights-dir",
-    type=click.Path(file_okay=False),
-    default=None,
-    help="Folder with model weights for learned annotators (sets $HINTSET_WEIGHTS_DIR).",
-)
-@click.option(
     "--overwrite",
     is_flag=True,
     help="Redo inputs whose outputs already exist (default: skip them).",
 )
-@click.option("-q", "--quiet", is_flag=True, help="No progress bar.")
+@annotator_options
+@quiet_option
 def annotate(
     inputs,
     out,
@@ -94,20 +75,11 @@ def annotate(
     Example:
       hintset annotate photos/ -o maps/ --annotators canny,lines --param canny.low=50
     """
-    import os
-
     from tqdm import tqdm
 
-    from annotators.weights import ENV_DIR
     from pipeline.annotate import REPORT_NAME, run_annotate
-    from pipeline.worker import parse_specs
 
-    if weights_dir:
-        os.environ[ENV_DIR] = os.path.abspath(weights_dir)  # inherited by worker processes
-    try:
-        specs = parse_specs(names, params)
-    except ValueError as err:
-        raise click.UsageError(str(err)) from None
+    specs = specs_from(names, params, weights_dir)
 
     bar = tqdm(total=0, unit="img", disable=quiet, dynamic_ncols=True, desc="annotate")
 

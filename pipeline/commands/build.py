@@ -2,10 +2,11 @@
 
 from __future__ import annotations
 
-import os
 import sys
 
 import click
+
+from pipeline.commands.options import annotator_options, quiet_option, specs_from
 
 
 @click.command()
@@ -16,22 +17,6 @@ import click
     "out",
     required=True,
     help="Dataset folder or fsspec URL (s3://bucket/ds); all nodes must see it.",
-)
-@click.option(
-    "-a",
-    "--annotators",
-    "names",
-    default="canny",
-    show_default=True,
-    help="Comma-separated annotator names (see `hintset annotators`).",
-)
-@click.option(
-    "-p",
-    "--param",
-    "params",
-    multiple=True,
-    metavar="NAME.KEY=VALUE",
-    help="Annotator parameter, repeatable: --param canny.low=50",
 )
 @click.option(
     "--captions",
@@ -92,12 +77,6 @@ import click
     help="Images per annotator call (learned annotators batch them).",
 )
 @click.option(
-    "--weights-dir",
-    type=click.Path(file_okay=False),
-    default=None,
-    help="Folder with model weights (sets $HINTSET_WEIGHTS_DIR on every worker).",
-)
-@click.option(
     "--import",
     "imports",
     multiple=True,
@@ -105,7 +84,8 @@ import click
     help="Import MODULE on every worker first (registers extra annotators).",
 )
 @click.option("--overwrite", is_flag=True, help="Delete the output and start over.")
-@click.option("-q", "--quiet", is_flag=True, help="No progress bar.")
+@annotator_options
+@quiet_option
 def build(inputs, out, names, params, captions, shard_size, resolution, keep_original, workers,
           address, gpus_per_worker, max_retries, batch_size, weights_dir, imports, overwrite,
           quiet):  # fmt: skip
@@ -124,23 +104,12 @@ def build(inputs, out, names, params, captions, shard_size, resolution, keep_ori
     Example:
       hintset build photos/ --captions captions.jsonl -o ds/ -a canny,lines --shard-size 1000
     """
-    import importlib
-
     from tqdm import tqdm
 
-    from annotators.weights import ENV_DIR
     from pipeline.build import run_build
     from pipeline.ray_runner import BuildFailed
-    from pipeline.worker import parse_specs
 
-    if weights_dir:
-        os.environ[ENV_DIR] = os.path.abspath(weights_dir)
-    try:
-        for module in imports:
-            importlib.import_module(module)
-        specs = parse_specs(names, params)
-    except (ValueError, ImportError) as err:
-        raise click.UsageError(str(err)) from None
+    specs = specs_from(names, params, weights_dir, tuple(imports))
     bar = tqdm(total=0, unit="sample", disable=quiet, dynamic_ncols=True, desc="build",
                smoothing=0.1)  # fmt: skip
 

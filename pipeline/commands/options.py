@@ -1,0 +1,45 @@
+"""Options shared by ``hintset annotate`` and ``hintset build``, and turning them into specs."""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Callable
+
+import click
+
+annotators_option = click.option(
+    "-a", "--annotators", "names", default="canny", show_default=True,
+    help="Comma-separated annotator names (see `hintset annotators`).",
+)  # fmt: skip
+param_option = click.option(
+    "-p", "--param", "params", multiple=True, metavar="NAME.KEY=VALUE",
+    help="Annotator parameter, repeatable: --param canny.low=50 --param lines.backend=hough",
+)  # fmt: skip
+weights_dir_option = click.option(
+    "--weights-dir", type=click.Path(file_okay=False), default=None,
+    help="Folder with model weights for learned annotators (sets $HINTSET_WEIGHTS_DIR).",
+)  # fmt: skip
+quiet_option = click.option("-q", "--quiet", is_flag=True, help="No progress bar.")
+
+
+def annotator_options(command: Callable) -> Callable:
+    """--annotators, --param and --weights-dir on a command."""
+    return annotators_option(param_option(weights_dir_option(command)))
+
+
+def specs_from(names: str, params: tuple[str, ...], weights_dir: str | None,
+               imports: tuple[str, ...] = ()) -> list:  # fmt: skip
+    """Annotator specs from the options (a UsageError with one line if they are wrong)."""
+    import importlib
+
+    from annotators.weights import ENV_DIR
+    from pipeline.worker import parse_specs
+
+    if weights_dir:
+        os.environ[ENV_DIR] = os.path.abspath(weights_dir)  # inherited by every worker
+    try:
+        for module in imports:
+            importlib.import_module(module)
+        return parse_specs(names, params)
+    except (ValueError, ImportError) as err:
+        raise click.UsageError(str(err)) from None
