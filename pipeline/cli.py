@@ -15,6 +15,9 @@ import click
 COMMANDS: dict[str, str] = {
     "annotate": "pipeline.commands.annotate:annotate",
     "annotators": "pipeline.commands.annotators:annotators",
+    "tiny-base": "training.cli:tiny_base",
+    "train": "training.cli:train",
+    "export": "training.cli:export",
 }
 
 
