@@ -19,3 +19,34 @@ def tiny_base(folder: Path, prediction_type: str, seed: int) -> None:
 
     write_tiny_base(folder, prediction_type=prediction_type, seed=seed)
     click.echo(f"tiny base written to {folder}")
+
+
+@click.command("train")
+@click.option("--data", required=True, help="build output folder (OUT) or shard URL pattern")
+@click.option("--condition", required=True, help="map name(s), comma separated: canny,depth")
+@click.option("--base-model", required=True, help="diffusers folder or hub id of the SD base")
+@click.option("--output", required=True, type=click.Path(path_type=Path), help="run folder")
+@click.option("--steps", type=int, default=1000)
+@click.option("--batch-size", type=int, default=4)
+@click.option("--lr", type=float, default=1e-5)
+@click.option("--resolution", type=int, default=512)
+@click.option("--mixed-precision", type=click.Choice(["no", "fp16", "bf16"]), default="no")
+@click.option("--gradient-checkpointing", is_flag=True)
+@click.option("--grad-accum", type=int, default=1)
+@click.option("--ema", is_flag=True)
+@click.option("--max-grad-norm", type=float, default=1.0)
+@click.option("--seed", type=int, default=0)
+@click.option("--checkpoint-every", type=int, default=500)
+@click.option("--keep-checkpoints", type=int, default=3)
+@click.option("--resume", default="", help='"latest" or a checkpoint folder')
+@click.option("--validate-every", type=int, default=0)
+@click.option("--num-workers", "loader_workers", type=int, default=0, help="dataloader workers")
+def train(output: Path, loader_workers: int, **kwargs) -> None:
+    """Train a ControlNet on hintset shards with a locked Stable Diffusion base."""
+    from training.config import TrainConfig
+    from training.trainer import train as run_train
+
+    config = TrainConfig(output=str(output), num_workers=loader_workers, **kwargs)
+    losses = run_train(config)
+    if losses:
+        click.echo(f"steps run: {len(losses)}  first loss {losses[0]:.4f}  last {losses[-1]:.4f}")
