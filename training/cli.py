@@ -50,3 +50,17 @@ def train(output: Path, loader_workers: int, **kwargs) -> None:
     losses = run_train(config)
     if losses:
         click.echo(f"steps run: {len(losses)}  first loss {losses[0]:.4f}  last {losses[-1]:.4f}")
+
+
+@click.command("export")
+@click.argument("checkpoint", type=click.Path(exists=True, file_okay=False, path_type=Path))
+@click.option("-o", "--output", required=True, type=click.Path(path_type=Path))
+@click.option("--fp16", is_flag=True, help="store weights as float16")
+@click.option("--ema", is_flag=True, help="export the EMA weights when the run kept them")
+def export(checkpoint: Path, output: Path, fp16: bool, ema: bool) -> None:
+    """Export RUN/checkpoint-N: a diffusers folder and an original-layout .safetensors file."""
+    from training.export import export as run_export
+
+    done = run_export(checkpoint, output, fp16=fp16, ema=ema)
+    click.echo(f"diffusers folder: {done['diffusers']}")
+    click.echo(f"single file: {done['single_file']} ({done['tensors']} tensors)")
