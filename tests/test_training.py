@@ -273,3 +273,17 @@ def test_cli_build_train_export(cli, photos_dir, tmp_path):
     assert r.returncode == 0, r.stderr
     assert (exp / "diffusers" / "config.json").exists()
     assert (exp / "controlnet-checkpoint-2.safetensors").stat().st_size > 0
+
+
+def test_validation_grid_and_loss_plot(shards, tiny_base, tmp_path):
+    from PIL import Image
+
+    from training.trainer import Trainer
+
+    cfg = _config(shards, tiny_base, tmp_path / "run", steps=2, validate_every=2)
+    cfg.num_validation = 2
+    Trainer(cfg, device="cpu").train()
+    grid = np.asarray(Image.open(tmp_path / "run" / "validation" / "step-000002.png"))
+    assert grid.shape == (2 * 64, 3 * 64, 3)
+    assert grid[:, 64:128].std() > 0  # generated column is an image, not blank
+    assert (tmp_path / "run" / "loss.png").stat().st_size > 1000
