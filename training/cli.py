@@ -40,14 +40,24 @@ def tiny_base(folder: Path, prediction_type: str, seed: int) -> None:
 @click.option("--keep-checkpoints", type=int, default=3)
 @click.option("--resume", default="", help='"latest" or a checkpoint folder')
 @click.option("--validate-every", type=int, default=0)
-@click.option("--num-workers", "loader_workers", type=int, default=0, help="dataloader workers")
-def train(output: Path, loader_workers: int, **kwargs) -> None:
+@click.option("--loader-workers", type=int, default=0, help="DataLoader worker processes")
+@click.option("--num-workers", type=int, default=0, help="Ray Train workers (0: no Ray)")
+@click.option("--address", default="", help="Ray address (auto, ray://host:10001)")
+@click.option("--use-gpu", is_flag=True, help="one GPU per Ray Train worker")
+def train(
+    output: Path, loader_workers: int, num_workers: int, address: str, use_gpu: bool, **kwargs
+) -> None:
     """Train a ControlNet on hintset shards with a locked Stable Diffusion base."""
     from training.config import TrainConfig
     from training.trainer import train as run_train
+    from training.trainer import train_on_ray
 
     config = TrainConfig(output=str(output), num_workers=loader_workers, **kwargs)
-    losses = run_train(config)
+    if num_workers > 0:
+        train_on_ray(config, num_workers=num_workers, use_gpu=use_gpu, address=address)
+        click.echo(f"Ray Train run finished: {output}")
+        return
+    losses = run_train(config)  # single process, or one rank under torchrun
     if losses:
         click.echo(f"steps run: {len(losses)}  first loss {losses[0]:.4f}  last {losses[-1]:.4f}")
 

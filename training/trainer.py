@@ -318,6 +318,51 @@ class Trainer:
         return validate(self)
 
 
+def _init_distributed() -> str | None:
+    """Join the process group torchrun describes (RANK/WORLD_SIZE env); return the device."""
+    import torch
+    import torch.distributed as dist
+
+    if int(os.environ.get("WORLD_SIZE", 1)) <= 1 or dist.is_initialized():
+        return None
+    local = int(os.environ.get("LOCAL_RANK", 0))
+    if torch.cuda.is_available():
+        torch.cuda.set_device(local)
+        dist.init_process_group("nccl")
+        return f"cuda:{local}"
+    dist.init_process_group("gloo")
+    return "cpu"
+
+
 def train(config: TrainConfig) -> list[float]:
     """Entry point used by the CLI (single process or one rank of torchrun / Ray Train)."""
-    return Trainer(config).train()
+    device = _init_distributed()
+    return Trainer(config, device=device).train()
+
+
+def train_on_ray(config: TrainConfig, *, num_workers: int, use_gpu: bool, address: str | None):
+    """Run the same loop on a Ray cluster through Ray Train's TorchTrainer (DDP inside).
+
+    Data and run folder must be on storage all nodes see."""
+    import ray
+    from ray.train import RunConfig, ScalingConfig
+    from ray.train.torch import TorchTrainer
+
+    ray.init(address=address or None, ignore_reinit_error=True)
+
+    def loop(cfg: dict) -> None:
+        import torch
+        from ray.train.torch import get_device
+
+        device = get_device() if torch.cuda.is_available() else torch.device("cpu")
+        Trainer(TrainConfig(**cfg), device=str(device)).train()
+
+    from dataclasses import asdict
+
+    trainer = TorchTrainer(
+        loop,
+        train_loop_config=asdict(config),
+        scaling_config=ScalingConfig(num_workers=num_workers, use_gpu=use_gpu),
+        run_config=RunConfig(storage_path=str(Path(config.output).resolve() / "ray")),
+    )
+    return trainer.fit()
