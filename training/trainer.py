@@ -96,22 +96,26 @@ class Trainer:
         self.run = Path(config.output)
         self.device = torch.device(device or ("cuda" if torch.cuda.is_available() else "cpu"))
         self.rank = int(os.environ.get("RANK", 0))
-        random.seed(config.seed)
-        np.random.seed(config.seed)
-        torch.manual_seed(config.seed)
+        # per-rank seeds: ranks draw different noise; DDP broadcasts rank 0's weights anyway
+        random.seed(config.seed + self.rank)
+        np.random.seed(config.seed + self.rank)
+        torch.manual_seed(config.seed + self.rank)
         base = load_base(config.base_model)
         self.tokenizer = base["tokenizer"]
         self.noise_scheduler = base["noise_scheduler"]
         self.weight_dtype = {"no": torch.float32, "fp16": torch.float16, "bf16": torch.bfloat16}[
             config.mixed_precision
         ]
-        self.text_encoder = base["text_encoder"].to(self.device, self.weight_dtype)
-        self.vae = base["vae"].to(self.device, self.weight_dtype)
-        self.unet = base["unet"].to(self.device, self.weight_dtype)
+        cast = {} if self.weight_dtype == torch.float32 else {"dtype": self.weight_dtype}
+        self.text_encoder = base["text_encoder"].to(self.device, **cast)
+        self.vae = base["vae"].to(self.device, **cast)
+        self.unet = base["unet"].to(self.device, **cast)
         self.controlnet = ControlNetModel.from_unet(
             base["unet"], conditioning_channels=self._channels()
         )
-        self.controlnet.to(self.device, torch.float32).train()
+        self.controlnet.to(self.device).train()
+        if cast:  # trainable weights stay fp32 under mixed precision
+            self.controlnet.to(dtype=torch.float32)
         if config.gradient_checkpointing:
             self.controlnet.enable_gradient_checkpointing()
             self.unet.enable_gradient_checkpointing()
