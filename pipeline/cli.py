@@ -20,6 +20,9 @@ COMMANDS: dict[str, str] = {
     "preview": "pipeline.commands.preview:preview",
     "verify": "pipeline.commands.verify:verify",
     "weights": "pipeline.commands.weights:weights",
+    "tiny-base": "training.cli:tiny_base",
+    "train": "training.cli:train",
+    "export": "training.cli:export",
 }
 
 

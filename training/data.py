@@ -1,0 +1,223 @@
+"""WebDataset input pipeline: shards -> (image in [-1, 1], stacked maps in [0, 1], caption).
+
+The sample order is a pure function of the seed, so a resumed run replays the same stream.
+"""
+
+from __future__ import annotations
+
+import glob
+import io
+import os
+import random
+from collections.abc import Iterator
+from pathlib import Path
+
+import numpy as np
+
+
+def shard_urls(data: str) -> list[str]:
+    """Shard list for a build folder (OUT/shards/*.tar), a single tar, or a brace/URL pattern."""
+    if os.path.isdir(data):
+        return sorted(glob.glob(os.path.join(data, "shards", "*.tar")))
+    import braceexpand
+
+    return list(braceexpand.braceexpand(data))
+
+
+def ok_keys(data: str) -> set[str] | None:
+    """Keys whose index status is "ok" (None when there is no local index to consult)."""
+    paths = (
+        sorted(glob.glob(os.path.join(data, "index", "*.parquet"))) if os.path.isdir(data) else []
+    )
+    if not paths:
+        return None
+    import pyarrow.parquet as pq
+
+    keys: set[str] = set()
+    for p in paths:
+        table = pq.read_table(p, columns=["key", "status"]).to_pydict()
+        keys.update(k for k, s in zip(table["key"], table["status"], strict=True) if s == "ok")
+    return keys
+
+
+def _dist() -> tuple[int, int]:
+    try:
+        import torch.distributed as dist
+
+        if dist.is_available() and dist.is_initialized():
+            return dist.get_rank(), dist.get_world_size()
+    except ImportError:
+        pass
+    return int(os.environ.get("RANK", 0)), int(os.environ.get("WORLD_SIZE", 1))
+
+
+def _worker() -> tuple[int, int]:
+    import torch.utils.data
+
+    info = torch.utils.data.get_worker_info()
+    return (info.id, info.num_workers) if info else (0, 1)
+
+
+def crop_and_flip(
+    image, maps: list, resolution: int, rng: random.Random
+) -> tuple[np.ndarray, np.ndarray]:
+    """Resize short side to ``resolution``, then the SAME random square crop and flip for all."""
+    from PIL import Image
+
+    w, h = image.size
+    scale = resolution / min(w, h)
+    size = (max(resolution, round(w * scale)), max(resolution, round(h * scale)))
+    image = image.resize(size, Image.BICUBIC)
+    maps = [m.resize(size, Image.BILINEAR) for m in maps]
+    left = rng.randint(0, size[0] - resolution)
+    top = rng.randint(0, size[1] - resolution)
+    flip = rng.random() < 0.5
+    box = (left, top, left + resolution, top + resolution)
+    img = np.asarray(image.crop(box).convert("RGB"), dtype=np.float32) / 127.5 - 1.0
+    chans = []
+    for m in maps:
+        a = np.asarray(m.crop(box), dtype=np.float32) / 255.0
+        chans.append(a[..., None] if a.ndim == 2 else a)
+    cond = np.concatenate(chans, axis=-1)
+    if flip:
+        img, cond = img[:, ::-1], cond[:, ::-1]
+    return (
+        np.ascontiguousarray(img.transpose(2, 0, 1)),
+        np.ascontiguousarray(cond.transpose(2, 0, 1)),
+    )
+
+
+class ShardDataset:
+    """Iterable over training samples; infinite; split by rank and dataloader worker."""
+
+    def __init__(
+        self,
+        data: str,
+        conditions: list[str],
+        resolution: int,
+        *,
+        seed: int = 0,
+        shuffle_buffer: int = 256,
+        resampled: bool | None = None,
+    ) -> None:
+        self.data = data
+        self.urls = shard_urls(data)
+        if not self.urls:
+            raise ValueError(f"no shards found in {data}")
+        self.conditions = conditions
+        self.resolution = resolution
+        self.seed = seed
+        self.shuffle_buffer = shuffle_buffer
+        self.resampled = resampled
+        self.keys = ok_keys(data)
+        self.skipped = {"status": 0, "missing_map": 0}
+
+    def _shard_stream(self, rng: random.Random, rank: int, world: int) -> Iterator[str]:
+        """Shards for this rank, epoch after epoch; resampled (with replacement) on many ranks."""
+        resampled = self.resampled if self.resampled is not None else world > 1
+        epoch = 0
+        while True:
+            if resampled:
+                yield from (rng.choice(self.urls) for _ in range(len(self.urls)))
+            else:
+                order = self.urls[:]
+                random.Random(self.seed * 1000 + epoch).shuffle(order)
+                yield from order[rank::world]
+            epoch += 1
+
+    def _samples(self, urls: Iterator[str]) -> Iterator[dict]:
+        import webdataset as wds
+
+        for url in urls:
+            ds = wds.WebDataset(
+                [url], shardshuffle=False, nodesplitter=None, workersplitter=None, empty_check=False
+            )
+            yield from ds
+
+    def _decode(self, sample: dict, rng: random.Random) -> dict | None:
+        from PIL import Image
+
+        key = sample["__key__"]
+        if self.keys is not None and key not in self.keys:
+            self.skipped["status"] += 1
+            return None
+        names = [f"{c}.png" for c in self.conditions]
+        if any(n not in sample for n in names) or "jpg" not in sample:
+            self.skipped["missing_map"] += 1
+            return None
+        image = Image.open(io.BytesIO(sample["jpg"]))
+        maps = [Image.open(io.BytesIO(sample[n])) for n in names]
+        pixels, cond = crop_and_flip(image, maps, self.resolution, rng)
+        caption = sample.get("txt", b"").decode("utf-8").strip()
+        return {
+            "key": key,
+            "pixel_values": pixels,
+            "conditioning": cond,
+            "caption": caption,
+            "skipped": sum(self.skipped.values()),
+        }
+
+    def __iter__(self) -> Iterator[dict]:
+        rank, world = _dist()
+        wid, nworkers = _worker()
+        rng = random.Random(f"{self.seed}-{rank}-{wid}")
+        shards = self._shard_stream(rng, rank, world)
+        if nworkers > 1:
+            shards = (u for i, u in enumerate(shards) if i % nworkers == wid)
+        buffer: list[dict] = []
+        for raw in self._samples(shards):
+            sample = self._decode(raw, rng)
+            if sample is None:
+                continue
+            if len(buffer) < self.shuffle_buffer:
+                buffer.append(sample)
+                continue
+            i = rng.randrange(len(buffer))
+            buffer[i], sample = sample, buffer[i]
+            yield sample
+            # shards that yield nothing must not spin forever
+        while buffer:
+            yield buffer.pop(rng.randrange(len(buffer)))
+
+
+def collate(samples: list[dict]) -> dict:
+    """Stack arrays into tensors, keep captions and keys as lists."""
+    import torch
+
+    return {
+        "pixel_values": torch.from_numpy(np.stack([s["pixel_values"] for s in samples])),
+        "conditioning": torch.from_numpy(np.stack([s["conditioning"] for s in samples])),
+        "caption": [s["caption"] for s in samples],
+        "key": [s["key"] for s in samples],
+        "skipped": max(s["skipped"] for s in samples),
+    }
+
+
+def make_loader(dataset: ShardDataset, batch_size: int, num_workers: int = 0):
+    """A torch DataLoader over the iterable dataset (deterministic for a fixed worker count)."""
+    import torch.utils.data
+
+    class _Iter(torch.utils.data.IterableDataset):
+        def __iter__(self):
+            return iter(dataset)
+
+    return torch.utils.data.DataLoader(
+        _Iter(), batch_size=batch_size, num_workers=num_workers, collate_fn=collate
+    )
+
+
+def read_samples(data: str, conditions: list[str], resolution: int, n: int) -> list[dict]:
+    """First ``n`` valid samples in shard order (held-out validation conditions)."""
+    ds = ShardDataset(data, conditions, resolution, seed=0, shuffle_buffer=1, resampled=False)
+    rng = random.Random(0)
+    out = []
+    for raw in ds._samples(iter(reversed(ds.urls))):
+        s = ds._decode(raw, rng)
+        if s is not None:
+            out.append(s)
+        if len(out) >= n:
+            break
+    return out
+
+
+__all__ = ["ShardDataset", "collate", "make_loader", "read_samples", "shard_urls", "Path"]

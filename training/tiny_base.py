@@ -1,0 +1,118 @@
+"""A tiny random Stable Diffusion in diffusers layout, so the whole training path runs on a CPU."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+
+def _bytes_to_unicode() -> list[str]:
+    """The 256 printable stand-ins for bytes that CLIP's byte-level BPE uses."""
+    bs = list(range(ord("!"), ord("~") + 1)) + list(range(ord("¡"), ord("¬") + 1))
+    bs += list(range(ord("®"), ord("ÿ") + 1))
+    cs = bs[:]
+    n = 0
+    for b in range(256):
+        if b not in bs:
+            bs.append(b)
+            cs.append(256 + n)
+            n += 1
+    return [chr(c) for c in cs]
+
+
+def write_tokenizer(folder: Path) -> None:
+    """Write a small CLIP BPE vocabulary (bytes, byte+</w>, a few merges) built locally."""
+    folder.mkdir(parents=True, exist_ok=True)
+    chars = _bytes_to_unicode()
+    vocab_list = chars + [c + "</w>" for c in chars]
+    merges = []
+    for word in ["the", "a", "red", "blue", "photo", "of"]:
+        parts = list(word[:-1]) + [word[-1] + "</w>"]
+        while len(parts) > 1:
+            merges.append(f"{parts[0]} {parts[1]}")
+            merged = parts[0] + parts[1]
+            if merged not in vocab_list:
+                vocab_list.append(merged)
+            parts = [merged] + parts[2:]
+    vocab_list += ["<|startoftext|>", "<|endoftext|>"]
+    vocab = {tok: i for i, tok in enumerate(dict.fromkeys(vocab_list))}
+    (folder / "vocab.json").write_text(json.dumps(vocab))
+    unique = list(dict.fromkeys(merges))
+    (folder / "merges.txt").write_text("#version: 0.2\n" + "\n".join(unique) + "\n")
+
+
+def write_tiny_base(folder: Path, *, prediction_type: str = "epsilon", seed: int = 0) -> Path:
+    """Write U-Net, VAE, CLIP text encoder, tokenizer and DDPM scheduler; return the folder."""
+    import torch
+    from diffusers import (
+        AutoencoderKL,
+        DDPMScheduler,
+        StableDiffusionPipeline,
+        UNet2DConditionModel,
+    )
+    from transformers import CLIPTextConfig, CLIPTextModel, CLIPTokenizer
+
+    folder = Path(folder)
+    torch.manual_seed(seed)
+    write_tokenizer(folder / "tokenizer")
+    tokenizer = CLIPTokenizer(
+        str(folder / "tokenizer" / "vocab.json"),
+        str(folder / "tokenizer" / "merges.txt"),
+        model_max_length=16,
+    )
+    text_cfg = CLIPTextConfig(
+        vocab_size=len(tokenizer),
+        hidden_size=32,
+        intermediate_size=64,
+        num_hidden_layers=2,
+        num_attention_heads=4,
+        max_position_embeddings=16,
+        bos_token_id=tokenizer.bos_token_id,
+        eos_token_id=tokenizer.eos_token_id,
+        pad_token_id=tokenizer.pad_token_id,
+    )
+    text_encoder = CLIPTextModel(text_cfg)
+    unet = UNet2DConditionModel(
+        sample_size=8,
+        in_channels=4,
+        out_channels=4,
+        block_out_channels=(32, 64),
+        layers_per_block=2,
+        down_block_types=("CrossAttnDownBlock2D", "DownBlock2D"),
+        up_block_types=("UpBlock2D", "CrossAttnUpBlock2D"),
+        cross_attention_dim=32,
+        attention_head_dim=8,
+        norm_num_groups=8,
+    )
+    vae = AutoencoderKL(
+        in_channels=3,
+        out_channels=3,
+        down_block_types=("DownEncoderBlock2D",) * 4,
+        up_block_types=("UpDecoderBlock2D",) * 4,
+        block_out_channels=(8, 8, 16, 16),
+        latent_channels=4,
+        layers_per_block=1,
+        norm_num_groups=8,
+        sample_size=64,
+    )
+    scheduler = DDPMScheduler(
+        beta_start=0.00085,
+        beta_end=0.012,
+        beta_schedule="scaled_linear",
+        num_train_timesteps=1000,
+        prediction_type=prediction_type,
+        clip_sample=False,
+        steps_offset=1,
+    )
+    pipe = StableDiffusionPipeline(
+        vae=vae,
+        text_encoder=text_encoder,
+        tokenizer=tokenizer,
+        unet=unet,
+        scheduler=scheduler,
+        safety_checker=None,
+        feature_extractor=None,
+        requires_safety_checker=False,
+    )
+    pipe.save_pretrained(folder)
+    return folder

@@ -1,0 +1,372 @@
+"""The ControlNet training loop: locked SD base, trainable ControlNet copy, checkpoints, resume."""
+
+from __future__ import annotations
+
+import json
+import os
+import random
+import shutil
+from pathlib import Path
+
+import numpy as np
+
+from training.config import TrainConfig
+
+
+def load_base(base_model: str, dtype=None) -> dict:
+    """Tokenizer, text encoder, VAE, U-Net and DDPM noise scheduler from a diffusers folder/hub id."""
+    from diffusers import AutoencoderKL, DDPMScheduler, UNet2DConditionModel
+    from transformers import CLIPTextModel, CLIPTokenizer
+
+    parts = {
+        "tokenizer": CLIPTokenizer.from_pretrained(base_model, subfolder="tokenizer"),
+        "text_encoder": CLIPTextModel.from_pretrained(base_model, subfolder="text_encoder"),
+        "vae": AutoencoderKL.from_pretrained(base_model, subfolder="vae"),
+        "unet": UNet2DConditionModel.from_pretrained(base_model, subfolder="unet"),
+        "noise_scheduler": DDPMScheduler.from_pretrained(base_model, subfolder="scheduler"),
+    }
+    for name in ("text_encoder", "vae", "unet"):
+        parts[name].eval()
+        parts[name].requires_grad_(False)
+        if dtype is not None:
+            parts[name].to(dtype)
+    return parts
+
+
+def encode_prompts(tokenizer, text_encoder, captions: list[str], device):
+    """CLIP last hidden states for captions, without an autograd graph."""
+    import torch
+
+    ids = tokenizer(
+        captions,
+        padding="max_length",
+        max_length=tokenizer.model_max_length,
+        truncation=True,
+        return_tensors="pt",
+    ).input_ids.to(device)
+    with torch.no_grad():
+        return text_encoder(ids)[0]
+
+
+def target_for(noise_scheduler, latents, noise, timesteps):
+    """Regression target: the noise (epsilon) or the velocity (v_prediction)."""
+    kind = noise_scheduler.config.prediction_type
+    if kind == "epsilon":
+        return noise
+    if kind == "v_prediction":
+        return noise_scheduler.get_velocity(latents, noise, timesteps)
+    raise ValueError(f"unsupported prediction_type {kind}")
+
+
+def checkpoints(run: Path) -> list[Path]:
+    """checkpoint-N folders of a run, oldest first."""
+    found = [p for p in Path(run).glob("checkpoint-*") if p.name.split("-")[-1].isdigit()]
+    return sorted(found, key=lambda p: int(p.name.split("-")[-1]))
+
+
+def _rng_state() -> dict:
+    import torch
+
+    return {
+        "python": random.getstate(),
+        "numpy": np.random.get_state(),
+        "torch": torch.get_rng_state(),
+        "cuda": torch.cuda.get_rng_state_all() if torch.cuda.is_available() else [],
+    }
+
+
+def _set_rng_state(state: dict) -> None:
+    import torch
+
+    random.setstate(state["python"])
+    np.random.set_state(state["numpy"])
+    torch.set_rng_state(state["torch"])
+    if state["cuda"] and torch.cuda.is_available():
+        torch.cuda.set_rng_state_all(state["cuda"])
+
+
+class Trainer:
+    """Holds the models and state of one run; ``train()`` runs to ``config.steps``."""
+
+    def __init__(self, config: TrainConfig, device: str | None = None) -> None:
+        import torch
+        from diffusers import ControlNetModel
+
+        self.config = config
+        self.run = Path(config.output)
+        self.device = torch.device(device or ("cuda" if torch.cuda.is_available() else "cpu"))
+        self.rank = int(os.environ.get("RANK", 0))
+        # per-rank seeds: ranks draw different noise; DDP broadcasts rank 0's weights anyway
+        random.seed(config.seed + self.rank)
+        np.random.seed(config.seed + self.rank)
+        torch.manual_seed(config.seed + self.rank)
+        base = load_base(config.base_model)
+        self.tokenizer = base["tokenizer"]
+        self.noise_scheduler = base["noise_scheduler"]
+        self.weight_dtype = {"no": torch.float32, "fp16": torch.float16, "bf16": torch.bfloat16}[
+            config.mixed_precision
+        ]
+        cast = {} if self.weight_dtype == torch.float32 else {"dtype": self.weight_dtype}
+        self.text_encoder = base["text_encoder"].to(self.device, **cast)
+        self.vae = base["vae"].to(self.device, **cast)
+        self.unet = base["unet"].to(self.device, **cast)
+        self.controlnet = ControlNetModel.from_unet(
+            base["unet"], conditioning_channels=self._channels()
+        )
+        self.controlnet.to(self.device).train()
+        if cast:  # trainable weights stay fp32 under mixed precision
+            self.controlnet.to(dtype=torch.float32)
+        if config.gradient_checkpointing:
+            self.controlnet.enable_gradient_checkpointing()
+            self.unet.enable_gradient_checkpointing()
+        self.optimizer = torch.optim.AdamW(self.controlnet.parameters(), lr=config.lr)
+        warm = max(config.lr_warmup_steps, 0)
+        self.lr_scheduler = torch.optim.lr_scheduler.LambdaLR(
+            self.optimizer, lambda s: min(1.0, (s + 1) / warm) if warm else 1.0
+        )
+        self.ema = None
+        if config.ema:
+            from diffusers.training_utils import EMAModel
+
+            self.ema = EMAModel(self.controlnet.parameters(), decay=config.ema_decay)
+        self.scaler = torch.amp.GradScaler(enabled=config.mixed_precision == "fp16")
+        self.step = 0
+        self.batches_consumed = 0
+        self.model = self.controlnet
+        if self._world() > 1:
+            self.model = torch.nn.parallel.DistributedDataParallel(
+                self.controlnet,
+                device_ids=[self.device.index] if self.device.type == "cuda" else None,
+            )
+
+    @staticmethod
+    def _world() -> int:
+        import torch.distributed as dist
+
+        return dist.get_world_size() if dist.is_available() and dist.is_initialized() else 1
+
+    def _channels(self) -> int:
+        """Channel count of the stacked condition maps, read from one real sample."""
+        from training.data import read_samples
+
+        c = self.config
+        sample = read_samples(c.data, c.conditions, c.resolution, 1)
+        if not sample:
+            raise ValueError(f"no sample with maps {c.condition} in {c.data}")
+        return int(sample[0]["conditioning"].shape[0])
+
+    # --- one step -------------------------------------------------------------------------
+    def loss(self, batch: dict):
+        """Noise-prediction loss of the locked U-Net with ControlNet residuals on one batch."""
+        import torch
+        import torch.nn.functional as F
+
+        c = self.config
+        pixels = batch["pixel_values"].to(self.device, self.weight_dtype)
+        cond = batch["conditioning"].to(self.device, torch.float32)
+        captions = ["" if random.random() < c.prompt_dropout else t for t in batch["caption"]]
+        with torch.no_grad():
+            latents = self.vae.encode(pixels).latent_dist.sample()
+            latents = latents * self.vae.config.scaling_factor
+            text = encode_prompts(self.tokenizer, self.text_encoder, captions, self.device)
+        noise = torch.randn_like(latents)
+        timesteps = torch.randint(
+            0,
+            self.noise_scheduler.config.num_train_timesteps,
+            (latents.shape[0],),
+            device=self.device,
+        ).long()
+        noisy = self.noise_scheduler.add_noise(latents, noise, timesteps)
+        autocast = self.config.mixed_precision != "no"
+        with torch.autocast(self.device.type, dtype=self.weight_dtype, enabled=autocast):
+            down, mid = self.model(
+                noisy.float(),
+                timesteps,
+                encoder_hidden_states=text.float(),
+                controlnet_cond=cond,
+                return_dict=False,
+            )
+            pred = self.unet(
+                noisy,
+                timesteps,
+                encoder_hidden_states=text,
+                down_block_additional_residuals=[r.to(self.weight_dtype) for r in down],
+                mid_block_additional_residual=mid.to(self.weight_dtype),
+                return_dict=False,
+            )[0]
+        target = target_for(self.noise_scheduler, latents, noise, timesteps)
+        return F.mse_loss(pred.float(), target.float(), reduction="mean")
+
+    # --- checkpoints ----------------------------------------------------------------------
+    def save_checkpoint(self) -> Path:
+        """RUN/checkpoint-N: controlnet folder + training_state.pt; keeps the last K."""
+        import torch
+
+        folder = self.run / f"checkpoint-{self.step}"
+        tmp = self.run / f".tmp-checkpoint-{self.step}"
+        shutil.rmtree(tmp, ignore_errors=True)
+        self.controlnet.save_pretrained(tmp / "controlnet")
+        state = {
+            "step": self.step,
+            "batches_consumed": self.batches_consumed,
+            "optimizer": self.optimizer.state_dict(),
+            "lr_scheduler": self.lr_scheduler.state_dict(),
+            "scaler": self.scaler.state_dict(),
+            "ema": self.ema.state_dict() if self.ema else None,
+            "rng": _rng_state(),
+        }
+        torch.save(state, tmp / "training_state.pt")
+        self.config.save(tmp / "config.json")
+        if self.ema is not None:
+            from diffusers import ControlNetModel
+
+            ema_model = ControlNetModel.from_config(self.controlnet.config)
+            self.ema.copy_to(ema_model.parameters())
+            ema_model.save_pretrained(tmp / "controlnet_ema")
+        shutil.rmtree(folder, ignore_errors=True)
+        os.replace(tmp, folder)
+        for old in checkpoints(self.run)[: -self.config.keep_checkpoints or None]:
+            shutil.rmtree(old)
+        return folder
+
+    def load_checkpoint(self, folder: Path) -> None:
+        """Restore weights, optimiser, scheduler, EMA, RNG, step and data position."""
+        import torch
+        from safetensors.torch import load_file
+
+        weights = load_file(str(folder / "controlnet" / "diffusion_pytorch_model.safetensors"))
+        self.controlnet.load_state_dict(weights)
+        state = torch.load(folder / "training_state.pt", weights_only=False)
+        self.optimizer.load_state_dict(state["optimizer"])
+        self.lr_scheduler.load_state_dict(state["lr_scheduler"])
+        self.scaler.load_state_dict(state["scaler"])
+        if self.ema is not None and state["ema"] is not None:
+            self.ema.load_state_dict(state["ema"])
+        self.step = state["step"]
+        self.batches_consumed = state["batches_consumed"]
+        self._rng_after_skip = state["rng"]
+
+    # --- loop -----------------------------------------------------------------------------
+    def train(self) -> list[float]:
+        """Run to ``config.steps``; returns the losses of the steps run in this call."""
+        import torch
+
+        from training.data import ShardDataset, make_loader
+
+        c = self.config
+        self.run.mkdir(parents=True, exist_ok=True)
+        self._rng_after_skip = None
+        if c.resume:
+            found = checkpoints(self.run) if c.resume == "latest" else [Path(c.resume)]
+            if found:
+                self.load_checkpoint(found[-1])
+        c.save(self.run / "config.json")
+        dataset = ShardDataset(
+            c.data, c.conditions, c.resolution, seed=c.seed, shuffle_buffer=c.shuffle_buffer
+        )
+        batches = iter(make_loader(dataset, c.batch_size, c.num_workers))
+        for _ in range(self.batches_consumed):  # replay the deterministic stream to the position
+            next(batches)
+        if self._rng_after_skip is not None:
+            _set_rng_state(self._rng_after_skip)
+        losses = []
+        log = open(self.run / "log.jsonl", "a") if self.rank == 0 else None
+        try:
+            while self.step < c.steps:
+                self.optimizer.zero_grad(set_to_none=True)
+                total = 0.0
+                for _ in range(c.grad_accum):
+                    batch = next(batches)
+                    self.batches_consumed += 1
+                    loss = self.loss(batch) / c.grad_accum
+                    self.scaler.scale(loss).backward()
+                    total += float(loss.detach())
+                self.scaler.unscale_(self.optimizer)
+                if c.max_grad_norm > 0:
+                    torch.nn.utils.clip_grad_norm_(self.controlnet.parameters(), c.max_grad_norm)
+                self.scaler.step(self.optimizer)
+                self.scaler.update()
+                self.lr_scheduler.step()
+                if self.ema is not None:
+                    self.ema.step(self.controlnet.parameters())
+                self.step += 1
+                losses.append(total)
+                if log:
+                    rec = {
+                        "step": self.step,
+                        "loss": total,
+                        "lr": self.lr_scheduler.get_last_lr()[0],
+                    }
+                    rec["skipped"] = int(batch["skipped"])
+                    log.write(json.dumps(rec) + "\n")
+                    log.flush()
+                if self.rank == 0 and c.checkpoint_every and self.step % c.checkpoint_every == 0:
+                    self.save_checkpoint()
+                if self.rank == 0 and c.validate_every and self.step % c.validate_every == 0:
+                    self.validate()
+        finally:
+            if log:
+                log.close()
+        if self.rank == 0 and (
+            not checkpoints(self.run) or checkpoints(self.run)[-1].name != f"checkpoint-{self.step}"
+        ):
+            self.save_checkpoint()
+        return losses
+
+    def validate(self) -> Path | None:
+        """Sample held-out conditions and write a grid (see training/validate.py)."""
+        try:
+            from training.validate import validate
+        except ImportError:
+            return None
+        return validate(self)
+
+
+def _init_distributed() -> str | None:
+    """Join the process group torchrun describes (RANK/WORLD_SIZE env); return the device."""
+    import torch
+    import torch.distributed as dist
+
+    if int(os.environ.get("WORLD_SIZE", 1)) <= 1 or dist.is_initialized():
+        return None
+    local = int(os.environ.get("LOCAL_RANK", 0))
+    if torch.cuda.is_available():
+        torch.cuda.set_device(local)
+        dist.init_process_group("nccl")
+        return f"cuda:{local}"
+    dist.init_process_group("gloo")
+    return "cpu"
+
+
+def train(config: TrainConfig) -> list[float]:
+    """Entry point used by the CLI (single process or one rank of torchrun / Ray Train)."""
+    device = _init_distributed()
+    return Trainer(config, device=device).train()
+
+
+def train_on_ray(config: TrainConfig, *, num_workers: int, use_gpu: bool, address: str | None):
+    """Run the same loop on a Ray cluster through Ray Train's TorchTrainer (DDP inside).
+
+    Data and run folder must be on storage all nodes see."""
+    import ray
+    from ray.train import RunConfig, ScalingConfig
+    from ray.train.torch import TorchTrainer
+
+    ray.init(address=address or None, ignore_reinit_error=True)
+
+    def loop(cfg: dict) -> None:
+        import torch
+        from ray.train.torch import get_device
+
+        device = get_device() if torch.cuda.is_available() else torch.device("cpu")
+        Trainer(TrainConfig(**cfg), device=str(device)).train()
+
+    from dataclasses import asdict
+
+    trainer = TorchTrainer(
+        loop,
+        train_loop_config=asdict(config),
+        scaling_config=ScalingConfig(num_workers=num_workers, use_gpu=use_gpu),
+        run_config=RunConfig(storage_path=str(Path(config.output).resolve() / "ray")),
+    )
+    return trainer.fit()
