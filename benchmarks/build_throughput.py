@@ -1,8 +1,11 @@
 """Samples per second of ``hintset build`` (canny + lines) with 1 and 2 workers, beside annotate.
 
-Also the peak memory of each build worker at 500 and 2000 samples (it must not grow
-with the dataset). Inputs are the shared photos hard-linked N times. Wall times
-include interpreter and Ray start-up. Run: ``python benchmarks/build_throughput.py``.
+Each command runs on two input sizes (default 1000 and 3000 samples). Wall time is
+``start-up + samples x per-sample cost``, so the difference between the two runs gives the
+per-sample cost (tar, Parquet and JPEG writing included) without the fixed start-up
+(interpreter, Ray, actors, shutdown), which is reported on its own. Also the peak memory
+of each build worker at 500 and 2000 samples (it must not grow with the dataset). Inputs
+are the shared photos hard-linked N times. Run: ``python benchmarks/build_throughput.py``.
 """
 
 from __future__ import annotations
@@ -52,48 +55,59 @@ def peak_worker_memory(folder: Path, out: Path, shard_size: int) -> float:
     return max(peaks)
 
 
+def subset(folder: Path, count: int, name: str) -> Path:
+    """A folder with the first ``count`` inputs of ``folder`` (hard links)."""
+    sub = folder.parent / name
+    sub.mkdir()
+    for i, path in enumerate(sorted(folder.glob("*.jpg"))[:count]):
+        os.link(path, sub / f"{i:05d}.jpg")
+    return sub
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--samples", type=int, default=2000)
+    parser.add_argument("--sizes", type=int, nargs=2, default=(1000, 3000), metavar=("N1", "N2"))
     parser.add_argument("--shard-size", type=int, default=250)
     args = parser.parse_args()
-    rows = []
+    small, large = args.sizes
+    rows = {}
     with tempfile.TemporaryDirectory() as tmp:
         folder = Path(tmp) / "in"
         folder.mkdir()
-        make_inputs(folder, args.samples)
-        for workers in (1, 2):
-            seconds = timed(["annotate", str(folder), "-o", f"{tmp}/ann{workers}", "-a",
-                             ANNOTATORS, "-w", str(workers)])  # fmt: skip
-            per = worker_ms_per_sample(Path(f"{tmp}/ann{workers}"), "annotate")
-            rows.append((f"annotate -w {workers}", per, args.samples / seconds))
-        for workers in (1, 2):
-            seconds = timed(["build", str(folder), "-o", f"{tmp}/build{workers}", "-a", ANNOTATORS,
-                             "-w", str(workers), "--shard-size", str(args.shard_size)])  # fmt: skip
-            per = worker_ms_per_sample(Path(f"{tmp}/build{workers}"), "build")
-            rows.append((f"build -w {workers}", per, args.samples / seconds))
-        memory = {}
-        for count in (500, 2000):
-            sub = Path(tmp) / f"mem{count}"
-            sub.mkdir()
-            for i, path in enumerate(sorted(folder.glob("*.jpg"))[:count]):
-                os.link(path, sub / f"{i:05d}.jpg")
-            memory[count] = peak_worker_memory(sub, Path(tmp) / f"memout{count}", 100)
-    rate = {name: r for name, _, r in rows}
-    print(f"{args.samples} samples, {ANNOTATORS}, short side 512, shards of {args.shard_size}, "
-          f"{os.cpu_count()} cores\n")  # fmt: skip
-    print("| run | samples/s (wall) | ms per sample in a worker |\n| --- | ---: | ---: |")
-    for name, per, r in rows:
-        print(f"| {name} | {r:.1f} | {per:.1f} |")
-    print(f"\nbuild 2 workers / 1 worker: {rate['build -w 2'] / rate['build -w 1']:.2f}x")
-    per = {name: p for name, p, _ in rows}
+        make_inputs(folder, large)
+        inputs = {small: subset(folder, small, "small"), large: folder}
+        for kind in ("annotate", "build"):
+            for workers in (1, 2):
+                wall = {}
+                for n, src in inputs.items():
+                    out = Path(tmp) / f"{kind}{workers}-{n}"
+                    extra = ["--shard-size", str(args.shard_size)] if kind == "build" else []
+                    wall[n] = timed([kind, str(src), "-o", str(out), "-a", ANNOTATORS,
+                                     "-w", str(workers), *extra])  # fmt: skip
+                inside = worker_ms_per_sample(out, kind)
+                per = (wall[large] - wall[small]) / (large - small)
+                rows[(kind, workers)] = {"rate": large / wall[large], "per_ms": 1000 * per,
+                                         "startup": wall[large] - per * large,
+                                         "inside_ms": inside}  # fmt: skip
+        memory = {count: peak_worker_memory(subset(folder, count, f"mem{count}"),
+                                            Path(tmp) / f"memout{count}", 100)
+                  for count in (500, 2000)}  # fmt: skip
+    print(f"{small} and {large} samples, {ANNOTATORS}, short side 512, shards of "
+          f"{args.shard_size}, {os.cpu_count()} cores\n")  # fmt: skip
+    print(f"| run | samples/s (wall, {large}) | ms per sample (wall, marginal) | start-up s | "
+          "ms per sample in a worker |\n| --- | ---: | ---: | ---: | ---: |")  # fmt: skip
+    for (kind, workers), r in rows.items():
+        print(f"| {kind} -w {workers} | {r['rate']:.1f} | {r['per_ms']:.1f} | "
+              f"{r['startup']:.1f} | {r['inside_ms']:.1f} |")  # fmt: skip
+    b1, b2 = rows[("build", 1)], rows[("build", 2)]
+    print(f"\nbuild 2 workers / 1 worker: {b2['rate'] / b1['rate']:.2f}x wall at {large} samples, "
+          f"{b1['per_ms'] / b2['per_ms']:.2f}x per sample")  # fmt: skip
     for w in (1, 2):
-        wall = 100 * (rate[f"annotate -w {w}"] / rate[f"build -w {w}"] - 1)
-        inside = 100 * (per[f"build -w {w}"] / per[f"annotate -w {w}"] - 1)
-        print(
-            f"build vs annotate, {w} worker(s): {wall:+.1f}% wall time per sample "
-            f"(start-up included), {inside:+.1f}% time per sample inside workers"
-        )
+        a, b = rows[("annotate", w)], rows[("build", w)]
+        print(f"build vs annotate, {w} worker(s): {100 * (b['per_ms'] / a['per_ms'] - 1):+.1f}% "
+              f"per sample (wall, marginal); {100 * (a['rate'] / b['rate'] - 1):+.1f}% wall at "
+              f"{large} samples with start-up; {100 * (b['inside_ms'] / a['inside_ms'] - 1):+.1f}% "
+              "inside workers")  # fmt: skip
     print(
         f"peak RSS per build worker: {memory[500]:.0f} MB at 500 samples, "
         f"{memory[2000]:.0f} MB at 2000 samples ({100 * (memory[2000] / memory[500] - 1):+.1f}%)"

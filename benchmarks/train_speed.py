@@ -1,5 +1,8 @@
-"""Training speed on the tiny base (CPU): s/step and peak memory, ControlNet vs full U-Net
-fine-tune with the same batch; data-loader samples/s vs what the trainer consumes.
+"""Training speed on a small base (CPU): s/step and memory, ControlNet vs a full U-Net
+fine-tune (no ControlNet) with the same batch; data-loader samples/s vs what the trainer uses.
+
+Memory is reported as peak RSS and as the growth above the loaded models (gradients,
+optimiser state, activations), which is what locking the base saves.
 
     flock /tmp/hintset-heavy.lock python benchmarks/train_speed.py --data OUT [--steps 10]
 """
@@ -17,7 +20,15 @@ def _peak_mb() -> float:
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
 
 
-def _time_steps(trainer, steps: int, params) -> float:
+def _rss_mb() -> float:
+    """Current resident set size (Linux)."""
+    for line in Path("/proc/self/status").read_text().splitlines():
+        if line.startswith("VmRSS:"):
+            return int(line.split()[1]) / 1024
+    return 0.0
+
+
+def _time_steps(trainer, steps: int, params, control: bool) -> float:
     import torch
 
     from training.data import ShardDataset, make_loader
@@ -27,11 +38,11 @@ def _time_steps(trainer, steps: int, params) -> float:
     batches = iter(make_loader(ds, c.batch_size))
     opt = torch.optim.AdamW(params, lr=1e-5)
     batch = next(batches)
-    trainer.loss(batch).backward()  # warm-up
+    trainer.loss(batch, control).backward()  # warm-up
     start = time.perf_counter()
     for _ in range(steps):
         opt.zero_grad()
-        trainer.loss(next(batches)).backward()
+        trainer.loss(next(batches), control).backward()
         opt.step()
     return (time.perf_counter() - start) / steps
 
@@ -43,6 +54,7 @@ def main() -> None:
     ap.add_argument("--steps", type=int, default=10)
     ap.add_argument("--batch-size", type=int, default=4)
     ap.add_argument("--resolution", type=int, default=64)
+    ap.add_argument("--unet-channels", default="64,128,256", help="U-Net block widths")
     ap.add_argument("--mode", choices=["all", "controlnet", "unet"], default="all")
     a = ap.parse_args()
     import subprocess
@@ -57,7 +69,8 @@ def main() -> None:
     from training.tiny_base import write_tiny_base
     from training.trainer import Trainer
 
-    base = a.base or write_tiny_base(Path(tempfile.mkdtemp()) / "base")
+    channels = tuple(int(c) for c in a.unet_channels.split(","))
+    base = a.base or write_tiny_base(Path(tempfile.mkdtemp()) / "base", unet_channels=channels)
     cfg = TrainConfig(
         data=a.data,
         condition="canny",
@@ -67,13 +80,16 @@ def main() -> None:
         resolution=a.resolution,
     )
     t = Trainer(cfg, device="cpu")
-    if a.mode == "controlnet":
+    control = a.mode == "controlnet"
+    if control:
         params = list(t.controlnet.parameters())
-    else:  # full U-Net fine-tune, no ControlNet: residuals of zero convs are zero anyway
+    else:  # the usual fine-tune: the whole U-Net trainable, no ControlNet in the step
         t.unet.requires_grad_(True)
         t.unet.train()
-        params = list(t.unet.parameters()) + list(t.controlnet.parameters())
-    sps = _time_steps(t, a.steps, params)
+        params = list(t.unet.parameters())
+    loaded = _rss_mb()
+    sps = _time_steps(t, a.steps, params, control)
+    trained = sum(p.numel() for p in params) / 1e6
     ds = ShardDataset(a.data, ["canny"], a.resolution, seed=0, shuffle_buffer=8)
     it = iter(make_loader(ds, a.batch_size))
     next(it)
@@ -83,8 +99,9 @@ def main() -> None:
     loader = n / (time.perf_counter() - start)
     consume = a.batch_size / sps
     print(
-        f"| {a.mode:10s} | batch {a.batch_size} @ {a.resolution}px | {sps:.3f} s/step | "
-        f"peak RSS {_peak_mb():.0f} MB | loader {loader:.0f} samples/s | trainer "
+        f"| {a.mode:10s} | {trained:.1f}M trained | batch {a.batch_size} @ {a.resolution}px | "
+        f"{sps:.3f} s/step | peak RSS {_peak_mb():.0f} MB | above models "
+        f"{_peak_mb() - loaded:.0f} MB | loader {loader:.0f} samples/s | trainer "
         f"{consume:.1f} samples/s | margin {loader / consume:.1f}x |"
     )
 

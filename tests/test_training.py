@@ -49,6 +49,9 @@ def shards(tmp_path_factory, photo_paths) -> Path:
                 sample["json"] = json.dumps({"key": key}).encode()
                 if not (shard == 1 and i == 4):  # one sample without its map
                     sample["canny.png"] = png.getvalue()
+                    seg = io.BytesIO()  # a 3-channel map, to stack with canny
+                    img.quantize(4).convert("RGB").save(seg, "PNG")
+                    sample["seg.png"] = seg.getvalue()
                 sink.write(sample)
                 rows.append({"key": key, "status": "failed" if (shard, i) == (0, 0) else "ok"})
         pq.write_table(pa.Table.from_pylist(rows), out / "index" / f"{shard:05d}.parquet")
@@ -98,6 +101,82 @@ def test_data_skips_and_ranges(shards):
     assert 0 <= s["conditioning"].min() and s["conditioning"].max() <= 1
     again = iter(ShardDataset(str(shards), ["canny"], 64, seed=1, shuffle_buffer=2))
     assert [next(again)["key"] for _ in range(16)] == [g["key"] for g in got]
+
+
+def test_edge_f1_scores_alignment():
+    """The learning demonstration's score: 1 for the same edges, low when shifted, 0 for none."""
+    import cv2
+
+    from training.metrics import edge_f1
+
+    ref = np.zeros((64, 64), np.uint8)
+    cv2.circle(ref, (32, 32), 15, 255, 1)
+    assert edge_f1(ref, ref)["f1"] == 1.0
+    near = np.roll(ref, 1, axis=1)  # within the 2 px slack
+    far = np.roll(ref, 8, axis=1)
+    assert edge_f1(ref, near)["f1"] == 1.0
+    assert edge_f1(ref, far)["f1"] < 0.5
+    assert edge_f1(ref, np.zeros_like(ref)) == {"precision": 0.0, "recall": 0.0, "f1": 0.0}
+    half = ref.copy()
+    half[:, 32:] = 0  # half the edges: precision stays 1, recall about 0.5
+    score = edge_f1(ref, half)
+    assert score["precision"] == 1.0 and 0.4 < score["recall"] < 0.6
+    with pytest.raises(ValueError, match="differ in size"):
+        edge_f1(ref, ref[:32])
+
+
+def test_timestep_sampling():
+    """cubic favours high noise (mean 0.75 T against 0.5 T), both stay in [0, T)."""
+    from training.trainer import sample_timesteps
+
+    torch.manual_seed(0)
+    uniform = sample_timesteps("uniform", 1000, 20000, "cpu").float()
+    cubic = sample_timesteps("cubic", 1000, 20000, "cpu").float()
+    for t in (uniform, cubic):
+        assert 0 <= t.min() and t.max() <= 999
+    assert abs(uniform.mean() - 500) < 15 and abs(cubic.mean() - 750) < 15
+    with pytest.raises(ValueError, match="unknown timestep sampling"):
+        sample_timesteps("log", 1000, 4, "cpu")
+
+
+def test_stacked_conditions_train(shards, tiny_base, tmp_path):
+    """canny (1 channel) + seg (3 channels) stack in order to a 4-channel ControlNet input."""
+    from training.data import ShardDataset
+    from training.trainer import Trainer
+
+    both = next(iter(ShardDataset(str(shards), ["canny", "seg"], 64, seed=3, shuffle_buffer=1)))
+    seg = next(iter(ShardDataset(str(shards), ["seg"], 64, seed=3, shuffle_buffer=1)))
+    assert both["key"] == seg["key"] and both["conditioning"].shape == (4, 64, 64)
+    np.testing.assert_array_equal(both["conditioning"][1:], seg["conditioning"])
+    assert set(np.unique(both["conditioning"][0])) <= {0.0, 1.0}  # canny stays binary
+    t = Trainer(_config(shards, tiny_base, tmp_path / "run", condition="canny,seg"), device="cpu")
+    assert t.controlnet.config.conditioning_channels == 4
+    losses = t.train()
+    assert len(losses) == 2 and all(np.isfinite(losses))
+
+
+def test_ranks_get_endless_distinct_streams(shards, monkeypatch):
+    """More ranks than shards: resampling gives every rank an endless stream (no rank starves)."""
+    import threading
+
+    from training.data import ShardDataset
+
+    streams: dict[int, list[str]] = {}
+
+    def take(rank: int) -> None:
+        ds = ShardDataset(str(shards), ["canny"], 64, seed=0, shuffle_buffer=2)
+        it = iter(ds)
+        streams[rank] = [next(it)["key"] for _ in range(24)]
+
+    monkeypatch.setenv("WORLD_SIZE", "3")
+    for rank in range(3):
+        monkeypatch.setenv("RANK", str(rank))
+        thread = threading.Thread(target=take, args=(rank,), daemon=True)
+        thread.start()
+        thread.join(timeout=60)
+        assert not thread.is_alive(), f"rank {rank} of 3 hangs with 2 shards"
+    assert len(streams) == 3 and all(len(s) == 24 for s in streams.values())
+    assert len({tuple(s) for s in streams.values()}) == 3  # ranks draw different samples
 
 
 def test_zero_init_output_unchanged(shards, tiny_base, tmp_path):
@@ -305,3 +384,40 @@ def test_validation_grid_and_loss_plot(shards, tiny_base, tmp_path):
     assert grid.shape == (2 * 64, 3 * 64, 3)
     assert grid[:, 64:128].std() > 0  # generated column is an image, not blank
     assert (tmp_path / "run" / "loss.png").stat().st_size > 1000
+
+
+def test_torchrun_two_ranks(shards, tiny_base, tmp_path):
+    """DDP on 2 CPU ranks (gloo) through torchrun: both ranks step, rank 0 logs the mean loss."""
+    import subprocess
+    import sys
+
+    run = tmp_path / "run"
+    cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2",
+           "-m", "pipeline", "train", "--data", str(shards), "--condition", "canny",
+           "--base-model", str(tiny_base), "--output", str(run), "--steps", "2",
+           "--batch-size", "2", "--resolution", "64", "--checkpoint-every", "0"]  # fmt: skip
+    done = subprocess.run(cmd, capture_output=True, text=True, timeout=600)
+    assert done.returncode == 0, done.stderr[-2000:]
+    log = [json.loads(line) for line in (run / "log.jsonl").read_text().splitlines()]
+    assert [r["step"] for r in log] == [1, 2] and all(np.isfinite(r["loss"]) for r in log)
+    assert (run / "checkpoint-2" / "controlnet" / "diffusion_pytorch_model.safetensors").is_file()
+
+
+def test_pretrain_base_learns_and_saves(shards, tiny_base, tmp_path):
+    """The demo's base pretraining: VAE reconstruction improves, the result loads as SD."""
+    from diffusers import StableDiffusionPipeline
+
+    from training.pretrain import pretrain_base
+
+    out = tmp_path / "pretrained"
+    done = pretrain_base(str(shards), str(tiny_base), out, resolution=64, vae_steps=40,
+                         unet_steps=3, lr=2e-3)  # fmt: skip
+    vae = done["vae_losses"]
+    print(f"VAE loss {np.mean(vae[:5]):.4f} -> {np.mean(vae[-5:]):.4f}")
+    assert np.mean(vae[-5:]) < 0.7 * np.mean(vae[:5])
+    assert len(done["unet_losses"]) == 3 and all(np.isfinite(done["unet_losses"]))
+    pipe = StableDiffusionPipeline.from_pretrained(out, safety_checker=None)
+    assert pipe.vae.config.scaling_factor == pytest.approx(done["scaling_factor"])
+    before = StableDiffusionPipeline.from_pretrained(tiny_base, safety_checker=None)
+    key = "conv_in.weight"
+    assert not torch.equal(pipe.unet.state_dict()[key], before.unet.state_dict()[key])

@@ -40,6 +40,12 @@ def tiny_base(folder: Path, prediction_type: str, seed: int) -> None:
 @click.option("--keep-checkpoints", type=int, default=3)
 @click.option("--resume", default="", help='"latest" or a checkpoint folder')
 @click.option("--validate-every", type=int, default=0)
+@click.option(
+    "--timestep-sampling",
+    type=click.Choice(["uniform", "cubic"]),
+    default="uniform",
+    help="cubic draws more high-noise timesteps, where layout is decided (T2I-Adapter)",
+)
 @click.option("--loader-workers", type=int, default=0, help="DataLoader worker processes")
 @click.option("--num-workers", type=int, default=0, help="Ray Train workers (0: no Ray)")
 @click.option("--address", default="", help="Ray address (auto, ray://host:10001)")

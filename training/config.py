@@ -33,6 +33,7 @@ class TrainConfig:
     validate_every: int = 0
     num_validation: int = 4
     prompt_dropout: float = 0.5
+    timestep_sampling: str = "uniform"  # or "cubic": more high-noise steps (T2I-Adapter)
     shuffle_buffer: int = 256
     num_workers: int = 0
 

@@ -31,13 +31,11 @@ def ok_keys(data: str) -> set[str] | None:
     )
     if not paths:
         return None
-    import pyarrow.parquet as pq
+    from pipeline.shard_writer import read_index
 
-    keys: set[str] = set()
-    for p in paths:
-        table = pq.read_table(p, columns=["key", "status"]).to_pydict()
-        keys.update(k for k, s in zip(table["key"], table["status"], strict=True) if s == "ok")
-    return keys
+    return {
+        r["key"] for p in paths for r in read_index(Path(p).read_bytes()) if r["status"] == "ok"
+    }
 
 
 def _dist() -> tuple[int, int]:
@@ -78,7 +76,7 @@ def crop_and_flip(
     for m in maps:
         a = np.asarray(m.crop(box), dtype=np.float32) / 255.0
         chans.append(a[..., None] if a.ndim == 2 else a)
-    cond = np.concatenate(chans, axis=-1)
+    cond = np.concatenate(chans, axis=-1) if chans else np.zeros((*img.shape[:2], 0), np.float32)
     if flip:
         img, cond = img[:, ::-1], cond[:, ::-1]
     return (

@@ -20,13 +20,19 @@ def _bytes_to_unicode() -> list[str]:
     return [chr(c) for c in cs]
 
 
-def write_tokenizer(folder: Path) -> None:
-    """Write a small CLIP BPE vocabulary (bytes, byte+</w>, a few merges) built locally."""
+#: Words that get whole-word tokens (other text falls back to one token per character).
+WORDS = ("the", "a", "of", "on", "photo", "background", "circle", "square", "triangle",
+         "red", "green", "blue", "yellow", "cyan", "magenta", "orange", "purple", "white",
+         "black", "gray")  # fmt: skip
+
+
+def write_tokenizer(folder: Path, words: tuple[str, ...] = WORDS) -> None:
+    """Write a small CLIP BPE vocabulary (bytes, byte+</w>, merges for ``words``) built locally."""
     folder.mkdir(parents=True, exist_ok=True)
     chars = _bytes_to_unicode()
     vocab_list = chars + [c + "</w>" for c in chars]
     merges = []
-    for word in ["the", "a", "red", "blue", "photo", "of"]:
+    for word in words:
         parts = list(word[:-1]) + [word[-1] + "</w>"]
         while len(parts) > 1:
             merges.append(f"{parts[0]} {parts[1]}")
@@ -41,8 +47,19 @@ def write_tokenizer(folder: Path) -> None:
     (folder / "merges.txt").write_text("#version: 0.2\n" + "\n".join(unique) + "\n")
 
 
-def write_tiny_base(folder: Path, *, prediction_type: str = "epsilon", seed: int = 0) -> Path:
-    """Write U-Net, VAE, CLIP text encoder, tokenizer and DDPM scheduler; return the folder."""
+def write_tiny_base(
+    folder: Path,
+    *,
+    prediction_type: str = "epsilon",
+    seed: int = 0,
+    unet_channels: tuple[int, ...] = (32, 64),
+    vae_channels: tuple[int, ...] = (8, 8, 16, 16),
+) -> Path:
+    """Write U-Net, VAE, CLIP text encoder, tokenizer and DDPM scheduler; return the folder.
+
+    The VAE downsamples 8x like SD's (ControlNet's condition encoder expects that); the
+    U-Net has one attention level per channel entry except the last.
+    """
     import torch
     from diffusers import (
         AutoencoderKL,
@@ -76,10 +93,10 @@ def write_tiny_base(folder: Path, *, prediction_type: str = "epsilon", seed: int
         sample_size=8,
         in_channels=4,
         out_channels=4,
-        block_out_channels=(32, 64),
+        block_out_channels=unet_channels,
         layers_per_block=2,
-        down_block_types=("CrossAttnDownBlock2D", "DownBlock2D"),
-        up_block_types=("UpBlock2D", "CrossAttnUpBlock2D"),
+        down_block_types=("CrossAttnDownBlock2D",) * (len(unet_channels) - 1) + ("DownBlock2D",),
+        up_block_types=("UpBlock2D",) + ("CrossAttnUpBlock2D",) * (len(unet_channels) - 1),
         cross_attention_dim=32,
         attention_head_dim=8,
         norm_num_groups=8,
@@ -87,9 +104,9 @@ def write_tiny_base(folder: Path, *, prediction_type: str = "epsilon", seed: int
     vae = AutoencoderKL(
         in_channels=3,
         out_channels=3,
-        down_block_types=("DownEncoderBlock2D",) * 4,
-        up_block_types=("UpDecoderBlock2D",) * 4,
-        block_out_channels=(8, 8, 16, 16),
+        down_block_types=("DownEncoderBlock2D",) * len(vae_channels),
+        up_block_types=("UpDecoderBlock2D",) * len(vae_channels),
+        block_out_channels=vae_channels,
         latent_channels=4,
         layers_per_block=1,
         norm_num_groups=8,

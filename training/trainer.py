@@ -9,6 +9,7 @@ import shutil
 from pathlib import Path
 
 import numpy as np
+from tqdm import tqdm
 
 from training.config import TrainConfig
 
@@ -56,6 +57,19 @@ def target_for(noise_scheduler, latents, noise, timesteps):
     if kind == "v_prediction":
         return noise_scheduler.get_velocity(latents, noise, timesteps)
     raise ValueError(f"unsupported prediction_type {kind}")
+
+
+def sample_timesteps(kind: str, total: int, n: int, device):
+    """Training timesteps: ``uniform``, or ``cubic`` (T2I-Adapter's bias toward high noise,
+    where the layout a condition controls is decided)."""
+    import torch
+
+    if kind == "uniform":
+        return torch.randint(0, total, (n,), device=device).long()
+    if kind == "cubic":
+        u = torch.rand(n, device=device)
+        return ((1 - u**3) * total).long().clamp(0, total - 1)
+    raise ValueError(f"unknown timestep sampling {kind!r} (uniform or cubic)")
 
 
 def checkpoints(run: Path) -> list[Path]:
@@ -156,8 +170,11 @@ class Trainer:
         return int(sample[0]["conditioning"].shape[0])
 
     # --- one step -------------------------------------------------------------------------
-    def loss(self, batch: dict):
-        """Noise-prediction loss of the locked U-Net with ControlNet residuals on one batch."""
+    def loss(self, batch: dict, control: bool = True):
+        """Noise-prediction loss of the locked U-Net with ControlNet residuals on one batch.
+
+        ``control=False`` runs the U-Net alone (the base without control, or a plain
+        U-Net fine-tune in the speed benchmark)."""
         import torch
         import torch.nn.functional as F
 
@@ -170,29 +187,28 @@ class Trainer:
             latents = latents * self.vae.config.scaling_factor
             text = encode_prompts(self.tokenizer, self.text_encoder, captions, self.device)
         noise = torch.randn_like(latents)
-        timesteps = torch.randint(
-            0,
-            self.noise_scheduler.config.num_train_timesteps,
-            (latents.shape[0],),
-            device=self.device,
-        ).long()
+        timesteps = sample_timesteps(
+            c.timestep_sampling, self.noise_scheduler.config.num_train_timesteps,
+            latents.shape[0], self.device,
+        )  # fmt: skip
         noisy = self.noise_scheduler.add_noise(latents, noise, timesteps)
         autocast = self.config.mixed_precision != "no"
         with torch.autocast(self.device.type, dtype=self.weight_dtype, enabled=autocast):
-            down, mid = self.model(
-                noisy.float(),
-                timesteps,
-                encoder_hidden_states=text.float(),
-                controlnet_cond=cond,
-                return_dict=False,
-            )
+            residuals = {}
+            if control:
+                down, mid = self.model(
+                    noisy.float(),
+                    timesteps,
+                    encoder_hidden_states=text.float(),
+                    controlnet_cond=cond,
+                    return_dict=False,
+                )
+                residuals = {
+                    "down_block_additional_residuals": [r.to(self.weight_dtype) for r in down],
+                    "mid_block_additional_residual": mid.to(self.weight_dtype),
+                }
             pred = self.unet(
-                noisy,
-                timesteps,
-                encoder_hidden_states=text,
-                down_block_additional_residuals=[r.to(self.weight_dtype) for r in down],
-                mid_block_additional_residual=mid.to(self.weight_dtype),
-                return_dict=False,
+                noisy, timesteps, encoder_hidden_states=text, return_dict=False, **residuals
             )[0]
         target = target_for(self.noise_scheduler, latents, noise, timesteps)
         return F.mse_loss(pred.float(), target.float(), reduction="mean")
@@ -271,6 +287,7 @@ class Trainer:
             _set_rng_state(self._rng_after_skip)
         losses = []
         log = open(self.run / "log.jsonl", "a") if self.rank == 0 else None
+        bar = tqdm(total=c.steps, initial=self.step, desc="train", disable=self.rank != 0)
         try:
             while self.step < c.steps:
                 self.optimizer.zero_grad(set_to_none=True)
@@ -290,7 +307,11 @@ class Trainer:
                 if self.ema is not None:
                     self.ema.step(self.controlnet.parameters())
                 self.step += 1
+                if self._world() > 1:  # log the mean over ranks, not rank 0's share
+                    total = _mean_over_ranks(total)
                 losses.append(total)
+                bar.update(1)
+                bar.set_postfix(loss=f"{total:.4f}", refresh=False)
                 if log:
                     rec = {
                         "step": self.step,
@@ -305,6 +326,7 @@ class Trainer:
                 if self.rank == 0 and c.validate_every and self.step % c.validate_every == 0:
                     self.validate()
         finally:
+            bar.close()
             if log:
                 log.close()
         if self.rank == 0 and (
@@ -320,6 +342,17 @@ class Trainer:
         except ImportError:
             return None
         return validate(self)
+
+
+def _mean_over_ranks(value: float) -> float:
+    """Average a float over the process group (one small all-reduce)."""
+    import torch
+    import torch.distributed as dist
+
+    device = "cuda" if dist.get_backend() == "nccl" else "cpu"
+    t = torch.tensor([value], dtype=torch.float64, device=device)
+    dist.all_reduce(t)
+    return float(t.item()) / dist.get_world_size()
 
 
 def _init_distributed() -> str | None:
