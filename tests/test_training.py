@@ -421,3 +421,20 @@ def test_pretrain_base_learns_and_saves(shards, tiny_base, tmp_path):
     before = StableDiffusionPipeline.from_pretrained(tiny_base, safety_checker=None)
     key = "conv_in.weight"
     assert not torch.equal(pipe.unet.state_dict()[key], before.unet.state_dict()[key])
+
+
+def test_ray_train_two_workers(shards, tiny_base, tmp_path):
+    """The same loop on Ray Train (TorchTrainer, 2 CPU workers, DDP on gloo), own local Ray."""
+    import subprocess
+    import sys
+
+    run = tmp_path / "run"
+    cmd = [sys.executable, "-m", "pipeline", "train", "--data", str(shards), "--condition", "canny",
+           "--base-model", str(tiny_base), "--output", str(run), "--steps", "2",
+           "--batch-size", "2", "--resolution", "64", "--checkpoint-every", "0",
+           "--num-workers", "2"]  # fmt: skip
+    done = subprocess.run(cmd, capture_output=True, text=True, timeout=600)
+    assert done.returncode == 0, done.stderr[-2000:]
+    log = [json.loads(line) for line in (run / "log.jsonl").read_text().splitlines()]
+    assert [r["step"] for r in log] == [1, 2] and all(np.isfinite(r["loss"]) for r in log)
+    assert (run / "checkpoint-2" / "controlnet" / "diffusion_pytorch_model.safetensors").is_file()
