@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import importlib
 import os
+import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
@@ -68,16 +69,38 @@ class ShardActorImpl:
 
         from pipeline.shard_builder import build_shard
 
+        report = ThrottledProgress(self.progress)
         stats = build_shard(
             self.worker, self.storage, shard, batch_size=self.options.batch_size,
-            keep_original=self.options.keep_original,
-            on_progress=lambda n: self.progress.add.remote(n),
+            keep_original=self.options.keep_original, on_progress=report.add,
         )  # fmt: skip
+        report.flush()
         import resource
 
         peak_mb = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
         return {**stats, "node": ray.get_runtime_context().get_node_id(), "pid": os.getpid(),
                 "peak_rss_mb": round(peak_mb, 1)}  # fmt: skip
+
+
+class ThrottledProgress:
+    """Batches a worker's progress into at most one actor call per ``interval`` seconds.
+
+    One call per batch of 8 samples cost about 1% of a core for nothing the bar can show.
+    """
+
+    def __init__(self, progress: Any, interval: float = 0.5) -> None:
+        self.progress, self.interval = progress, interval
+        self.unsent, self.last = 0, time.monotonic()
+
+    def add(self, n: int) -> None:
+        self.unsent += n
+        if time.monotonic() - self.last >= self.interval:
+            self.flush()
+
+    def flush(self) -> None:
+        if self.unsent:
+            self.progress.add.remote(self.unsent)
+        self.unsent, self.last = 0, time.monotonic()
 
 
 class ProgressImpl:

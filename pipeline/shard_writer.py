@@ -32,6 +32,21 @@ def add_member(tar: tarfile.TarFile, name: str, data: bytes) -> None:
     tar.addfile(info, io.BytesIO(data))
 
 
+class HashingWriter:
+    """A write-only file that hashes what passes through, so the tar is not read back."""
+
+    def __init__(self, raw: Any) -> None:
+        self.raw, self.digest, self.size = raw, hashlib.sha256(), 0
+
+    def write(self, data: bytes) -> int:
+        self.digest.update(data)
+        self.size += len(data)
+        return self.raw.write(data)
+
+    def tell(self) -> int:
+        return self.size
+
+
 def write_tar(
     storage: Storage, rel: str, samples: list[list[tuple[str, bytes]]]
 ) -> tuple[str, int]:
@@ -40,25 +55,21 @@ def write_tar(
     if folder:
         os.makedirs(folder, exist_ok=True)
     fd, tmp = tempfile.mkstemp(dir=folder, prefix=f".{os.path.basename(rel)}.", suffix=".tmp")
-    digest = hashlib.sha256()
     try:
         with os.fdopen(fd, "wb") as raw:
-            with tarfile.open(fileobj=raw, mode="w", format=tarfile.GNU_FORMAT) as tar:
+            hashed = HashingWriter(raw)
+            with tarfile.open(fileobj=hashed, mode="w", format=tarfile.GNU_FORMAT) as tar:
                 for members in samples:
                     for name, data in members:
                         add_member(tar, name, data)
             raw.flush()
             os.fsync(raw.fileno())
-        with open(tmp, "rb") as handle:
-            for block in iter(lambda: handle.read(1 << 20), b""):
-                digest.update(block)
-        size = os.path.getsize(tmp)
         storage.put_file(tmp, rel)
     except BaseException:
         if os.path.exists(tmp):
             os.unlink(tmp)
         raise
-    return digest.hexdigest(), size
+    return hashed.digest.hexdigest(), hashed.size
 
 
 def write_index(storage: Storage, rel: str, rows: list[dict[str, Any]]) -> None:
