@@ -12,7 +12,6 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import subprocess
 import sys
 import tempfile
 import time
@@ -21,6 +20,10 @@ from pathlib import Path
 import cv2
 
 ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+
+from benchmarks.common import run_hintset  # noqa: E402
+
 PHOTOS = ROOT.parent / "shared" / "data" / "photos"
 
 
@@ -53,14 +56,8 @@ def plain_loop(paths: list[Path], resolution: int) -> float:
 
 def hintset_annotate(folder: Path, out: Path, workers: int, resolution: int) -> tuple[float, float]:
     """(wall seconds of the whole command, steady images/s from its report)."""
-    env = {**os.environ, "PYTHONPATH": str(ROOT)}
-    start = time.perf_counter()
-    subprocess.run(
-        [sys.executable, "-m", "pipeline", "annotate", str(folder), "-o", str(out),
-         "-a", "canny", "-r", str(resolution), "-w", str(workers), "-q"],
-        check=True, env=env,
-    )  # fmt: skip
-    wall = time.perf_counter() - start
+    wall = run_hintset("annotate", str(folder), "-o", str(out), "-a", "canny",
+                       "-r", str(resolution), "-w", str(workers), "-q")  # fmt: skip
     report = json.loads((out / "report.json").read_text())
     assert report["counts"]["done"] == len(list(folder.glob("*.jpg")))
     return wall, report["timings"]["images_per_second"]

@@ -16,26 +16,17 @@ import argparse
 import json
 import os
 import shutil
-import subprocess
 import sys
 import tempfile
-import time
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 from benchmarks.annotate_throughput import make_inputs  # noqa: E402
+from benchmarks.common import run_hintset  # noqa: E402
 
 ANNOTATORS = "canny,lines"
-
-
-def timed(args: list[str]) -> float:
-    """Wall seconds of one hintset command."""
-    start = time.perf_counter()
-    subprocess.run([sys.executable, "-m", "pipeline", *args, "-q"], check=True,
-                   env={**os.environ, "PYTHONPATH": str(ROOT)})  # fmt: skip
-    return time.perf_counter() - start
 
 
 def worker_ms_per_sample(out: Path, kind: str) -> float:
@@ -90,8 +81,8 @@ def main() -> None:
                     runs = []
                     for repeat in range(args.repeats):
                         out = Path(tmp) / f"{kind}{workers}-{n}-{repeat}"
-                        runs.append(timed([kind, str(src), "-o", str(out), "-a", ANNOTATORS,
-                                           "-w", str(workers), *extra]))  # fmt: skip
+                        runs.append(run_hintset(kind, str(src), "-o", str(out), "-a", ANNOTATORS,
+                                               "-w", str(workers), *extra, "-q"))  # fmt: skip
                         if n == large:
                             inside.append(worker_ms_per_sample(out, kind))
                         shutil.rmtree(out)

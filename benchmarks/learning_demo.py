@@ -16,8 +16,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
-import subprocess
 import sys
 import tempfile
 import time
@@ -28,6 +26,8 @@ import numpy as np
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
+
+from benchmarks.common import run_hintset  # noqa: E402
 
 COLOURS = {"red": (220, 40, 40), "green": (40, 170, 60), "blue": (40, 70, 220),
            "yellow": (235, 210, 40), "cyan": (40, 200, 210), "magenta": (200, 50, 190),
@@ -63,12 +63,6 @@ def write_shapes(folder: Path, count: int, size: int, seed: int) -> None:
         img, caption = draw_shape(rng, size)
         cv2.imwrite(str(folder / f"{i:05d}.png"), cv2.cvtColor(img, cv2.COLOR_RGB2BGR))
         (folder / f"{i:05d}.txt").write_text(caption)
-
-
-def hintset(*args: str) -> None:
-    """Run one hintset CLI command (as a user would), failing loudly."""
-    env = {**os.environ, "PYTHONPATH": str(ROOT)}
-    subprocess.run([sys.executable, "-m", "pipeline", *args], check=True, env=env)
 
 
 def evaluate(base: Path, controlnet: Path, data: Path, resolution: int, count: int,
@@ -159,7 +153,7 @@ def main() -> None:
     write_shapes(work / "photos" / "train", args.train_images, args.resolution, seed=0)
     write_shapes(work / "photos" / "eval", args.eval_images, args.resolution, seed=1)
     for split in ("train", "eval"):
-        hintset("build", str(work / "photos" / split), "-o", str(work / "data" / split),
+        run_hintset("build", str(work / "photos" / split), "-o", str(work / "data" / split),
                 "-a", "canny", "--resolution", res, "--shard-size", "500", "-q")  # fmt: skip
     times["dataset (draw + hintset build)"] = time.perf_counter() - start
 
@@ -175,7 +169,7 @@ def main() -> None:
 
     start = time.perf_counter()
     steps = str(args.controlnet_steps)
-    hintset("train", "--data", str(work / "data" / "train"), "--condition", "canny",
+    run_hintset("train", "--data", str(work / "data" / "train"), "--condition", "canny",
             "--base-model", str(work / "base"), "--output", str(work / "run"), "--resolution", res,
             "--steps", steps, "--batch-size", str(args.batch_size), "--lr",
             str(args.controlnet_lr), "--checkpoint-every", steps,

@@ -386,21 +386,27 @@ def test_validation_grid_and_loss_plot(shards, tiny_base, tmp_path):
     assert (tmp_path / "run" / "loss.png").stat().st_size > 1000
 
 
-def test_torchrun_two_ranks(shards, tiny_base, tmp_path):
-    """DDP on 2 CPU ranks (gloo) through torchrun: both ranks step, rank 0 logs the mean loss."""
+def _train_two_steps_in_a_process(launcher: list[str], shards, tiny_base, run, *extra: str):
+    """Run ``LAUNCHER hintset train`` for 2 steps; check its log and checkpoint."""
     import subprocess
-    import sys
 
-    run = tmp_path / "run"
-    cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2",
-           "-m", "pipeline", "train", "--data", str(shards), "--condition", "canny",
+    cmd = [*launcher, "-m", "pipeline", "train", "--data", str(shards), "--condition", "canny",
            "--base-model", str(tiny_base), "--output", str(run), "--steps", "2",
-           "--batch-size", "2", "--resolution", "64", "--checkpoint-every", "0"]  # fmt: skip
+           "--batch-size", "2", "--resolution", "64", "--checkpoint-every", "0", *extra]  # fmt: skip
     done = subprocess.run(cmd, capture_output=True, text=True, timeout=600)
     assert done.returncode == 0, done.stderr[-2000:]
     log = [json.loads(line) for line in (run / "log.jsonl").read_text().splitlines()]
     assert [r["step"] for r in log] == [1, 2] and all(np.isfinite(r["loss"]) for r in log)
     assert (run / "checkpoint-2" / "controlnet" / "diffusion_pytorch_model.safetensors").is_file()
+
+
+def test_torchrun_two_ranks(shards, tiny_base, tmp_path):
+    """DDP on 2 CPU ranks (gloo) through torchrun: both ranks step, rank 0 logs the mean loss."""
+    import sys
+
+    torchrun = [sys.executable, "-m", "torch.distributed.run", "--standalone",
+                "--nproc_per_node", "2"]  # fmt: skip
+    _train_two_steps_in_a_process(torchrun, shards, tiny_base, tmp_path / "run")
 
 
 def test_pretrain_base_learns_and_saves(shards, tiny_base, tmp_path):
@@ -425,16 +431,7 @@ def test_pretrain_base_learns_and_saves(shards, tiny_base, tmp_path):
 
 def test_ray_train_two_workers(shards, tiny_base, tmp_path):
     """The same loop on Ray Train (TorchTrainer, 2 CPU workers, DDP on gloo), own local Ray."""
-    import subprocess
     import sys
 
-    run = tmp_path / "run"
-    cmd = [sys.executable, "-m", "pipeline", "train", "--data", str(shards), "--condition", "canny",
-           "--base-model", str(tiny_base), "--output", str(run), "--steps", "2",
-           "--batch-size", "2", "--resolution", "64", "--checkpoint-every", "0",
-           "--num-workers", "2"]  # fmt: skip
-    done = subprocess.run(cmd, capture_output=True, text=True, timeout=600)
-    assert done.returncode == 0, done.stderr[-2000:]
-    log = [json.loads(line) for line in (run / "log.jsonl").read_text().splitlines()]
-    assert [r["step"] for r in log] == [1, 2] and all(np.isfinite(r["loss"]) for r in log)
-    assert (run / "checkpoint-2" / "controlnet" / "diffusion_pytorch_model.safetensors").is_file()
+    _train_two_steps_in_a_process([sys.executable], shards, tiny_base, tmp_path / "run",
+                                  "--num-workers", "2")  # fmt: skip

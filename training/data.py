@@ -204,8 +204,10 @@ def make_loader(dataset: ShardDataset, batch_size: int, num_workers: int = 0):
     )
 
 
-def read_samples(data: str, conditions: list[str], resolution: int, n: int) -> list[dict]:
-    """First ``n`` valid samples in shard order (held-out validation conditions)."""
+def read_samples(
+    data: str, conditions: list[str], resolution: int, n: int | None = None
+) -> list[dict]:
+    """First ``n`` (default: all) valid samples in shard order (held-out validation conditions)."""
     ds = ShardDataset(data, conditions, resolution, seed=0, shuffle_buffer=1, resampled=False)
     rng = random.Random(0)
     out = []
@@ -213,7 +215,7 @@ def read_samples(data: str, conditions: list[str], resolution: int, n: int) -> l
         s = ds._decode(raw, rng)
         if s is not None:
             out.append(s)
-        if len(out) >= n:
+        if n is not None and len(out) >= n:
             break
     return out
 

@@ -18,7 +18,7 @@ def load_images(data: str, resolution: int) -> tuple[np.ndarray, list[str]]:
     """Every valid sample of a build output: images (N, 3, R, R) in [-1, 1] and captions."""
     from training.data import read_samples
 
-    samples = read_samples(data, [], resolution, n=10**9)
+    samples = read_samples(data, [], resolution)
     if not samples:
         raise ValueError(f"no samples in {data}")
     return np.stack([s["pixel_values"] for s in samples]), [s["caption"] for s in samples]
@@ -35,6 +35,32 @@ def _batches(n: int, batch_size: int, steps: int, seed: int):
         at += batch_size
 
 
+def _fit(
+    module, steps: int, lr: float, batches, step_loss, desc: str, clip: float = 0.0
+) -> list[float]:
+    """AdamW with cosine decay over ``steps`` batches of ``step_loss(batch)``; returns losses.
+
+    Leaves ``module`` in eval mode with gradients off, as the locked base it becomes.
+    """
+    import torch
+
+    module.train().requires_grad_(True)
+    opt = torch.optim.AdamW(module.parameters(), lr=lr)
+    sched = torch.optim.lr_scheduler.CosineAnnealingLR(opt, steps)
+    losses = []
+    for idx in tqdm(batches, total=steps, desc=desc):
+        loss = step_loss(idx)
+        opt.zero_grad(set_to_none=True)
+        loss.backward()
+        if clip:
+            torch.nn.utils.clip_grad_norm_(module.parameters(), clip)
+        opt.step()
+        sched.step()
+        losses.append(loss.item())
+    module.eval().requires_grad_(False)
+    return losses
+
+
 def train_vae(vae, images: np.ndarray, *, steps: int, batch_size: int = 16, lr: float = 1e-3,
               kl_weight: float = 1e-6, seed: int = 0) -> list[float]:  # fmt: skip
     """Fit the VAE as an autoencoder (MSE plus a small KL term, random flips); returns losses.
@@ -44,25 +70,18 @@ def train_vae(vae, images: np.ndarray, *, steps: int, batch_size: int = 16, lr: 
     """
     import torch
 
-    vae.train().requires_grad_(True)
-    opt = torch.optim.AdamW(vae.parameters(), lr=lr)
-    sched = torch.optim.lr_scheduler.CosineAnnealingLR(opt, steps)
     gen = torch.Generator().manual_seed(seed)
-    losses = []
-    for idx in tqdm(_batches(len(images), batch_size, steps, seed), total=steps, desc="VAE"):
+
+    def step_loss(idx):
         x = torch.from_numpy(images[idx])
         if torch.rand((), generator=gen) < 0.5:
             x = x.flip(-1)
         posterior = vae.encode(x).latent_dist
         recon = vae.decode(posterior.mean).sample
-        loss = torch.nn.functional.mse_loss(recon, x) + kl_weight * posterior.kl().mean()
-        opt.zero_grad(set_to_none=True)
-        loss.backward()
-        opt.step()
-        sched.step()
-        losses.append(loss.item())
-    vae.eval().requires_grad_(False)
-    return losses
+        return torch.nn.functional.mse_loss(recon, x) + kl_weight * posterior.kl().mean()
+
+    batches = _batches(len(images), batch_size, steps, seed)
+    return _fit(vae, steps, lr, batches, step_loss, "VAE")
 
 
 def encode_latents(vae, images: np.ndarray, batch_size: int = 64) -> np.ndarray:
@@ -87,13 +106,10 @@ def train_unet(unet, noise_scheduler, latents: np.ndarray, text: np.ndarray, nul
 
     from training.trainer import target_for
 
-    unet.train().requires_grad_(True)
-    opt = torch.optim.AdamW(unet.parameters(), lr=lr)
-    sched = torch.optim.lr_scheduler.CosineAnnealingLR(opt, steps)
     gen = torch.Generator().manual_seed(seed)
     null = torch.from_numpy(null_text)
-    losses = []
-    for idx in tqdm(_batches(len(latents), batch_size, steps, seed), total=steps, desc="U-Net"):
+
+    def step_loss(idx):
         z = torch.from_numpy(latents[idx])
         cond = torch.from_numpy(text[idx])
         drop = torch.rand(len(idx), generator=gen) < caption_dropout
@@ -101,15 +117,10 @@ def train_unet(unet, noise_scheduler, latents: np.ndarray, text: np.ndarray, nul
         noise = torch.randn(z.shape, generator=gen)
         t = torch.randint(0, noise_scheduler.config.num_train_timesteps, (len(idx),), generator=gen)
         pred = unet(noise_scheduler.add_noise(z, noise, t), t, encoder_hidden_states=cond).sample
-        loss = F.mse_loss(pred, target_for(noise_scheduler, z, noise, t))
-        opt.zero_grad(set_to_none=True)
-        loss.backward()
-        torch.nn.utils.clip_grad_norm_(unet.parameters(), 1.0)
-        opt.step()
-        sched.step()
-        losses.append(loss.item())
-    unet.eval().requires_grad_(False)
-    return losses
+        return F.mse_loss(pred, target_for(noise_scheduler, z, noise, t))
+
+    batches = _batches(len(latents), batch_size, steps, seed)
+    return _fit(unet, steps, lr, batches, step_loss, "U-Net", clip=1.0)
 
 
 def pretrain_base(data: str, base_model: str, output: str | Path, *, resolution: int,
