@@ -1,7 +1,7 @@
 """Images per second of ``hintset annotate --annotators canny`` with 1 and 2 workers.
 
 Beside it, the floor: a plain in-process loop (cv2.imread, short-side resize,
-cv2.Canny, PNG encode) over the same files. The shared photos are hard-linked N
+cv2.Canny, PNG encode) over the same files. The repo's test photos are hard-linked N
 times into a temporary folder. Wall time of the command includes interpreter
 start-up and worker spawn; "steady" is the images/s the report measures from plan
 to finish. Run: ``python benchmarks/annotate_throughput.py [--images 2000]``.
@@ -22,13 +22,12 @@ import cv2
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from benchmarks.common import run_hintset  # noqa: E402
+from benchmarks.common import PHOTOS, run_hintset  # noqa: E402
 
-PHOTOS = ROOT.parent / "shared" / "data" / "photos"
 
 
 def make_inputs(folder: Path, count: int) -> list[Path]:
-    """``count`` hard links to the shared photos (distinct paths, no extra disk)."""
+    """``count`` hard links to the test photos (distinct paths, no extra disk)."""
     photos = sorted(PHOTOS.glob("*.jpg"))
     paths = []
     for i in range(count):

@@ -5,7 +5,7 @@ Each command runs on two input sizes (default 1000 and 3000 samples). Wall time 
 per-sample cost (tar, Parquet and JPEG writing included) without the fixed start-up
 (interpreter, Ray, actors, shutdown), which is reported on its own. Also the peak memory
 of each build worker at 500 and 2000 samples (it must not grow with the dataset). Inputs
-are the shared photos hard-linked N times. Each command runs ``--repeats`` times and the
+are the test photos (tests/data/photos) hard-linked N times. Each command runs ``--repeats`` times and the
 fastest run counts (as ``timeit`` does): on a shared machine noise only ever adds time.
 Run: ``python benchmarks/build_throughput.py``.
 """

@@ -9,6 +9,8 @@ import time
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
+#: the 20 real COCO photos kept in the repo for tests and benchmarks
+PHOTOS = Path(os.environ.get("HINTSET_PHOTOS", ROOT / "tests" / "data" / "photos"))
 
 
 def run_hintset(*args: str) -> float:

@@ -28,9 +28,9 @@ sys.path.insert(0, str(ROOT))
 
 import annotators  # noqa: E402
 from annotators import create, get, list_annotators  # noqa: E402
+from benchmarks.common import PHOTOS  # noqa: E402
 from pipeline.decode import load_image, resize_short_side  # noqa: E402
 
-PHOTOS = Path(os.environ.get("HINTSET_PHOTOS", ROOT.parent / "shared" / "data" / "photos"))
 
 
 def family_modules() -> list[Any]:

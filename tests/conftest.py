@@ -10,12 +10,12 @@ from pathlib import Path
 import pytest
 
 ROOT = Path(__file__).resolve().parents[1]
-PHOTOS = Path(os.environ.get("HINTSET_PHOTOS", ROOT.parent / "shared" / "data" / "photos"))
+PHOTOS = Path(os.environ.get("HINTSET_PHOTOS", ROOT / "tests" / "data" / "photos"))
 
 
 @pytest.fixture(scope="session")
 def photos_dir() -> Path:
-    """The 20 real COCO photos shipped in ../shared/data/photos."""
+    """The 20 real COCO photos in tests/data/photos (or ``$HINTSET_PHOTOS``)."""
     if not any(PHOTOS.glob("*.jpg")):
         pytest.fail(f"real test photos not found in {PHOTOS} (set HINTSET_PHOTOS)")
     return PHOTOS
