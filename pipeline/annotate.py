@@ -168,7 +168,7 @@ def run_annotate(
     remove_stale_temps(out)
     workers = workers or os.cpu_count() or 1
     suffixes = output_suffixes(specs)
-    tasks = plan(find_images(inputs), out)
+    tasks = plan(find_images(inputs, exclude=[str(out)]), out)
     todo = tasks if overwrite else [t for t in tasks if not is_done(t, suffixes)]
     records: list[dict[str, Any]] = []
     if on_plan:

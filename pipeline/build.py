@@ -1,7 +1,8 @@
 """``hintset build``: plan -> Ray workers build shards -> manifest. Resumable and incremental.
 
-Rerunning the same command skips shards whose stats file exists; inputs added later
-are planned into new shards; ``overwrite`` starts from an empty folder.
+Rerunning the same command skips shards that are complete (stats, tar and index all
+there); inputs added later are planned into new shards; ``overwrite`` removes what
+hintset wrote and starts again. One build at a time holds the output's lock.
 """
 
 from __future__ import annotations
@@ -11,13 +12,13 @@ import time
 from collections.abc import Callable
 from typing import Any
 
+from pipeline import layout
 from pipeline.atomic import remove_stale_temps
+from pipeline.lock import BuildLock
 from pipeline.manifest import incompatibility, read_manifest, totals, write_manifest
 from pipeline.plan import plan
 from pipeline.ray_runner import BuildFailed, RunOptions, connect, run_shards
-from pipeline.shard_builder import shard_done
-from pipeline.shard_writer import STATS
-from pipeline.sources import iter_sources
+from pipeline.shard_builder import done_shards
 from pipeline.storage import Storage
 from pipeline.worker import AnnotatorSpec
 
@@ -54,12 +55,32 @@ def run_build(
     on_plan: Callable[[int, int, int], None] | None = None,
     on_samples: Callable[[int], None] | None = None,
     on_shard: Callable[[dict[str, Any]], None] | None = None,
+    on_message: Callable[[str], None] | None = None,
+    max_shards: int = 0,
 ) -> dict[str, Any]:
-    """Build (or resume) the dataset in ``out``; return the final manifest."""
-    started = time.time()
+    """Build (or resume) the dataset in ``out``; return the final manifest.
+
+    Holds the output's lock while it runs (a second build into ``out`` raises LockHeld).
+    ``max_shards`` > 0 stops after building that many shards (status stays "building").
+    """
     storage = Storage(out)
+    with BuildLock(storage):
+        return _build(storage, inputs, out, specs, captions=captions, shard_size=shard_size,
+                      resolution=resolution, keep_original=keep_original, workers=workers,
+                      address=address, gpus_per_worker=gpus_per_worker,
+                      max_retries=max_retries, batch_size=batch_size, overwrite=overwrite,
+                      imports=imports, on_plan=on_plan, on_samples=on_samples,
+                      on_shard=on_shard, on_message=on_message or (lambda _: None),
+                      max_shards=max_shards)  # fmt: skip
+
+
+def _build(storage: Storage, inputs: list[str], out: str, specs: list[AnnotatorSpec], *,
+           captions, shard_size, resolution, keep_original, workers, address, gpus_per_worker,
+           max_retries, batch_size, overwrite, imports, on_plan, on_samples, on_shard,
+           on_message, max_shards) -> dict[str, Any]:  # fmt: skip
+    started = time.time()
     if overwrite:
-        storage.remove_all()
+        storage.remove_all(keep=(layout.LOCK,))
     config = {
         "annotators": [{"name": s.name, "params": dict(sorted(s.params.items()))} for s in specs],
         "resolution": resolution,
@@ -79,10 +100,18 @@ def run_build(
     manifest = old or {"format_version": FORMAT_VERSION, "status": "building", "config": config}
     manifest["config"]["inputs"] = sorted(set(manifest["config"]["inputs"]) | set(config["inputs"]))
     write_manifest(storage, manifest)
-    shards = plan(storage, iter_sources(inputs, captions), shard_size)
-    todo = [s for s in shards if not shard_done(storage, s)]
+    complete, broken = done_shards(storage)
+    for shard_id in sorted(broken):
+        on_message(f"shard {layout.shard_name(shard_id)}: tar or index missing; building it again")
+        storage.remove(layout.stats_path(shard_id))
+    shards = plan(storage, inputs, shard_size, captions=captions, exclude=[str(out)],
+                  done=complete)  # fmt: skip
+    todo = [s for s in shards if s.id not in complete]
+    if max_shards:
+        todo = todo[:max_shards]
     if on_plan:
-        on_plan(len(shards), len(todo), sum(len(s.samples) for s in todo))
+        unknown = any(s.size < 0 for s in todo)  # a tar's sample count is known once it is read
+        on_plan(len(shards), len(todo), -1 if unknown else sum(s.size for s in todo))
     annotator_info: list[dict[str, Any]] = manifest.get("annotators", [])
     nodes: set[str] = set()
 
@@ -96,6 +125,7 @@ def run_build(
             on_shard(stats)
 
     if todo:
+        on_message("starting Ray" + (f" (joining {address})" if address else "") + " ...")
         connect(address, num_cpus=None)
         gpus_per_worker = gpus_per_worker or default_gpus(specs)
         options = RunOptions(root=str(out), specs=specs, resolution=resolution,
@@ -103,7 +133,9 @@ def run_build(
                              imports=tuple(imports), gpus_per_worker=gpus_per_worker)  # fmt: skip
         run_shards(todo, options, workers=workers, max_retries=max_retries,
                    on_shard=shard_finished, on_samples=on_samples, on_ready=ready)  # fmt: skip
-    all_stats = [json.loads(storage.read_bytes(f"{STATS}/{s.name}.json")) for s in shards]
+    if max_shards and len(todo) < len(shards) - len(complete):
+        return manifest  # stopped early on request: not complete
+    all_stats = [json.loads(storage.read_bytes(layout.stats_path(s.id))) for s in shards]
     manifest.update(
         status="complete",
         annotators=annotator_info,

@@ -14,11 +14,15 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
-from pipeline.plan import Shard
+from pipeline.units import Unit
 from pipeline.worker import AnnotatorSpec
 
 #: environment variables forwarded to workers on every node
-FORWARDED_ENV = ("HINTSET_WEIGHTS_DIR", "HINTSET_OFFLINE", "HF_HUB_OFFLINE", "HF_HOME")
+FORWARDED_ENV = ("HINTSET_WEIGHTS_DIR", "HINTSET_OFFLINE", "HF_HUB_OFFLINE", "HF_HOME",
+                 "HINTSET_STORAGE_OPTIONS", "AWS_ENDPOINT_URL", "AWS_ENDPOINT_URL_S3",
+                 "AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY", "AWS_SESSION_TOKEN",
+                 "AWS_DEFAULT_REGION", "AWS_REGION", "AWS_PROFILE",
+                 "GOOGLE_APPLICATION_CREDENTIALS")  # fmt: skip
 
 
 @dataclass
@@ -36,7 +40,7 @@ class RunOptions:
     extra: dict[str, Any] = field(default_factory=dict)
 
 
-class ShardActorImpl:
+class UnitActorImpl:
     """Holds one Worker (annotators loaded once) and builds shards with it."""
 
     def __init__(self, options: RunOptions, progress: Any) -> None:
@@ -64,14 +68,14 @@ class ShardActorImpl:
         return {"error": self.error, "annotators": infos,
                 "node": ray.get_runtime_context().get_node_id()}  # fmt: skip
 
-    def build(self, shard: Shard) -> dict[str, Any]:
+    def build(self, unit: Unit) -> dict[str, Any]:
         import ray
 
         from pipeline.shard_builder import build_shard
 
         report = ThrottledProgress(self.progress)
         stats = build_shard(
-            self.worker, self.storage, shard, batch_size=self.options.batch_size,
+            self.worker, self.storage, unit, batch_size=self.options.batch_size,
             keep_original=self.options.keep_original, on_progress=report.add,
         )  # fmt: skip
         report.flush()
@@ -139,7 +143,7 @@ class BuildFailed(RuntimeError):
 
 
 def run_shards(
-    shards: list[Shard],
+    shards: list[Unit],
     options: RunOptions,
     *,
     workers: int = 0,
@@ -151,7 +155,7 @@ def run_shards(
     """Build ``shards`` on a pool of actors; return their stats (raise BuildFailed otherwise)."""
     import ray
 
-    actor_cls = ray.remote(ShardActorImpl).options(
+    actor_cls = ray.remote(UnitActorImpl).options(
         num_cpus=options.cpus_per_worker, num_gpus=options.gpus_per_worker,
         max_restarts=0, scheduling_strategy="SPREAD",
     )  # fmt: skip
@@ -174,7 +178,7 @@ def run_shards(
     pool = new_actors(workers)
     pending = list(shards)
     attempts: dict[int, int] = {}
-    running: dict[Any, tuple[Shard, Any]] = {}
+    running: dict[Any, tuple[Unit, Any]] = {}
     results: list[dict[str, Any]] = []
     seen = 0
     while pending or running:

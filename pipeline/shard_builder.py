@@ -1,7 +1,8 @@
-"""Build one shard end to end inside a worker: read -> decode/annotate/encode -> write.
+"""Build one shard end to end inside a worker: unit -> SampleRefs -> read -> decode/annotate/encode -> write.
 
 This is the unit of work and of retry. It holds no state between shards except the
-:class:`~pipeline.worker.Worker` (annotators loaded once).
+:class:`~pipeline.worker.Worker` (annotators loaded once). Serial; the pipelined
+worker replaces the inside of :func:`build_shard`.
 """
 
 from __future__ import annotations
@@ -9,20 +10,15 @@ from __future__ import annotations
 import json
 import time
 from collections.abc import Callable
+from itertools import islice
 from typing import Any
 
+from pipeline import layout
 from pipeline.encode import encode_jpeg, encode_json
-from pipeline.plan import Shard
-from pipeline.shard_writer import (
-    INDEX,
-    SHARDS,
-    STATS,
-    aggregate,
-    write_index,
-    write_stats,
-    write_tar,
-)
+from pipeline.reader import read_sample
+from pipeline.shard_writer import aggregate, write_index, write_stats, write_tar
 from pipeline.storage import Storage
+from pipeline.units import Unit, iter_unit
 from pipeline.worker import Result, Worker
 
 IMAGE_EXTENSION = {"JPEG": "jpg", "PNG": "png", "WEBP": "webp"}
@@ -43,43 +39,51 @@ def sample_members(key: str, source_caption: str | None, meta: dict, image: tupl
                    result: Result) -> list[tuple[str, bytes]]:  # fmt: skip
     """The tar members of one sample, in a fixed order: image, caption, metadata, maps."""
     ext, data = image
-    members = [(f"{key}.{ext}", data), (f"{key}.txt", (source_caption or "").encode()),
-               (f"{key}.json", encode_json(meta))]  # fmt: skip
-    members += [(f"{key}.{suffix}", blob) for suffix, blob in result.files.items()]
+    name = layout.member_name
+    members = [(name(key, ext), data), (name(key, "txt"), (source_caption or "").encode()),
+               (name(key, "json"), encode_json(meta))]  # fmt: skip
+    members += [(name(key, suffix), blob) for suffix, blob in result.files.items()]
     return members
 
 
 def build_shard(
     worker: Worker,
     storage: Storage,
-    shard: Shard,
+    unit: Unit,
     *,
     batch_size: int = 8,
     keep_original: bool = False,
     jpeg_quality: int = 95,
     on_progress: Callable[[int], None] | None = None,
 ) -> dict[str, Any]:
-    """Process every sample of ``shard`` and write its tar, index and (last) stats; return stats."""
+    """Process every sample of ``unit`` and write its tar, index and (last) stats; return stats."""
     start = time.perf_counter()
     tar_samples: list[list[tuple[str, bytes]]] = []
     rows: list[dict[str, Any]] = []
     stages: dict[str, float] = {}
     stat_keys: set[str] = set()
-    for first in range(0, len(shard.samples), batch_size):
-        batch = shard.samples[first : first + batch_size]
-        payloads, read_errors = [], {}
-        for key, source in batch:
-            try:
-                payloads.append((key, source.read()))
-            except OSError as err:
-                read_errors[key] = f"read: {err.strerror or err}"
-                payloads.append((key, b""))
+    refs = iter_unit(unit)
+    while batch := list(islice(refs, batch_size)):
+        payloads, read_errors, captions = [], {}, {}
+        for ref in batch:
+            data, caption = b"", ref.caption
+            if ref.error:
+                read_errors[ref.key] = ref.error
+            else:
+                try:
+                    data, caption = read_sample(ref)
+                except OSError as err:
+                    read_errors[ref.key] = f"read: {' '.join(str(err.strerror or err).split())}"
+            payloads.append((ref.key, data))
+            captions[ref.key] = caption
         results = worker.process_batch(payloads)
-        for (key, source), (_, data), result in zip(batch, payloads, results, strict=True):
+        for ref, (key, data), result in zip(batch, payloads, results, strict=True):
             if key in read_errors:
-                result.fail("read", read_errors[key].removeprefix("read: "))
-            row = {"key": key, "source": source.id, "status": result.status,
-                   "error": result.error or None, "caption": source.caption}  # fmt: skip
+                stage, _, reason = read_errors[key].partition(": ")
+                result.fail(stage, reason)
+            caption = captions[key]
+            row = {"key": key, "source": ref.source, "status": result.status,
+                   "error": result.error or None, "caption": caption}  # fmt: skip
             if result.status == "ok":
                 image = _stored_image(data, result, keep_original, jpeg_quality)
                 if image is None:
@@ -90,9 +94,9 @@ def build_shard(
                     row.update(width=width, height=height, original_width=result.original_size[0],
                                original_height=result.original_size[1], **result.stats)  # fmt: skip
                     meta = {k: v for k, v in row.items() if k not in ("status", "error")}
-                    if source.meta:
-                        meta["source_meta"] = _json_or_text(source.meta)
-                    tar_samples.append(sample_members(key, source.caption, meta, image, result))
+                    if ref.meta:
+                        meta["source_meta"] = _json_or_text(ref.meta)
+                    tar_samples.append(sample_members(key, caption, meta, image, result))
                     stat_keys.update(result.stats)
                     for stage, seconds in result.timings.items():
                         stages[stage] = stages.get(stage, 0.0) + seconds
@@ -100,11 +104,11 @@ def build_shard(
             result.image = None  # free pixels early; only encoded bytes are kept
         if on_progress:
             on_progress(len(batch))
-    tar_sha256, tar_bytes = write_tar(storage, f"{SHARDS}/{shard.name}.tar", tar_samples)
-    write_index(storage, f"{INDEX}/{shard.name}.parquet", rows)
+    tar_sha256, tar_bytes = write_tar(storage, layout.tar_path(unit.id), tar_samples)
+    write_index(storage, layout.index_path(unit.id), rows)
     ok = sum(r["status"] == "ok" for r in rows)
     stats = {
-        "shard": shard.id,
+        "shard": unit.id,
         "samples": len(rows),
         "ok": ok,
         "failed": len(rows) - ok,
@@ -116,7 +120,7 @@ def build_shard(
         "stage_seconds": {k: round(v, 3) for k, v in sorted(stages.items())},
         "failures": {r["key"]: r["error"] for r in rows if r["status"] != "ok"},
     }
-    write_stats(storage, f"{STATS}/{shard.name}.json", stats)
+    write_stats(storage, layout.stats_path(unit.id), stats)
     return stats
 
 
@@ -134,12 +138,13 @@ def _json_or_text(text: str) -> Any:
         return text
 
 
-def shard_done(storage: Storage, shard: Shard) -> bool:
-    """A shard is complete when its stats file exists (it is written last)."""
-    return storage.exists(f"{STATS}/{shard.name}.json")
+def done_shards(storage: Storage) -> tuple[set[int], set[int]]:
+    """(complete shard ids, ids whose stats exist but whose tar or index is gone).
 
-
-def shard_files(shard: Shard) -> list[str]:
-    """Relative paths of a shard's outputs."""
-    return [f"{SHARDS}/{shard.name}.tar", f"{INDEX}/{shard.name}.parquet",
-            f"{STATS}/{shard.name}.json"]  # fmt: skip
+    Three listings, whatever the number of shards: a stats file marks a shard complete
+    only while its tar and index are there too.
+    """
+    names = {d: {layout.shard_id(n) for n in storage.list(d)} for d in (layout.SHARDS, layout.INDEX, layout.STATS)}  # fmt: skip
+    stats = names[layout.STATS] - {None}
+    complete = stats & names[layout.SHARDS] & names[layout.INDEX]
+    return complete, stats - complete

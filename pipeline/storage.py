@@ -19,8 +19,11 @@ class Storage:
     def __init__(self, root: str | os.PathLike) -> None:
         import fsspec.core
 
+        from pipeline.reader import storage_options
+
         self.root = str(root).rstrip("/")
-        self.fs, self.base = fsspec.core.url_to_fs(self.root)
+        protocol = self.root.split("://", 1)[0] if "://" in self.root else "file"
+        self.fs, self.base = fsspec.core.url_to_fs(self.root, **storage_options(protocol))
         self.local = self.fs.protocol in ("file", ("file", "local")) or "file" in self.fs.protocol
 
     def path(self, rel: str) -> str:
@@ -60,9 +63,22 @@ class Storage:
         if self.local:
             Path(self.path(rel)).mkdir(parents=True, exist_ok=True)
 
-    def remove_all(self) -> None:
-        """Delete the whole dataset (for --overwrite)."""
-        if self.local:
-            shutil.rmtree(self.base, ignore_errors=True)
-        elif self.fs.exists(self.base):
-            self.fs.rm(self.base, recursive=True)
+    def remove(self, rel: str) -> None:
+        """Delete one file (no error if it is already gone)."""
+        try:
+            self.fs.rm_file(self.path(rel))
+        except FileNotFoundError:
+            pass
+
+    def remove_all(self, keep: tuple[str, ...] = ()) -> None:
+        """Delete what hintset writes at the top of a dataset (for --overwrite), except ``keep``."""
+        from pipeline.layout import OUTPUT_NAMES
+
+        for name in OUTPUT_NAMES:
+            if name in keep or not self.exists(name):
+                continue
+            if self.local:
+                target = Path(self.path(name))
+                shutil.rmtree(target) if target.is_dir() else target.unlink()
+            else:
+                self.fs.rm(self.path(name), recursive=True)

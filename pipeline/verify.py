@@ -10,9 +10,9 @@ from typing import Any
 
 from pipeline.decode import DecodeError, decode_image
 from pipeline.encode import decode_png
+from pipeline.layout import INDEX, index_path, read_index, split_member, stats_path, tar_path
 from pipeline.manifest import read_manifest
 from pipeline.plan import read_plan
-from pipeline.shard_writer import INDEX, SHARDS, STATS, read_index
 from pipeline.storage import Storage
 
 
@@ -45,13 +45,18 @@ def verify(root: str) -> list[str]:
     if manifest.get("status") != "complete":
         problems.append(f"manifest status is {manifest.get('status')!r}, not 'complete'")
     listed = {s["name"]: s for s in manifest.get("shards", [])}
-    for shard in read_plan(storage):
-        name = shard.name
-        if not storage.exists(f"{STATS}/{name}.json"):
+    for unit in read_plan(storage):
+        name = unit.name
+        if not storage.exists(stats_path(unit.id)):
             problems.append(f"shard {name}: no stats file (incomplete)")
             continue
-        stats = json.loads(storage.read_bytes(f"{STATS}/{name}.json"))
-        tar_bytes = storage.read_bytes(f"{SHARDS}/{name}.tar")
+        try:
+            stats = json.loads(storage.read_bytes(stats_path(unit.id)))
+            tar_bytes = storage.read_bytes(tar_path(unit.id))
+            index = read_index(storage.read_bytes(index_path(unit.id)))
+        except (OSError, ValueError) as err:
+            problems.append(f"shard {name}: unreadable: {' '.join(str(err).split())[:200]}")
+            continue
         sha = hashlib.sha256(tar_bytes).hexdigest()
         if name not in listed:
             problems.append(f"shard {name}: missing from manifest")
@@ -60,11 +65,11 @@ def verify(root: str) -> list[str]:
         if stats["tar_sha256"] != sha:
             problems.append(f"shard {name}: tar sha256 differs from its stats")
         keys = _check_tar(name, tar_bytes, problems)
-        index = read_index(storage.read_bytes(f"{INDEX}/{name}.parquet"))
         ok_keys = [r["key"] for r in index if r["status"] == "ok"]
-        planned = [k for k, _ in shard.samples]
-        if sorted(r["key"] for r in index) != sorted(planned):
+        if unit.kind == "files" and sorted(r["key"] for r in index) != sorted(unit.keys):
             problems.append(f"shard {name}: index rows do not match the planned inputs")
+        if unit.kind == "list" and len(index) != unit.size:
+            problems.append(f"shard {name}: index has {len(index)} rows, the plan {unit.size}")
         if keys != ok_keys:
             problems.append(
                 f"shard {name}: tar holds {len(keys)} samples, index says {len(ok_keys)} ok"
@@ -81,7 +86,7 @@ def _check_tar(name: str, data: bytes, problems: list[str]) -> list[str]:
         with tarfile.open(fileobj=io.BytesIO(data)) as tar:
             for info in tar:
                 blob = tar.extractfile(info).read()
-                key = info.name.split(".", 1)[0]
+                key = split_member(info.name)[0]
                 if not keys or keys[-1] != key:
                     if key in keys:
                         problems.append(f"shard {name}: files of {key} are not adjacent")
