@@ -150,14 +150,14 @@ def iter_tar_samples(
                 name_key, suffix = split_member(info.name)
                 if os.path.basename(info.name).startswith("."):
                     continue
-                handle = tar.extractfile(info)
-                data = handle.read() if handle else b""
-                if len(data) != info.size:
-                    raise TarSampleError(f"member {info.name} is truncated")
                 if name_key != key:
                     if key is not None:
                         yield key, group
                     key, group = name_key, {}
+                handle = tar.extractfile(info)
+                data = handle.read() if handle else b""
+                if len(data) != info.size:
+                    raise TarSampleError(f"member {info.name} is truncated")
                 group[suffix.lower()] = data
     except tarfile.TarError as err:
         raise TarSampleError(f"not a readable tar: {' '.join(str(err).split())}") from None

@@ -17,7 +17,7 @@ import numpy as np
 import pytest
 
 from pipeline.encode import decode_png
-from pipeline.shard_writer import read_index
+from pipeline.layout import read_index
 from tests.conftest import ROOT, run_cli
 from tests.corpus import BAD, ODD, write_corpus
 
@@ -278,7 +278,7 @@ def test_tar_inputs_get_maps_added(dataset, tmp_path):
     pattern = str(src / "shards" / "{00000..00001}.tar")
     proc = run_cli("build", pattern, "-o", out, "-a", "lines", *FAST)
     assert proc.returncode == 0, proc.stderr
-    expected = [r["key"] for name in ("00000", "00001")
+    expected = [f"{name}__{r['key']}" for name in ("00000", "00001")
                 for r in read_index((src / "index" / f"{name}.parquet").read_bytes())
                 if r["status"] == "ok"]  # fmt: skip
     rows = index_rows(out)
@@ -288,7 +288,7 @@ def test_tar_inputs_get_maps_added(dataset, tmp_path):
         names = tar.getnames()
         meta = json.loads(tar.extractfile(next(n for n in names if n.endswith(".json"))).read())
     assert any(n.endswith(".lines.png") for n in names)
-    assert meta["source_meta"]["key"] in expected  # the input tar's metadata is carried over
+    assert f"00000__{meta['source_meta']['key']}" in expected  # the input tar's metadata is kept
 
 
 def test_output_as_fsspec_url(photo_paths, tmp_path):
