@@ -7,6 +7,7 @@ Thread-safe and blocking, so a worker's I/O threads can keep many reads in fligh
 from __future__ import annotations
 
 import functools
+import io
 import os
 from typing import IO
 
@@ -46,11 +47,17 @@ def split_url(url: str) -> tuple[object | None, str]:
     return fs, url if protocol in ("http", "https") else fs._strip_protocol(url)
 
 
-def open_url(url: str) -> IO[bytes]:
-    """A binary file object for reading ``url`` (streamed for remote files)."""
+def open_url(url: str, seekable: bool = False) -> IO[bytes]:
+    """A binary file object for reading ``url``, streamed for remote files.
+
+    ``seekable=True`` for readers that jump (Parquet footers): plain HTTP servers may not
+    answer range requests, so such a file is fetched whole.
+    """
     fs, path = split_url(url)
     if fs is None:
         return open(path, "rb")
+    if url.startswith(("http://", "https://")):
+        return io.BytesIO(fs.cat_file(path)) if seekable else fs.open(path, "rb", block_size=0)
     return fs.open(path, "rb", block_size=8 * 1024 * 1024)
 
 

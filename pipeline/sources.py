@@ -218,7 +218,7 @@ def load_captions(url: str) -> dict[str, str]:
         elif lower.endswith(".parquet"):
             import pyarrow.parquet as pq
 
-            with open_url(url) as handle:
+            with open_url(url, seekable=True) as handle:
                 rows = pq.read_table(handle, use_threads=False).to_pylist()
         else:
             raise ValueError(f"{url}: captions must be a .jsonl, .csv or .parquet file")
@@ -245,7 +245,7 @@ def list_ranges(url: str, size: int) -> Iterator[tuple[int, int, int, int]]:
     if url.lower().endswith(".parquet"):
         import pyarrow.parquet as pq
 
-        with open_url(url) as handle:
+        with open_url(url, seekable=True) as handle:
             rows = pq.ParquetFile(handle).metadata.num_rows
         for start in range(0, rows, size):
             yield start, min(rows, start + size), 0, -1

@@ -23,7 +23,13 @@ class Storage:
 
         self.root = str(root).rstrip("/")
         protocol = self.root.split("://", 1)[0] if "://" in self.root else "file"
-        self.fs, self.base = fsspec.core.url_to_fs(self.root, **storage_options(protocol))
+        options = storage_options(protocol)
+        if protocol not in (
+            "file",
+            "local",
+        ):  # other processes write here: never trust a cached listing
+            options.setdefault("use_listings_cache", False)
+        self.fs, self.base = fsspec.core.url_to_fs(self.root, **options)
         self.local = self.fs.protocol in ("file", ("file", "local")) or "file" in self.fs.protocol
 
     def path(self, rel: str) -> str:

@@ -160,7 +160,12 @@ def read_rows(unit: Unit) -> list[dict]:
         return _parquet_rows(unit)
     with open_url(unit.url) as handle:
         header = handle.readline() if lower.endswith(".csv") else b""
-        handle.seek(unit.offset)
+        skip = unit.offset - len(header)
+        while skip > 0:  # streams (http) cannot seek: read past the rows before the range
+            data = handle.read(min(skip, 1 << 20))
+            if not data:
+                break
+            skip -= len(data)
         chunk = handle.read(unit.end - unit.offset) if unit.end >= 0 else handle.read()
     if lower.endswith(".csv"):
         text = (header + chunk).decode("utf-8")
@@ -179,7 +184,7 @@ def _parquet_rows(unit: Unit) -> list[dict]:
 
     from pipeline.reader import open_url
 
-    with open_url(unit.url) as handle:
+    with open_url(unit.url, seekable=True) as handle:
         pf = pq.ParquetFile(handle)
         path_col, text_col = list_columns(pf.schema_arrow.names, unit.url)
         columns = [c for c in (path_col, text_col) if c]
