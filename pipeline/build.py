@@ -106,12 +106,11 @@ def _build(storage: Storage, inputs: list[str], out: str, specs: list[AnnotatorS
         storage.remove(layout.stats_path(shard_id))
     shards = plan(storage, inputs, shard_size, captions=captions, exclude=[str(out)],
                   done=complete)  # fmt: skip
-    todo = [s for s in shards if s.id not in complete]
-    if max_shards:
-        todo = todo[:max_shards]
+    pending = [s for s in shards if s.id not in complete]
+    todo = pending[:max_shards] if max_shards else pending
     if on_plan:
         unknown = any(s.size < 0 for s in todo)  # a tar's sample count is known once it is read
-        on_plan(len(shards), len(todo), -1 if unknown else sum(s.size for s in todo))
+        on_plan(len(shards), len(pending), -1 if unknown else sum(s.size for s in todo))
     annotator_info: list[dict[str, Any]] = manifest.get("annotators", [])
     nodes: set[str] = set()
 
@@ -133,7 +132,7 @@ def _build(storage: Storage, inputs: list[str], out: str, specs: list[AnnotatorS
                              imports=tuple(imports), gpus_per_worker=gpus_per_worker)  # fmt: skip
         run_shards(todo, options, workers=workers, max_retries=max_retries,
                    on_shard=shard_finished, on_samples=on_samples, on_ready=ready)  # fmt: skip
-    if max_shards and len(todo) < len(shards) - len(complete):
+    if len(todo) < len(pending):
         return manifest  # stopped early on request: not complete
     all_stats = [json.loads(storage.read_bytes(layout.stats_path(s.id))) for s in shards]
     manifest.update(
