@@ -35,6 +35,14 @@ def tars(out: Path) -> dict[str, bytes]:
     return {p.name: p.read_bytes() for p in sorted((out / "shards").glob("*.tar"))}
 
 
+def copy_photos(paths: list[Path], folder: Path) -> Path:
+    """A folder holding copies of ``paths``."""
+    folder.mkdir(parents=True, exist_ok=True)
+    for path in paths:
+        shutil.copy(path, folder / path.name)
+    return folder
+
+
 @pytest.fixture(scope="module")
 def mixed(tmp_path_factory, photo_paths) -> Path:
     """The 20 real photos with the bad/odd corpus mixed in, captions from a JSONL file."""
@@ -168,10 +176,7 @@ def test_kill_9_then_rerun_gives_byte_identical_shards(photos_dir, tmp_path):
 
 
 def test_new_inputs_go_into_new_shards(photo_paths, tmp_path):
-    folder = tmp_path / "in"
-    folder.mkdir()
-    for path in photo_paths[:6]:
-        shutil.copy(path, folder / path.name)
+    folder = copy_photos(photo_paths[:6], tmp_path / "in")
     out = tmp_path / "ds"
     assert run_cli("build", folder, "-o", out, *FAST).returncode == 0
     before = {p.name: (p.stat().st_mtime_ns, p.read_bytes()) for p in (out / "shards").iterdir()}
@@ -363,10 +368,7 @@ def test_stale_lock_of_a_dead_build_is_taken_over(photo_paths, tmp_path):
 
 def test_done_shard_with_missing_tar_or_index_is_rebuilt(photo_paths, tmp_path):
     """#13 case 7: a deleted tar or index is built again, never reported complete."""
-    folder = tmp_path / "in"
-    folder.mkdir()
-    for path in photo_paths[:8]:
-        shutil.copy(path, folder / path.name)
+    folder = copy_photos(photo_paths[:8], tmp_path / "in")
     out = tmp_path / "ds"
     assert run_cli("build", folder, "-o", out, *FAST).returncode == 0
     before = tars(out)
@@ -394,10 +396,7 @@ def test_empty_input_folder_fails_and_ray_start_is_announced(photos_dir, tmp_pat
 
 def test_output_inside_the_input_is_not_read_back(photo_paths, tmp_path):
     """#13 case 3: annotate into inp/maps three times, then build inp: maps are not inputs."""
-    folder = tmp_path / "inp"
-    folder.mkdir()
-    for path in photo_paths[:2]:
-        shutil.copy(path, folder / path.name)
+    folder = copy_photos(photo_paths[:2], tmp_path / "inp")
     for _ in range(3):
         proc = run_cli("annotate", folder, "-o", folder / "maps", "-r", "64", "-q")
         assert proc.returncode == 0, proc.stderr
