@@ -19,6 +19,7 @@ from pipeline.manifest import incompatibility, read_manifest, totals, write_mani
 from pipeline.plan import plan
 from pipeline.ray_runner import BuildFailed, RunOptions, connect, run_shards
 from pipeline.shard_builder import done_shards
+from pipeline.sources import absolute
 from pipeline.storage import Storage
 from pipeline.worker import AnnotatorSpec
 
@@ -87,7 +88,7 @@ def _build(storage: Storage, inputs: list[str], out: str, specs: list[AnnotatorS
         "keep_original": keep_original,
         "jpeg_quality": 95,
         "shard_size": shard_size,
-        "inputs": [str(i) for i in inputs],
+        "inputs": [absolute(str(i)) for i in inputs],
         "captions": captions,
     }
     old = read_manifest(storage)

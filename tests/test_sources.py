@@ -178,13 +178,22 @@ def test_bad_captions_file_names_file_and_line(tmp_path):
         load_captions(str(path))
 
 
-def test_resume_of_lists_reads_no_per_file_plan_data(tmp_path):
+def test_resume_of_lists_reads_no_per_file_plan_data(tmp_path, monkeypatch):
+    import pipeline.plan
+
     rows = [{"path": f"{i}.jpg"} for i in range(30)]
     pq.write_table(pa.Table.from_pylist(rows), tmp_path / "l.parquet")
     storage = Storage(tmp_path / "ds")
     units = plan(storage, [str(tmp_path / "l.parquet")], 10)
-    light = read_plan(storage, files=False)
-    assert [(u.id, u.start, u.stop) for u in light] == [(u.id, u.start, u.stop) for u in units]
+    calls = []
+
+    def spy(storage, files=True):
+        calls.append(files)
+        return read_plan(storage, files)
+
+    monkeypatch.setattr(pipeline.plan, "read_plan", spy)
+    assert plan(storage, [str(tmp_path / "l.parquet")], 10, done={0, 1, 2}) == units
+    assert calls == [False]
 
 
 def test_index_schema_is_fixed_and_read_by_pandas_and_datasets(tmp_path):
@@ -219,3 +228,24 @@ def test_overwrite_removes_only_what_hintset_wrote(tmp_path):
     Storage(out).remove_all()
     assert sorted(p.name for p in out.iterdir()) == ["thesis.docx"]
     shutil.rmtree(out)
+
+
+def test_training_reads_keep_original_png_samples(tmp_path, photo_paths):
+    """Training finds the image member through the layout: PNG originals are not skipped."""
+    import webdataset as wds
+    from PIL import Image
+
+    from training.data import ShardDataset
+
+    (tmp_path / layout.SHARDS).mkdir()
+    png, edges = io.BytesIO(), io.BytesIO()
+    Image.open(photo_paths[0]).convert("RGB").resize((80, 64)).save(png, "PNG")
+    Image.new("L", (80, 64), 255).save(edges, "PNG")
+    with wds.TarWriter(str(tmp_path / layout.tar_path(0))) as sink:
+        for i in range(2):
+            sink.write({"__key__": f"k{i}", "png": png.getvalue(), "txt": b"a photo",
+                        "canny.png": edges.getvalue()})  # fmt: skip
+    ds = ShardDataset(str(tmp_path), ["canny"], 64, seed=0, shuffle_buffer=1, resampled=False)
+    sample = next(iter(ds))
+    assert sample["key"] in {"k0", "k1"} and sample["pixel_values"].shape == (3, 64, 64)
+    assert ds.skipped["missing_map"] == 0
