@@ -1,9 +1,9 @@
 """One build at a time per output: ``OUT/.hintset.lock`` names the holder (host, pid, heartbeat).
 
 A second build is refused with one line. A lock is stale, and taken over, when its
-process is gone (same host: the pid no longer runs) or, for a holder on another host,
-when its heartbeat is older than ``STALE_SECONDS`` (the holder refreshes it every
-``HEARTBEAT_SECONDS``; this is the rule on object storage, which has no process table).
+process is gone (same host: the pid no longer runs) or its heartbeat is older than
+``STALE_SECONDS`` (the holder refreshes it every ``HEARTBEAT_SECONDS``; for a holder
+on another host, e.g. a build writing to object storage, this is the only rule).
 Local folders create the lock with O_EXCL; object stores write it and read it back.
 """
 
@@ -40,9 +40,10 @@ def _alive(pid: int) -> bool:
 def stale(holder: dict, now: float | None = None) -> bool:
     """True when the holder of a lock is gone: dead pid on this host, or an old heartbeat."""
     now = time.time() if now is None else now
+    silent = now - float(holder.get("heartbeat", 0)) > STALE_SECONDS  # also covers a reused pid
     if holder.get("host") == socket.gethostname():
-        return not _alive(int(holder.get("pid", 0)))
-    return now - float(holder.get("heartbeat", 0)) > STALE_SECONDS
+        return silent or not _alive(int(holder.get("pid", 0)))
+    return silent
 
 
 class BuildLock:
