@@ -18,6 +18,7 @@ from dataclasses import fields
 from pipeline import layout
 from pipeline.sources import (
     ImageFile,
+    Input,
     list_ranges,
     load_captions,
     resolve_inputs,
@@ -89,10 +90,25 @@ def plan(
     units = read_plan(storage, files=False)
     if has_images or any(u.kind == "files" and u.id not in done for u in units):
         units = read_plan(storage, files=True)
-    known = {u.url for u in units if u.kind != "files"}
-    known.update(url for u in units for url in u.urls)
-    namespaces = {u.ns for u in units if u.ns}
-    next_id = units[-1].id + 1 if units else 0
+    new = new_units(found, units, shard_size, captions=captions, exclude=exclude)
+    if new:
+        write_plan(storage, new)
+    units += new
+    if not units:
+        raise ValueError(f"no images found in {', '.join(map(str, inputs))}")
+    return units
+
+
+def new_units(found: list[Input], planned: list[Unit], shard_size: int, *,
+              captions: str | None = None, exclude: Iterable[str] = ()) -> list[Unit]:  # fmt: skip
+    """Units for the inputs in ``found`` that ``planned`` does not cover, numbered after it.
+
+    In memory, nothing written: ``hintset annotate`` calls it with ``planned=[]``.
+    """
+    known = {u.url for u in planned if u.kind != "files"}
+    known.update(url for u in planned for url in u.urls)
+    namespaces = {u.ns for u in planned if u.ns}
+    next_id = planned[-1].id + 1 if planned else 0
     new: list[Unit] = []
     for item in found:
         if item.kind not in ("tar", "list") or item.url in known:
@@ -107,14 +123,9 @@ def plan(
             new.append(Unit(next_id, "list", url=item.url, ns=ns, start=start, stop=stop,
                             offset=offset, end=end))  # fmt: skip
             next_id += 1
-    if has_images:
-        new += file_units(found, units, known, shard_size, next_id, captions, exclude)
-    if new:
-        write_plan(storage, new)
-    units += new
-    if not units:
-        raise ValueError(f"no images found in {', '.join(map(str, inputs))}")
-    return units
+    if any(i.kind in ("folder", "image") for i in found):
+        new += file_units(found, planned, known, shard_size, next_id, captions, exclude)
+    return new
 
 
 def unique(name: str, used: set[str], identity: str) -> str:
