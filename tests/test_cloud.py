@@ -114,26 +114,29 @@ def test_build_from_and_to_s3(s3, s3_inputs):
     assert rerun.returncode == 0 and "5 of 5 shards already complete" in rerun.stdout
 
 
-def test_kill_9_then_rerun_on_s3_is_byte_identical(s3, s3_inputs):
+def test_kill_9_then_rerun_on_s3_is_byte_identical(s3, s3_inputs, tmp_path):
     args = ("build", *s3_inputs, "-a", "canny,test_slow", "-p", "test_slow.seconds=0.15",
             "--import", "tests.plugins", "--resolution", "64", "--shard-size", "2",
             "--workers", "1", "-q")  # fmt: skip
     assert run_cli(*args, "-o", "s3://bucket/ref").returncode == 0
     env = {**os.environ, "PYTHONPATH": str(ROOT)}
+    log = open(tmp_path / "killed.log", "w")  # noqa: SIM115 - closed below
     proc = subprocess.Popen([sys.executable, "-m", "pipeline", *args, "-o", "s3://bucket/killed"],
-                            env=env, start_new_session=True, stderr=subprocess.DEVNULL)  # fmt: skip
-    deadline = time.time() + 120
-    while time.time() < deadline:
+                            env=env, start_new_session=True, stderr=log)  # fmt: skip
+
+    def stats_count() -> int:
         s3.invalidate_cache()
-        if len(s3.ls("bucket/killed/stats") if s3.exists("bucket/killed/stats") else []) >= 2:
-            break
+        return len(s3.find("bucket/killed/stats/"))
+
+    deadline = time.time() + 240
+    while time.time() < deadline and proc.poll() is None and stats_count() < 2:
         time.sleep(0.2)
     os.killpg(proc.pid, signal.SIGKILL)
     proc.wait()
-    s3.invalidate_cache()
-    done = len(s3.ls("bucket/killed/stats"))
+    log.close()
+    done = stats_count()
     total = len(s3.ls("bucket/ref/stats"))
-    assert 2 <= done < total, "the kill should land mid-build"
+    assert 2 <= done < total, (tmp_path / "killed.log").read_text()[-2000:]
     rerun = run_cli(*args, "-o", "s3://bucket/killed")
     assert rerun.returncode == 0, rerun.stderr
     s3.invalidate_cache()
