@@ -168,9 +168,5 @@ def iter_tar_samples(
 
 
 def is_output_folder(names: set[str]) -> bool:
-    """True for a folder holding a hintset output (build dataset or annotate report)."""
-    return (
-        MANIFEST in names
-        and bool(names & {SHARDS, STATS, PLAN, LOCK})
-        or ("report.json" in names and LOCK in names)
-    )
+    """True for a folder (given the names in it) that holds a hintset build output."""
+    return MANIFEST in names and bool(names & {SHARDS, STATS, PLAN, LOCK})

@@ -23,7 +23,7 @@ import io
 import json
 import re
 from collections.abc import Iterator
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 from pipeline.sample_ref import SampleRef
 
@@ -67,7 +67,9 @@ class Unit:
     @property
     def size(self) -> int:
         """Samples in the unit (-1 for a tar: unknown until it is read)."""
-        return len(self.urls) if self.kind == "files" else self.stop - self.start if self.kind == "list" else -1  # fmt: skip
+        if self.kind == "files":
+            return len(self.urls)
+        return self.stop - self.start if self.kind == "list" else -1
 
 
 def iter_unit(unit: Unit) -> Iterator[SampleRef]:
@@ -85,13 +87,7 @@ def iter_unit(unit: Unit) -> Iterator[SampleRef]:
         while key in used:
             key = hashed(key, f"{ref.source}#{len(used)}")
         used.add(key)
-        yield ref if key == ref.key else _with_key(ref, key)
-
-
-def _with_key(ref: SampleRef, key: str) -> SampleRef:
-    from dataclasses import replace
-
-    return replace(ref, key=key)
+        yield ref if key == ref.key else replace(ref, key=key)
 
 
 def _tar_refs(unit: Unit) -> Iterator[SampleRef]:
