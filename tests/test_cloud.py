@@ -170,3 +170,22 @@ def test_http_inputs(tmp_path, photo_paths):
     assert len(rows) == 6 and status["missing.jpg"] == "failed"
     assert sum(s == "ok" for s in status.values()) == 5
     assert all(r["source"].startswith(base) for r in rows)
+
+
+def test_storage_options_instead_of_the_endpoint_variable(s3, monkeypatch):
+    from pipeline import reader
+    from pipeline.commands.build import set_storage_options
+    from pipeline.storage import Storage
+
+    endpoint = os.environ["AWS_ENDPOINT_URL"]
+    monkeypatch.delenv("AWS_ENDPOINT_URL")
+    monkeypatch.delenv("HINTSET_STORAGE_OPTIONS", raising=False)
+    set_storage_options((f"s3.endpoint_url={endpoint}", "s3.use_ssl=false"))
+    assert json.loads(os.environ["HINTSET_STORAGE_OPTIONS"])["s3"]["use_ssl"] is False
+    reader.filesystem.cache_clear()
+    try:
+        s3.pipe("bucket/opt/x.txt", b"hi")
+        assert Storage("s3://bucket/opt").read_bytes("x.txt") == b"hi"
+        assert reader.read_url("s3://bucket/opt/x.txt") == b"hi"
+    finally:
+        reader.filesystem.cache_clear()
