@@ -40,7 +40,7 @@ class RunOptions:
     extra: dict[str, Any] = field(default_factory=dict)
 
 
-class UnitActorImpl:
+class ShardActorImpl:
     """Holds one Worker (annotators loaded once) and builds shards with it."""
 
     def __init__(self, options: RunOptions, progress: Any) -> None:
@@ -135,7 +135,7 @@ def connect(address: str | None, num_cpus: int | None = None) -> None:
     if address:
         ray.init(address=address, **kwargs)
     else:
-        ray.init(num_cpus=num_cpus, **kwargs)
+        ray.init(address="local", num_cpus=num_cpus, **kwargs)  # never join a stray local cluster
 
 
 class BuildFailed(RuntimeError):
@@ -155,7 +155,7 @@ def run_shards(
     """Build ``shards`` on a pool of actors; return their stats (raise BuildFailed otherwise)."""
     import ray
 
-    actor_cls = ray.remote(UnitActorImpl).options(
+    actor_cls = ray.remote(ShardActorImpl).options(
         num_cpus=options.cpus_per_worker, num_gpus=options.gpus_per_worker,
         max_restarts=0, scheduling_strategy="SPREAD",
     )  # fmt: skip
