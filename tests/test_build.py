@@ -121,7 +121,7 @@ def test_ray_data_reads_every_sample(dataset):
 
     out, _ = dataset
     ok = {r["key"] for r in index_rows(out) if r["status"] == "ok"}
-    ray.init(num_cpus=1, include_dashboard=False, logging_level="ERROR")
+    ray.init(address="local", num_cpus=1, include_dashboard=False, logging_level="ERROR")
     try:
         rows = ray.data.read_webdataset(str(out / "shards"), decoder=None).take_all()
     finally:
