@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import argparse
 import importlib
-import os
 import pkgutil
 import sys
 import tempfile
@@ -30,7 +29,6 @@ import annotators  # noqa: E402
 from annotators import create, get, list_annotators  # noqa: E402
 from benchmarks.common import PHOTOS  # noqa: E402
 from pipeline.decode import load_image, resize_short_side  # noqa: E402
-
 
 
 def family_modules() -> list[Any]:

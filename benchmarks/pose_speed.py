@@ -17,10 +17,9 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 from annotators import create  # noqa: E402
-from benchmarks.common import PHOTOS  # noqa: E402
 from annotators.openpose import write_random_weights  # noqa: E402
+from benchmarks.common import PHOTOS  # noqa: E402
 from pipeline.decode import load_image, resize_short_side  # noqa: E402
-
 
 
 def ms_per_image(annotator, images, batch: int) -> float:
