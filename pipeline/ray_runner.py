@@ -8,6 +8,7 @@ on a surviving or replacement actor.
 from __future__ import annotations
 
 import importlib
+import logging
 import os
 import time
 from collections.abc import Callable
@@ -132,6 +133,7 @@ def connect(address: str | None, num_cpus: int | None = None) -> None:
                               "log_to_driver": False, "runtime_env": runtime_env}  # fmt: skip
     try:
         if address:
+            use_saved_token()
             if address.startswith("ray://"):
                 kwargs.pop("include_dashboard")  # not a Ray Client option
             ray.init(address=address, **kwargs)
@@ -141,6 +143,22 @@ def connect(address: str | None, num_cpus: int | None = None) -> None:
         raise BuildFailed(
             f"cannot start or join Ray at {address or 'local'}: {_one_line(err)}"
         ) from None
+
+
+def use_saved_token() -> None:
+    """Send the saved Ray auth token (``~/.ray/auth_token``) when joining a cluster.
+
+    Ray 2.5x heads started on a machine with a token require it, but a driver joining by
+    address does not send it unless RAY_AUTH_MODE=token is set (unset: "token missing").
+    """
+    try:
+        from ray._private.authentication.authentication_token_setup import (
+            maybe_enable_token_auth_if_token_available,
+        )
+    except ImportError:  # Ray without token authentication
+        return
+    logging.getLogger(maybe_enable_token_auth_if_token_available.__module__).setLevel("ERROR")
+    maybe_enable_token_auth_if_token_available(warn_if_disabled=False)
 
 
 #: how long to wait for a TCP answer from a cluster address before giving up
