@@ -130,10 +130,13 @@ class Annotator:
         unknown = sorted(set(params) - set(known))
         if unknown:
             raise ValueError(f"{self.name}: unknown parameter(s) {unknown}; known: {sorted(known)}")
-        self.config: dict[str, Any] = {
-            name: spec.coerce(params[name]) if name in params else spec.default
-            for name, spec in known.items()
-        }
+        try:
+            self.config: dict[str, Any] = {
+                name: spec.coerce(params[name]) if name in params else spec.default
+                for name, spec in known.items()
+            }
+        except ValueError as err:  # "min_length: ..." -> "lines.min_length: ..."
+            raise ValueError(f"{self.name}.{err}") from None
         self._validate()
 
     # -- to override -------------------------------------------------------
