@@ -72,7 +72,7 @@ class Storage:
         if not names:
             return
         if not self.is_hintset_output():
-            other = [n for n in names if n not in owned and not is_temp_name(n)]
+            other = [n for n in names if n not in owned - {"manifest.json"} and not is_temp_name(n)]
             if other:
                 raise NotHintsetOutput(
                     f"{self.root} is not a hintset output (no hintset manifest.json or report.json "
