@@ -192,8 +192,9 @@ def check_address(address: str | None, timeout: float = CONNECT_TIMEOUT) -> None
                           "there? start one with `ray start --head`)") from None  # fmt: skip
 
 
-def local_gpus() -> int:
-    """GPUs Ray would find on this machine (CUDA_VISIBLE_DEVICES and the NVIDIA driver)."""
+def local_gpus() -> int | None:
+    """GPUs Ray would find on this machine (CUDA_VISIBLE_DEVICES and the NVIDIA driver);
+    None when this Ray cannot tell (then nothing is refused)."""
     try:
         from ray._private.accelerators import get_accelerator_manager_for_resource
 
@@ -202,7 +203,7 @@ def local_gpus() -> int:
         count = manager.get_current_node_num_accelerators()
         return min(count, len(visible)) if visible is not None else count
     except Exception:  # noqa: BLE001 - a Ray without this helper: no GPU check
-        return 0
+        return None
 
 
 def check_resources(address: str | None, gpus_per_worker: float) -> None:
@@ -217,7 +218,10 @@ def check_resources(address: str | None, gpus_per_worker: float) -> None:
     if not gpus_per_worker:
         return
     if not address:
-        most = float(local_gpus())
+        found = local_gpus()
+        if found is None:
+            return
+        most = float(found)
     else:
         import ray
 
