@@ -133,7 +133,7 @@ def connect(address: str | None, num_cpus: int | None = None) -> None:
                               "log_to_driver": False, "runtime_env": runtime_env}  # fmt: skip
     try:
         if address:
-            use_saved_token()
+            use_token_if_required(address)
             if address.startswith("ray://"):
                 kwargs.pop("include_dashboard")  # not a Ray Client option
             ray.init(address=address, **kwargs)
@@ -145,12 +145,33 @@ def connect(address: str | None, num_cpus: int | None = None) -> None:
         ) from None
 
 
-def use_saved_token() -> None:
-    """Send the saved Ray auth token (``~/.ray/auth_token``) when joining a cluster.
+def use_token_if_required(address: str) -> None:
+    """Turn on Ray token authentication for this driver when the cluster asks for it.
 
-    Ray 2.5x heads started on a machine with a token require it, but a driver joining by
-    address does not send it unless RAY_AUTH_MODE=token is set (unset: "token missing").
+    Ray 2.5x heads started with ``ray start`` require the token (``~/.ray/auth_token``),
+    but a driver joining by address sends it only with RAY_AUTH_MODE=token; a driver in
+    token mode, in turn, cannot run actors on a cluster without authentication. So ask
+    the cluster's GCS first (an unauthenticated call fails at once when a token is needed).
+    Ray Client (``ray://``) works with the token in both cases.
     """
+    if "RAY_AUTH_MODE" in os.environ:
+        return
+    if not address.startswith("ray://"):
+        try:
+            from ray._private.services import canonicalize_bootstrap_address_or_die
+            from ray._raylet import GcsClient
+
+            gcs = GcsClient(address=canonicalize_bootstrap_address_or_die(address))
+            gcs.internal_kv_keys(b"", namespace=None, timeout=3)
+            return
+        except Exception as err:  # noqa: BLE001 - only an authentication refusal matters
+            if "auth" not in type(err).__name__.lower():
+                return
+    use_saved_token()
+
+
+def use_saved_token() -> None:
+    """Send the saved Ray auth token (``~/.ray/auth_token``) from this driver."""
     try:
         from ray._private.authentication.authentication_token_setup import (
             maybe_enable_token_auth_if_token_available,

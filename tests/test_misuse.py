@@ -327,3 +327,27 @@ def test_mediapipe_logs_do_not_reach_the_terminal(tmp_path, photo_paths):
     assert len(lines) == 1 and lines[0].startswith("4 done"), proc.stderr
     rows = [np.asarray(Image.open(p)) for p in (tmp_path / "out").glob("*.pose.png")]
     assert len(rows) == 4 and any(r.any() for r in rows)  # pose still ran
+
+
+def test_cluster_addresses_work_through_the_cli(tmp_path, photo_paths, monkeypatch):
+    """A real head with a Ray Client server: both ``host:port`` and ``ray://host:port`` build."""
+    import socket
+
+    from ray.cluster_utils import Cluster
+
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    monkeypatch.setenv("PYTHONPATH", str(Path(__file__).parents[1]))
+    cluster = Cluster(
+        initialize_head=True, head_node_args={"num_cpus": 1, "ray_client_server_port": port}
+    )
+    try:
+        for name, address in (("gcs", cluster.address), ("client", f"ray://127.0.0.1:{port}")):
+            out = tmp_path / name
+            proc = run_cli("build", photo_paths[0], "-o", out, "--address", address, "-r", "64",
+                           "-q", timeout=240)  # fmt: skip
+            assert proc.returncode == 0, proc.stderr
+            assert run_cli("verify", out).returncode == 0
+    finally:
+        cluster.shutdown()
