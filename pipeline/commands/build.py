@@ -83,7 +83,12 @@ from pipeline.commands.options import annotator_options, quiet_option, specs_fro
     metavar="MODULE",
     help="Import MODULE on every worker first (registers extra annotators).",
 )
-@click.option("--overwrite", is_flag=True, help="Delete the output and start over.")
+@click.option(
+    "--overwrite",
+    is_flag=True,
+    help="Delete what hintset wrote in OUT (manifest, plan, shards, index, stats) and start "
+    "over; other files stay, and a folder hintset did not make is refused.",
+)
 @annotator_options
 @quiet_option
 def build(inputs, out, names, params, captions, shard_size, resolution, keep_original, workers,
