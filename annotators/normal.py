@@ -251,7 +251,12 @@ class Normal(TorchAnnotator):
             "bae (NormalBAE network) or depth (Sobel on depth)",
             choices=("bae", "depth"),
         ),
-        Param("bg_threshold", 0.4, "depth: flat normal where normalised depth is below this"),
+        Param(
+            "bg_threshold",
+            0.4,
+            "depth: flat normal where normalised depth is below this",
+            maximum=1,
+        ),
         Param("depth_model", "", "depth: model of the depth annotator ('' = its default)"),
         *TORCH_PARAMS,
     )
@@ -267,6 +272,13 @@ class Normal(TorchAnnotator):
     def weights_files(cls) -> list[WeightsFile]:
         """``scannet.pt`` for backend bae (backend depth needs the depth annotator's files)."""
         return [BAE_WEIGHTS]
+
+    @classmethod
+    def weights_by_backend(cls) -> dict[str, list[Any]]:
+        """bae: scannet.pt; depth: the default depth model's files."""
+        from annotators.registry import get
+
+        return {"bae": [BAE_WEIGHTS], "depth": get("depth").weights_files()}
 
     @classmethod
     def benchmark_variants(cls) -> list[dict[str, Any]]:
