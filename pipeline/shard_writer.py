@@ -10,6 +10,8 @@ from typing import Any
 from pipeline.storage import Storage
 
 SHARDS, INDEX, STATS = "shards", "index", "stats"
+
+
 def write_index(storage: Storage, rel: str, rows: list[dict[str, Any]]) -> None:
     """One Parquet row per input sample (failures included)."""
     import pyarrow as pa

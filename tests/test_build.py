@@ -52,7 +52,7 @@ def dataset(mixed, tmp_path_factory) -> tuple[Path, subprocess.CompletedProcess]
     out = tmp_path_factory.mktemp("ds") / "ds"
     proc = run_cli("build", mixed, "-o", out, "-a", "canny,lines", "--captions",
                    mixed.parent / "captions.jsonl", "--workers", "2", *FAST)  # fmt: skip
-    assert proc.returncode == 0, proc.stderr
+    assert proc.returncode == 1, proc.stderr  # the bad inputs failed (as annotate: exit 1)
     return out, proc
 
 
@@ -193,7 +193,7 @@ def test_annotator_raising_on_one_sample_fails_only_that_sample(photos_dir, tmp_
     out = tmp_path / "ds"
     proc = run_cli("build", photos_dir, "-o", out, "-a", "canny,test_raises",
                    "-p", "test_raises.threshold=150", "--import", "tests.plugins", *FAST)  # fmt: skip
-    assert proc.returncode == 0, proc.stderr
+    assert proc.returncode == 1, proc.stderr
     rows = index_rows(out)
     failed = [r for r in rows if r["status"] == "failed"]
     assert 0 < len(failed) < len(rows)

@@ -43,7 +43,9 @@ def output_bases(rels: list[Path]) -> list[str]:
         wanted.append(base.as_posix())
     taken = Counter(wanted)
     return [
-        f"{base}_{hashlib.sha1(rel.as_posix().encode()).hexdigest()[:8]}" if taken[base] > 1 else base
+        f"{base}_{hashlib.sha1(rel.as_posix().encode()).hexdigest()[:8]}"
+        if taken[base] > 1
+        else base
         for base, rel in zip(wanted, rels, strict=True)
     ]
 
