@@ -32,6 +32,7 @@ from benchmarks.common import PHOTOS  # noqa: E402
 from pipeline.decode import load_image, resize_short_side  # noqa: E402
 
 
+
 def family_modules() -> list[Any]:
     """Every ``annotators.*`` module that can write random weights (imports them all)."""
     found = []

@@ -22,6 +22,7 @@ from annotators.openpose import write_random_weights  # noqa: E402
 from pipeline.decode import load_image, resize_short_side  # noqa: E402
 
 
+
 def ms_per_image(annotator, images, batch: int) -> float:
     """Mean wall milliseconds per image, after one warm-up call."""
     annotator.annotate_batch(images[:batch])
