@@ -17,6 +17,7 @@ import time
 from collections.abc import Callable, Iterable, Iterator
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
+from itertools import islice
 from typing import Any
 
 from pipeline.sample_ref import SampleRef
@@ -40,10 +41,10 @@ def _read_url(url: str) -> bytes:
     if "://" not in url:
         with open(url, "rb") as handle:
             return handle.read()
-    import fsspec
+    import fsspec.core
 
-    with fsspec.open(url, "rb") as handle:
-        return handle.read()
+    fs, path = fsspec.core.url_to_fs(url)
+    return fs.cat_file(path)  # one request (open() + read() costs extra round trips on HTTP)
 
 
 @dataclass
@@ -106,7 +107,8 @@ class Pipeline:
     def run_serial(self, refs: Iterable[SampleRef], writer: Writer,
                    on_sample: Callable[[Sample], None] | None = None) -> Any:  # fmt: skip
         """Read, decode, annotate, encode and write batch after batch on this thread."""
-        for batch in _chunks(iter(refs), self.batch_size):
+        refs = iter(refs)
+        while batch := list(islice(refs, self.batch_size)):
             samples = [self.decode(self.read(ref)) for ref in batch]
             self.worker.run_models([s.result for s in samples])
             for sample in samples:
@@ -223,17 +225,6 @@ class Pipeline:
 
 
 _END = object()
-
-
-def _chunks(items: Iterator[SampleRef], size: int) -> Iterator[list[SampleRef]]:
-    batch: list[SampleRef] = []
-    for item in items:
-        batch.append(item)
-        if len(batch) == size:
-            yield batch
-            batch = []
-    if batch:
-        yield batch
 
 
 def _os_reason(err: BaseException) -> str | BaseException:

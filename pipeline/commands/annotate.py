@@ -6,7 +6,12 @@ import sys
 
 import click
 
-from pipeline.commands.options import annotator_options, quiet_option, specs_from
+from pipeline.commands.options import (
+    annotator_options,
+    cpus_per_worker_option,
+    quiet_option,
+    specs_from,
+)
 
 
 @click.command()
@@ -35,14 +40,7 @@ from pipeline.commands.options import annotator_options, quiet_option, specs_fro
     type=click.IntRange(min=0),
     help="Worker processes [default: all cores].",
 )
-@click.option(
-    "--cpus-per-worker",
-    default=1,
-    show_default=True,
-    type=click.IntRange(min=1),
-    help="Threads per worker process for decoding, resizing and encoding (the model runs "
-    "beside them, so it never waits for JPEG/PNG work).",
-)
+@cpus_per_worker_option
 @click.option(
     "--batch-size",
     default=8,

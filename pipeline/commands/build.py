@@ -6,7 +6,12 @@ import sys
 
 import click
 
-from pipeline.commands.options import annotator_options, quiet_option, specs_from
+from pipeline.commands.options import (
+    annotator_options,
+    cpus_per_worker_option,
+    quiet_option,
+    specs_from,
+)
 
 
 @click.command()
@@ -63,14 +68,7 @@ from pipeline.commands.options import annotator_options, quiet_option, specs_fro
     default=None,
     help="Ray cluster to join: auto or ray://host:10001 [default: start a local Ray].",
 )
-@click.option(
-    "--cpus-per-worker",
-    default=1,
-    show_default=True,
-    type=click.IntRange(min=1),
-    help="CPUs each worker asks Ray for: its threads for decoding, resizing and encoding "
-    "(the model runs beside them, so it never waits for JPEG/PNG work).",
-)
+@cpus_per_worker_option
 @click.option(
     "--gpus-per-worker",
     default=0.0,
