@@ -46,7 +46,7 @@ from pipeline.commands.options import (
     default=8,
     show_default=True,
     type=click.IntRange(min=1),
-    help="Images per worker task (learned annotators run them as one batch).",
+    help="Images per annotator call (learned annotators run them as one batch).",
 )
 @click.option(
     "--save-image", is_flag=True, help="Also write the resized image as <stem>.image.jpg."
