@@ -376,3 +376,23 @@ def test_failed_inputs_exit_1_and_retry_failed_redoes_them(photo_paths, tmp_path
     assert after["00000.tar"] == before["00000.tar"]  # the shard without failures: untouched
     assert after["00001.tar"] != before["00001.tar"]
     assert run_cli("verify", out).returncode == 0
+
+
+def test_fractional_gpus_let_two_workers_share_one_gpu(photo_paths, tmp_path):
+    """--gpus-per-worker 0.5 on a node with one (declared) GPU: two actors share it."""
+    import ray
+
+    from pipeline.build import run_build
+    from pipeline.worker import AnnotatorSpec
+
+    ray.init(num_cpus=2, num_gpus=1, include_dashboard=False, logging_level="ERROR")
+    pids: set[int] = set()
+    try:
+        manifest = run_build([str(p) for p in photo_paths[:8]], str(tmp_path / "ds"),
+                             [AnnotatorSpec("canny")], shard_size=1, resolution=64,
+                             gpus_per_worker=0.5,
+                             on_shard=lambda stats: pids.add(stats["pid"]))  # fmt: skip
+    finally:
+        ray.shutdown()
+    assert manifest["totals"]["ok"] == 8
+    assert len(pids) == 2  # GPU 1 // 0.5 = 2 actors, both built shards
