@@ -122,7 +122,8 @@ class Worker:
         """Decode, filter (``min_size``) and resize one sample (no annotation yet)."""
         result = Result(key=key)
         start = time.perf_counter()
-        draft = max(self.resolution, self.min_size)  # reduced JPEG decoding stays >= both
+        # reduced JPEG decoding stays >= both sizes; none when the original size is kept (0)
+        draft = max(self.resolution, self.min_size) if self.resolution > 0 else 0
         try:
             rgb = decode_image(data, max_pixels=self.max_pixels, draft_short_side=draft)
         except Exception as err:  # noqa: BLE001 - never let one input stop the job
