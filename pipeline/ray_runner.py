@@ -1,22 +1,23 @@
-"""Run shards on Ray: local by default, a cluster by address; actors hold the annotators.
+"""The Ray distributor: local Ray by default, a cluster by address; actors hold the pipeline.
 
-Each actor builds whole shards (the unit of work and of retry). A shard whose actor
-dies (crash, OOM kill, node removed) is queued again, up to ``max_retries`` times,
-on a surviving or replacement actor.
+Each actor holds one pipelined worker (:mod:`pipeline.stages`, annotators loaded once)
+and builds whole shards (the unit of work and of retry). A shard whose actor dies
+(crash, OOM kill, node removed) is queued again, up to ``max_retries`` times, on a
+surviving or replacement actor. Actors ask Ray for ``cpus_per_worker`` CPUs (the
+pipeline's CPU threads) and ``gpus_per_worker`` GPUs (fractions share a GPU).
 """
 
 from __future__ import annotations
 
-import importlib
 import logging
 import os
 import time
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any
 
+from pipeline.engine import WorkerSetup
 from pipeline.plan import Shard
-from pipeline.worker import AnnotatorSpec
 
 #: environment variables forwarded to workers on every node
 FORWARDED_ENV = ("HINTSET_WEIGHTS_DIR", "HINTSET_OFFLINE", "HF_HUB_OFFLINE", "HF_HOME")
@@ -27,33 +28,21 @@ class RunOptions:
     """Everything an actor needs to build shards; plain data sent to every worker."""
 
     root: str
-    specs: list[AnnotatorSpec]
-    resolution: int = 512
+    setup: WorkerSetup
     keep_original: bool = False
-    batch_size: int = 8
-    imports: tuple[str, ...] = ()
     cpus_per_worker: float = 1.0
     gpus_per_worker: float = 0.0
-    extra: dict[str, Any] = field(default_factory=dict)
 
 
 class ShardActorImpl:
-    """Holds one Worker (annotators loaded once) and builds shards with it."""
+    """Holds one pipelined worker (annotators loaded once) and builds shards with it."""
 
     def __init__(self, options: RunOptions, progress: Any) -> None:
-        import cv2
-
-        cv2.setNumThreads(1)
         self.options, self.progress, self.error = options, progress, ""
         try:
-            for module in options.imports:
-                importlib.import_module(module)
-            from pipeline.storage import Storage
-            from pipeline.worker import Worker
+            from pipeline.engine import make_pipeline
 
-            resolution = 0 if options.keep_original else options.resolution
-            self.worker = Worker(options.specs, resolution=resolution)
-            self.storage = Storage(options.root)
+            self.pipeline = make_pipeline(options.setup)
         except Exception as err:  # noqa: BLE001 - reported by ready() as one line
             self.error = " ".join(str(err).split()) or type(err).__name__
 
@@ -61,23 +50,22 @@ class ShardActorImpl:
         """Setup error (empty if fine), annotator identities and the node this actor runs on."""
         import ray
 
-        infos = [] if self.error else [a.info() for a in self.worker.annotators]
+        infos = [] if self.error else [a.info() for a in self.pipeline.worker.annotators]
         return {"error": self.error, "annotators": infos,
                 "node": ray.get_runtime_context().get_node_id()}  # fmt: skip
 
     def build(self, shard: Shard) -> dict[str, Any]:
-        import ray
-
-        from pipeline.shard_builder import build_shard
-
-        report = ThrottledProgress(self.progress)
-        stats = build_shard(
-            self.worker, self.storage, shard, batch_size=self.options.batch_size,
-            keep_original=self.options.keep_original, on_progress=report.add,
-        )  # fmt: skip
-        report.flush()
+        """Build one shard through the pipeline; its stats plus node, pid and peak memory."""
         import resource
 
+        import ray
+
+        from pipeline.engine import ShardJob, run_job
+
+        report = ThrottledProgress(self.progress)
+        job = ShardJob(shard, self.options.root, keep_original=self.options.keep_original)
+        stats = run_job(self.pipeline, job, on_sample=lambda _: report.add(1))
+        report.flush()
         peak_mb = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
         return {**stats, "node": ray.get_runtime_context().get_node_id(), "pid": os.getpid(),
                 "peak_rss_mb": round(peak_mb, 1)}  # fmt: skip

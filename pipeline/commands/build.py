@@ -6,7 +6,12 @@ import sys
 
 import click
 
-from pipeline.commands.options import annotator_options, quiet_option, specs_from
+from pipeline.commands.options import (
+    annotator_options,
+    cpus_per_worker_option,
+    quiet_option,
+    specs_from,
+)
 
 
 @click.command()
@@ -39,6 +44,14 @@ from pipeline.commands.options import annotator_options, quiet_option, specs_fro
     help="Store images resized to this short side (JPEG q95); maps align with them.",
 )
 @click.option(
+    "--min-size",
+    default=0,
+    show_default=True,
+    type=click.IntRange(min=0),
+    help="Skip images whose short side is below this (status 'filtered' in the index) "
+    "instead of upscaling them; the index records which samples were upscaled.",
+)
+@click.option(
     "--keep-original",
     is_flag=True,
     help="Store the original image bytes and annotate at the original size.",
@@ -55,12 +68,14 @@ from pipeline.commands.options import annotator_options, quiet_option, specs_fro
     default=None,
     help="Ray cluster to join: auto or ray://host:10001 [default: start a local Ray].",
 )
+@cpus_per_worker_option
 @click.option(
     "--gpus-per-worker",
     default=0.0,
     show_default=True,
     type=click.FloatRange(min=0),
-    help="GPUs each worker asks Ray for (learned annotators then run on cuda).",
+    help="GPUs each worker asks Ray for (learned annotators then run on cuda); "
+    "fractions such as 0.5 let several workers share one GPU.",
 )
 @click.option(
     "--max-retries",
@@ -84,6 +99,11 @@ from pipeline.commands.options import annotator_options, quiet_option, specs_fro
     help="Import MODULE on every worker first (registers extra annotators).",
 )
 @click.option(
+    "--retry-failed",
+    is_flag=True,
+    help="Also rebuild finished shards that have failed samples (the others stay as they are).",
+)
+@click.option(
     "--overwrite",
     is_flag=True,
     help="Delete what hintset wrote in OUT (manifest, plan, shards, index, stats) and start "
@@ -91,9 +111,9 @@ from pipeline.commands.options import annotator_options, quiet_option, specs_fro
 )
 @annotator_options
 @quiet_option
-def build(inputs, out, names, params, captions, shard_size, resolution, keep_original, workers,
-          address, gpus_per_worker, max_retries, batch_size, weights_dir, imports, overwrite,
-          quiet):  # fmt: skip
+def build(inputs, out, names, params, captions, shard_size, resolution, min_size, keep_original,
+          workers, address, cpus_per_worker, gpus_per_worker, max_retries, batch_size,
+          weights_dir, imports, retry_failed, overwrite, quiet):  # fmt: skip
     """Build a ControlNet dataset from INPUTS: image folders/files, WebDataset tars (paths,
     globs or brace notation such as 'data/{00000..00009}.tar') or Parquet/CSV lists.
 
@@ -104,6 +124,8 @@ def build(inputs, out, names, params, captions, shard_size, resolution, keep_ori
       index/00000.parquet   one row per input, failures included (status, error)
       stats/00000.json      written last: the shard is complete
     Rerunning the same command resumes; new inputs go into new shards.
+    Exit code 1 if any input failed (as for annotate; --retry-failed redoes them),
+    2 for usage or setup errors.
 
     \b
     Example:
@@ -135,9 +157,10 @@ def build(inputs, out, names, params, captions, shard_size, resolution, keep_ori
     try:
         manifest = run_build(
             list(inputs), out, specs, captions=captions, shard_size=shard_size,
-            resolution=resolution, keep_original=keep_original, workers=workers,
-            address=address, gpus_per_worker=gpus_per_worker, max_retries=max_retries,
-            batch_size=batch_size, overwrite=overwrite, imports=tuple(imports),
+            resolution=resolution, min_size=min_size, keep_original=keep_original,
+            workers=workers, address=address, cpus_per_worker=cpus_per_worker,
+            gpus_per_worker=gpus_per_worker, max_retries=max_retries, batch_size=batch_size,
+            retry_failed=retry_failed, overwrite=overwrite, imports=tuple(imports),
             on_plan=on_plan, on_samples=bar.update, on_shard=on_shard,
         )  # fmt: skip
     except (BuildFailed, FileNotFoundError, ValueError) as err:
@@ -146,8 +169,10 @@ def build(inputs, out, names, params, captions, shard_size, resolution, keep_ori
         sys.exit(2)
     bar.close()
     t = manifest["totals"]
-    click.echo(f"{t['ok']} ok, {t['failed']} failed, {t['no_caption']} without caption in "
-               f"{t['shards']} shards -> {out}", err=True)  # fmt: skip
+    filtered = f", {t['filtered']} filtered" if t.get("filtered") else ""
+    click.echo(f"{t['ok']} ok, {t['failed']} failed{filtered}, {t['no_caption']} without caption "
+               f"in {t['shards']} shards -> {out}", err=True)  # fmt: skip
+    sys.exit(1 if t["failed"] else 0)
 
 
 def check_options(

@@ -20,6 +20,11 @@ weights_dir_option = click.option(
     help="Folder with model weights for learned annotators (sets $HINTSET_WEIGHTS_DIR).",
 )  # fmt: skip
 quiet_option = click.option("-q", "--quiet", is_flag=True, help="No progress bar.")
+cpus_per_worker_option = click.option(
+    "--cpus-per-worker", default=1, show_default=True, type=click.IntRange(min=1),
+    help="Threads each worker uses to read, decode, resize and encode beside the model, so "
+    "the model never waits for JPEG/PNG work (build: the CPUs each Ray worker asks for).",
+)  # fmt: skip
 
 
 def annotator_options(command: Callable) -> Callable:
