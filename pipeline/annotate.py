@@ -32,11 +32,11 @@ class SettingsConflict(ValueError):
     """Outputs in the folder were made with other settings (one-line message)."""
 
 
-def list_refs(inputs: list[str]) -> list[SampleRef]:
-    """One SampleRef per input image, keyed by its distinct output base (``sub/dog``)."""
+def list_refs(inputs: list[str], exclude: list[str] = ()) -> list[SampleRef]:
+    """One SampleRef per input image (none below ``exclude``), keyed by its output base (``sub/dog``)."""
     from pipeline.sources import find_images
 
-    files = find_images(inputs)
+    files = find_images(inputs, exclude=exclude)
     bases = output_bases([rel for _, rel in files])
     return [SampleRef(key=base, source=str(path), rel=rel.as_posix(), url=str(path))
             for (path, rel), base in zip(files, bases, strict=True)]  # fmt: skip
@@ -89,7 +89,7 @@ def run_annotate(
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
     remove_stale_temps(out)
-    refs = list_refs(inputs)
+    refs = list_refs(inputs, exclude=[str(out)])
     groups = output_groups(specs, resolution, save_image)
     refs, records = spare_inputs(
         refs, out, [s for _, suffixes in groups.values() for s in suffixes]

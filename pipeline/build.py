@@ -1,8 +1,9 @@
 """``hintset build``: plan -> Ray workers build shards -> manifest. Resumable and incremental.
 
-Rerunning the same command skips shards whose stats file exists; inputs added later
-are planned into new shards; ``retry_failed`` rebuilds shards with failed samples
-(the others come out byte-identical); ``overwrite`` starts from an empty folder.
+Rerunning the same command skips shards that are complete (stats, tar and index all
+there); inputs added later are planned into new shards; ``retry_failed`` rebuilds shards
+with failed samples (the others stay byte-identical); ``overwrite`` removes what hintset
+wrote and starts again. One build at a time holds the output's lock.
 """
 
 from __future__ import annotations
@@ -12,16 +13,17 @@ import time
 from collections.abc import Callable
 from typing import Any
 
+from pipeline import layout
 from pipeline.atomic import remove_stale_temps
 from pipeline.engine import WorkerSetup
+from pipeline.lock import BuildLock
 from pipeline.manifest import incompatibility, read_manifest, totals, write_manifest
-from pipeline.plan import Shard, plan
+from pipeline.plan import plan
 from pipeline.ray_runner import BuildFailed, RunOptions, connect, run_shards
-from pipeline.shard_writer import STATS
-from pipeline.sources import iter_sources
+from pipeline.sources import absolute
 from pipeline.storage import Storage
 from pipeline.worker import AnnotatorSpec
-from pipeline.writers.webdataset import shard_done
+from pipeline.writers.webdataset import done_shards
 
 FORMAT_VERSION = 1
 
@@ -59,12 +61,33 @@ def run_build(
     on_plan: Callable[[int, int, int], None] | None = None,
     on_samples: Callable[[int], None] | None = None,
     on_shard: Callable[[dict[str, Any]], None] | None = None,
+    on_message: Callable[[str], None] | None = None,
+    max_shards: int = 0,
 ) -> dict[str, Any]:
-    """Build (or resume) the dataset in ``out``; return the final manifest."""
-    started = time.time()
+    """Build (or resume) the dataset in ``out``; return the final manifest.
+
+    Holds the output's lock while it runs (a second build into ``out`` raises LockHeld).
+    ``max_shards`` > 0 stops after building that many shards (status stays "building").
+    """
     storage = Storage(out)
+    with BuildLock(storage):
+        return _build(storage, inputs, out, specs, captions=captions, shard_size=shard_size,
+                      resolution=resolution, min_size=min_size, keep_original=keep_original,
+                      workers=workers, address=address, cpus_per_worker=cpus_per_worker,
+                      gpus_per_worker=gpus_per_worker, retry_failed=retry_failed,
+                      max_retries=max_retries, batch_size=batch_size, overwrite=overwrite,
+                      imports=imports, on_plan=on_plan, on_samples=on_samples,
+                      on_shard=on_shard, on_message=on_message or (lambda _: None),
+                      max_shards=max_shards)  # fmt: skip
+
+
+def _build(storage: Storage, inputs: list[str], out: str, specs: list[AnnotatorSpec], *,
+           captions, shard_size, resolution, min_size, keep_original, workers, address,
+           cpus_per_worker, gpus_per_worker, retry_failed, max_retries, batch_size, overwrite, imports, on_plan, on_samples, on_shard,
+           on_message, max_shards) -> dict[str, Any]:  # fmt: skip
+    started = time.time()
     if overwrite:
-        storage.remove_all()
+        storage.remove_all(keep=(layout.LOCK,))
     config = {
         "annotators": [{"name": s.name, "params": dict(sorted(s.params.items()))} for s in specs],
         "resolution": resolution,
@@ -72,7 +95,7 @@ def run_build(
         "keep_original": keep_original,
         "jpeg_quality": 95,
         "shard_size": shard_size,
-        "inputs": [str(i) for i in inputs],
+        "inputs": [absolute(str(i)) for i in inputs],
         "captions": captions,
     }
     old = read_manifest(storage)
@@ -87,14 +110,19 @@ def run_build(
     manifest = old or {"format_version": FORMAT_VERSION, "status": "building", "config": config}
     manifest["config"]["inputs"] = sorted(set(manifest["config"]["inputs"]) | set(config["inputs"]))
     write_manifest(storage, manifest)
-    shards = plan(storage, iter_sources(inputs, captions), shard_size)
-    todo = [s for s in shards if not shard_done(storage, s.id)]
+    complete, broken = done_shards(storage)
+    for shard_id in sorted(broken):
+        on_message(f"shard {layout.shard_name(shard_id)}: tar or index missing; building it again")
+        storage.remove(layout.stats_path(shard_id))
     if retry_failed:
-        todo_ids = {s.id for s in todo}
-        todo += failed_shards(storage, [s for s in shards if s.id not in todo_ids])
-        todo.sort(key=lambda s: s.id)
+        complete -= failed_shards(storage, complete)
+    shards = plan(storage, inputs, shard_size, captions=captions, exclude=[str(out)],
+                  done=complete)  # fmt: skip
+    pending = [s for s in shards if s.id not in complete]
+    todo = pending[:max_shards] if max_shards else pending
     if on_plan:
-        on_plan(len(shards), len(todo), sum(len(s.samples) for s in todo))
+        unknown = any(s.size < 0 for s in todo)  # a tar's sample count is known once it is read
+        on_plan(len(shards), len(pending), -1 if unknown else sum(s.size for s in todo))
     annotator_info: list[dict[str, Any]] = manifest.get("annotators", [])
     nodes: set[str] = set()
 
@@ -108,6 +136,7 @@ def run_build(
             on_shard(stats)
 
     if todo:
+        on_message("starting Ray" + (f" (joining {address})" if address else "") + " ...")
         connect(address, num_cpus=None)
         gpus_per_worker = gpus_per_worker or default_gpus(specs)
         setup = WorkerSetup(specs, resolution=0 if keep_original else resolution,
@@ -118,7 +147,9 @@ def run_build(
                              gpus_per_worker=gpus_per_worker)  # fmt: skip
         run_shards(todo, options, workers=workers, max_retries=max_retries,
                    on_shard=shard_finished, on_samples=on_samples, on_ready=ready)  # fmt: skip
-    all_stats = [json.loads(storage.read_bytes(f"{STATS}/{s.name}.json")) for s in shards]
+    if len(todo) < len(pending):
+        return manifest  # stopped early on request: not complete
+    all_stats = [json.loads(storage.read_bytes(layout.stats_path(s.id))) for s in shards]
     manifest.update(
         status="complete",
         annotators=annotator_info,
@@ -145,12 +176,12 @@ def run_build(
     return manifest
 
 
-def failed_shards(storage: Storage, shards: list[Shard]) -> list[Shard]:
+def failed_shards(storage: Storage, complete: set[int]) -> set[int]:
     """Complete shards with failed samples, marked incomplete again (stats removed first)."""
-    retry = []
-    for shard in shards:
-        rel = f"{STATS}/{shard.name}.json"
+    retry = set()
+    for shard_id in sorted(complete):
+        rel = layout.stats_path(shard_id)
         if json.loads(storage.read_bytes(rel)).get("failed"):
-            storage.fs.rm(storage.path(rel))
-            retry.append(shard)
+            storage.remove(rel)
+            retry.add(shard_id)
     return retry

@@ -1,7 +1,7 @@
 """What every worker process or actor runs: one pipeline (annotators loaded once) and units of work.
 
 A job is a unit of work plus where it goes: :class:`FilesJob` (a chunk of listed
-paths -> the annotate folder) or :class:`ShardJob` (a planned shard -> one WebDataset
+paths -> the annotate folder) or :class:`ShardJob` (a planned unit -> one WebDataset
 shard). Both run through the same :class:`~pipeline.stages.Pipeline`; the
 distributors (:mod:`pipeline.local_pool`, :mod:`pipeline.ray_runner`) only move jobs.
 """
@@ -13,9 +13,9 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import Any
 
-from pipeline.plan import Shard
 from pipeline.sample_ref import SampleRef
 from pipeline.stages import Pipeline
+from pipeline.units import Unit, iter_unit
 from pipeline.worker import AnnotatorSpec, Worker
 
 
@@ -70,33 +70,22 @@ class FilesJob:
 
 @dataclass(frozen=True)
 class ShardJob:
-    """``hintset build``: one planned shard into ``shards/``, ``index/`` and ``stats/``."""
+    """``hintset build``: one planned unit into shard ``unit.id`` (``shards/``, ``index/``, ``stats/``)."""
 
-    shard: Shard
+    unit: Unit
     root: str
     keep_original: bool = False
     jpeg_quality: int = 95
 
     def samples(self) -> Iterator[SampleRef]:
-        return refs_from_shard(self.shard)
+        return iter_unit(self.unit)
 
     def writer(self) -> Any:
         from pipeline.storage import Storage
         from pipeline.writers.webdataset import ShardWriter
 
-        return ShardWriter(Storage(self.root), self.shard.id, keep_original=self.keep_original,
+        return ShardWriter(Storage(self.root), self.unit.id, keep_original=self.keep_original,
                            jpeg_quality=self.jpeg_quality)  # fmt: skip
-
-
-def refs_from_shard(shard: Shard) -> Iterator[SampleRef]:
-    """Today's planned samples as SampleRefs (tar members are read here, in the feed thread).
-
-    Replaced by the sources' ``iter_unit`` when units replace per-sample plans.
-    """
-    for key, source in shard.samples:
-        data = source.read() if source.offset >= 0 else None
-        yield SampleRef(key=key, source=source.id, rel=source.rel, caption=source.caption,
-                        meta=source.meta, data=data, url="" if data is not None else source.path)  # fmt: skip
 
 
 def run_job(pipeline: Pipeline, job: Any, on_sample: Any = None) -> Any:

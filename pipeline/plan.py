@@ -1,89 +1,181 @@
-"""Plan a build: give each input a stable key (no dots) and a shard, persisted in ``plan/``.
+"""Plan a build: turn inputs into units (one per output shard), persisted in ``plan/``.
 
-The plan is written once, shard by shard (``plan/00000.jsonl``). A rerun reads it back,
-so finished shards are never reassigned; inputs added later go into new shards.
+Each planning run that finds new inputs appends one Parquet file
+(``plan/<first unit id>.parquet``, one row per unit). A rerun reads them back, so
+finished shards are never reassigned and inputs added later go into new units. Tar and
+list units are a few numbers each; only folder chunks carry their file names (the
+driver had to list those files anyway). Unit identity is the absolute input location,
+so a rerun from another directory, or with an absolute instead of a relative path,
+continues the same dataset.
 """
 
 from __future__ import annotations
 
-import hashlib
-import json
-import re
+import os
 from collections.abc import Iterable, Iterator
-from dataclasses import dataclass
+from dataclasses import fields
 
-from pipeline.sources import Source
+from pipeline import layout
+from pipeline.sources import (
+    ImageFile,
+    Input,
+    list_ranges,
+    load_captions,
+    resolve_inputs,
+    walk_folder,
+)
 from pipeline.storage import Storage
+from pipeline.units import Unit, hashed, make_key
 
-PLAN_DIR = "plan"
-_UNSAFE = re.compile(r"[^A-Za-z0-9_-]+")
-
-
-@dataclass
-class Shard:
-    """A unit of work and retry: an id and its (key, source) pairs."""
-
-    id: int
-    samples: list[tuple[str, Source]]
-
-    @property
-    def name(self) -> str:
-        return f"{self.id:05d}"
+#: columns holding one entry per file (only folder chunks have them)
+FILE_COLUMNS = ("urls", "keys", "rels", "captions", "caption_urls")
 
 
-def make_key(rel: str) -> str:
-    """A WebDataset-safe key from a relative path: letters, digits, ``_`` and ``-`` only."""
-    return _UNSAFE.sub("_", rel).strip("_") or "sample"
+def plan_schema():
+    import pyarrow as pa
+
+    scalars = [("id", pa.int64()), ("kind", pa.string()), ("url", pa.string()),
+               ("ns", pa.string()), ("start", pa.int64()), ("stop", pa.int64()),
+               ("offset", pa.int64()), ("end", pa.int64())]  # fmt: skip
+    return pa.schema(scalars + [(c, pa.list_(pa.string())) for c in FILE_COLUMNS])
 
 
-def unique_key(source: Source, used: set[str]) -> str:
-    """``make_key`` of the source, with a short hash of its id appended if already taken."""
-    key = make_key(source.rel or source.id)
-    if key in used:
-        key = f"{key}_{hashlib.sha1(source.id.encode()).hexdigest()[:10]}"
-    used.add(key)
-    return key
+def read_plan(storage: Storage, files: bool = True) -> list[Unit]:
+    """Units planned by earlier runs, in id order; ``files=False`` skips per-file columns."""
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    names = [n for n in storage.list(layout.PLAN) if n.endswith(".parquet")]
+    schema = plan_schema()
+    columns = None if files else [f.name for f in schema if f.name not in FILE_COLUMNS]
+    units: list[Unit] = []
+    for name in names:
+        data = storage.read_bytes(f"{layout.PLAN}/{name}")
+        table = pq.read_table(pa.BufferReader(data), columns=columns, use_threads=False)
+        for row in table.to_pylist():
+            units.append(Unit(**{k: tuple(v) if isinstance(v, list) else v for k, v in row.items()}))  # fmt: skip
+    return sorted(units, key=lambda u: u.id)
 
 
-def read_plan(storage: Storage) -> list[Shard]:
-    """Shards planned by earlier runs, in id order."""
-    shards = []
-    for name in storage.list(PLAN_DIR):
-        if not name.endswith(".jsonl"):
+def write_plan(storage: Storage, units: list[Unit]) -> None:
+    """Append ``units`` as one plan file (written atomically)."""
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    schema = plan_schema()
+    table = pa.Table.from_pylist(
+        [{f.name: list(getattr(u, f.name)) if f.name in FILE_COLUMNS else getattr(u, f.name)
+          for f in fields(Unit)} for u in units], schema=schema)  # fmt: skip
+    sink = pa.BufferOutputStream()
+    pq.write_table(table, sink)
+    storage.write_bytes(f"{layout.PLAN}/{units[0].id:05d}.parquet", sink.getvalue().to_pybytes())
+
+
+def plan(
+    storage: Storage,
+    inputs: Iterable[str],
+    shard_size: int,
+    *,
+    captions: str | None = None,
+    exclude: Iterable[str] = (),
+    done: set[int] = frozenset(),
+) -> list[Unit]:
+    """All units: those planned before, then new units for inputs not planned yet.
+
+    ``done`` (finished shard ids) lets a rerun over lists and tars skip reading any
+    per-file plan data. Raises ValueError when the inputs hold no images at all.
+    """
+    found = resolve_inputs(inputs)
+    has_images = any(i.kind in ("folder", "image") for i in found)
+    units = read_plan(storage, files=False)
+    if has_images or any(u.kind == "files" and u.id not in done for u in units):
+        units = read_plan(storage, files=True)
+    new = new_units(found, units, shard_size, captions=captions, exclude=exclude)
+    if new:
+        write_plan(storage, new)
+    units += new
+    if not units:
+        raise ValueError(f"no images found in {', '.join(map(str, inputs))}")
+    return units
+
+
+def new_units(found: list[Input], planned: list[Unit], shard_size: int, *,
+              captions: str | None = None, exclude: Iterable[str] = ()) -> list[Unit]:  # fmt: skip
+    """Units for the inputs in ``found`` that ``planned`` does not cover, numbered after it.
+
+    In memory, nothing written: ``hintset annotate`` calls it with ``planned=[]``.
+    """
+    known = {u.url for u in planned if u.kind != "files"}
+    known.update(url for u in planned for url in u.urls)
+    namespaces = {u.ns for u in planned if u.ns}
+    next_id = planned[-1].id + 1 if planned else 0
+    new: list[Unit] = []
+    for item in found:
+        if item.kind not in ("tar", "list") or item.url in known:
             continue
-        lines = storage.read_bytes(f"{PLAN_DIR}/{name}").decode().splitlines()
-        samples = [(row["key"], Source(**row["source"])) for row in map(json.loads, lines)]
-        shards.append(Shard(int(name.split(".")[0]), samples))
-    return shards
+        known.add(item.url)
+        ns = unique(make_key(item.rel.rsplit(".", 1)[0]), namespaces, item.url)
+        if item.kind == "tar":
+            new.append(Unit(next_id, "tar", url=item.url, ns=ns))
+            next_id += 1
+            continue
+        for start, stop, offset, end in list_ranges(item.url, shard_size):
+            new.append(Unit(next_id, "list", url=item.url, ns=ns, start=start, stop=stop,
+                            offset=offset, end=end))  # fmt: skip
+            next_id += 1
+    if any(i.kind in ("folder", "image") for i in found):
+        new += file_units(found, planned, known, shard_size, next_id, captions, exclude)
+    return new
 
 
-def write_plan(storage: Storage, shard: Shard) -> None:
-    lines = [
-        json.dumps({"key": k, "source": s.to_dict()}, sort_keys=True) for k, s in shard.samples
-    ]
-    storage.write_bytes(f"{PLAN_DIR}/{shard.name}.jsonl", ("\n".join(lines) + "\n").encode())
+def unique(name: str, used: set[str], identity: str) -> str:
+    """``name``, or ``name`` with a hash of ``identity`` appended if it is taken; recorded in ``used``."""
+    while name in used:
+        name = hashed(name, identity)
+    used.add(name)
+    return name
 
 
-def plan(storage: Storage, sources: Iterable[Source], shard_size: int) -> list[Shard]:
-    """All shards: those planned before, then new shards for inputs not planned yet."""
-    shards = read_plan(storage)
-    known = {source.id for shard in shards for _, source in shard.samples}
-    used = {key for shard in shards for key, _ in shard.samples}
-    next_id = shards[-1].id + 1 if shards else 0
-    for batch in _chunks((s for s in sources if s.id not in known), shard_size):
-        shard = Shard(next_id, [(unique_key(s, used), s) for s in batch])
-        write_plan(storage, shard)
-        shards.append(shard)
+def file_units(found, planned: list[Unit], known: set[str], size: int, next_id: int,
+               captions: str | None, exclude: Iterable[str]) -> list[Unit]:  # fmt: skip
+    """Chunks of ``size`` image files not planned before, keys unique among all folder images."""
+    exclude = list(exclude)
+    images: dict[str, ImageFile] = {}
+    for item in found:
+        if item.kind == "image":
+            images.setdefault(item.url, ImageFile(item.url, item.rel, _sidecar(item.url)))
+        elif item.kind == "folder":
+            for image in walk_folder(item.url, exclude):
+                images.setdefault(image.url, image)
+    fresh = sorted((i for i in images.values() if i.url not in known), key=lambda i: (i.rel, i.url))  # fmt: skip
+    if not fresh:
+        return []
+    texts = load_captions(captions) if captions else {}
+    used = {key for u in planned for key in u.keys}
+    units = []
+    for chunk in _chunks(fresh, size):
+        keys = tuple(unique(make_key(i.rel.rsplit(".", 1)[0]), used, i.url) for i in chunk)
+        units.append(Unit(next_id, "files", urls=tuple(i.url for i in chunk), keys=keys,
+                          rels=tuple(i.rel for i in chunk),
+                          captions=tuple(texts.get(i.rel, texts.get(i.rel.rsplit("/", 1)[-1]))
+                                         for i in chunk),
+                          caption_urls=tuple(i.caption_url for i in chunk)))  # fmt: skip
         next_id += 1
-    return shards
+    return units
 
 
-def _chunks(items: Iterable[Source], size: int) -> Iterator[list[Source]]:
-    batch: list[Source] = []
-    for item in items:
-        batch.append(item)
-        if len(batch) == size:
-            yield batch
-            batch = []
-    if batch:
-        yield batch
+def _sidecar(url: str) -> str:
+    """The ``<stem>.txt`` beside a single image given directly, if it exists ('' otherwise)."""
+    from pipeline.reader import split_url
+
+    candidate = os.path.splitext(url)[0] + ".txt"
+    fs, path = split_url(candidate)
+    try:
+        return candidate if (os.path.isfile(path) if fs is None else fs.isfile(path)) else ""
+    except Exception:  # noqa: BLE001 - http and friends may not answer isfile
+        return ""
+
+
+def _chunks(items: list[ImageFile], size: int) -> Iterator[list[ImageFile]]:
+    for first in range(0, len(items), size):
+        yield items[first : first + size]

@@ -4,14 +4,13 @@ from __future__ import annotations
 
 import base64
 import html
-import io
-import tarfile
 
 import cv2
 import numpy as np
 
 from pipeline.atomic import atomic_write
 from pipeline.decode import decode_image
+from pipeline.layout import SHARDS, iter_tar_samples
 from pipeline.storage import Storage
 
 THUMB = 192
@@ -21,15 +20,12 @@ def read_samples(root: str, count: int) -> list[dict[str, bytes]]:
     """The first ``count`` samples of the dataset as {extension: bytes} (plus ``__key__``)."""
     storage = Storage(root)
     samples: list[dict[str, bytes]] = []
-    for name in storage.list("shards"):
-        with tarfile.open(fileobj=io.BytesIO(storage.read_bytes(f"shards/{name}"))) as tar:
-            for info in tar:
-                key, _, ext = info.name.partition(".")
-                if not samples or samples[-1]["__key__"] != key.encode():
-                    if len(samples) == count:
-                        return samples
-                    samples.append({"__key__": key.encode()})
-                samples[-1][ext] = tar.extractfile(info).read()
+    for name in storage.list(SHARDS):
+        with storage.fs.open(storage.path(f"{SHARDS}/{name}"), "rb") as handle:
+            for key, members in iter_tar_samples(handle):
+                if len(samples) == count:
+                    return samples
+                samples.append({"__key__": key.encode(), **members})
     return samples
 
 

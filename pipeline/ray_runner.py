@@ -17,10 +17,14 @@ from dataclasses import dataclass
 from typing import Any
 
 from pipeline.engine import WorkerSetup
-from pipeline.plan import Shard
+from pipeline.units import Unit
 
 #: environment variables forwarded to workers on every node
-FORWARDED_ENV = ("HINTSET_WEIGHTS_DIR", "HINTSET_OFFLINE", "HF_HUB_OFFLINE", "HF_HOME")
+FORWARDED_ENV = ("HINTSET_WEIGHTS_DIR", "HINTSET_OFFLINE", "HF_HUB_OFFLINE", "HF_HOME",
+                 "HINTSET_STORAGE_OPTIONS", "AWS_ENDPOINT_URL", "AWS_ENDPOINT_URL_S3",
+                 "AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY", "AWS_SESSION_TOKEN",
+                 "AWS_DEFAULT_REGION", "AWS_REGION", "AWS_PROFILE",
+                 "GOOGLE_APPLICATION_CREDENTIALS")  # fmt: skip
 
 
 @dataclass
@@ -54,8 +58,8 @@ class ShardActorImpl:
         return {"error": self.error, "annotators": infos,
                 "node": ray.get_runtime_context().get_node_id()}  # fmt: skip
 
-    def build(self, shard: Shard) -> dict[str, Any]:
-        """Build one shard through the pipeline; its stats plus node, pid and peak memory."""
+    def build(self, unit: Unit) -> dict[str, Any]:
+        """Build one shard (a planned unit) through the pipeline; its stats plus node, pid and peak memory."""
         import resource
 
         import ray
@@ -63,7 +67,7 @@ class ShardActorImpl:
         from pipeline.engine import ShardJob, run_job
 
         report = ThrottledProgress(self.progress)
-        job = ShardJob(shard, self.options.root, keep_original=self.options.keep_original)
+        job = ShardJob(unit, self.options.root, keep_original=self.options.keep_original)
         stats = run_job(self.pipeline, job, on_sample=lambda _: report.add(1))
         report.flush()
         peak_mb = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
@@ -126,7 +130,7 @@ def connect(address: str | None, num_cpus: int | None = None) -> None:
                 kwargs.pop("include_dashboard")  # not a Ray Client option
             ray.init(address=address, **kwargs)
         else:
-            ray.init(num_cpus=num_cpus, **kwargs)
+            ray.init(address="local", num_cpus=num_cpus, **kwargs)  # never join a stray cluster
     except Exception as err:  # noqa: BLE001 - Ray's errors are long; the user gets one line
         raise BuildFailed(
             f"cannot start or join Ray at {address or 'local'}: {_one_line(err)}"
@@ -247,7 +251,7 @@ class BuildFailed(RuntimeError):
 
 
 def run_shards(
-    shards: list[Shard],
+    shards: list[Unit],
     options: RunOptions,
     *,
     workers: int = 0,
@@ -282,7 +286,7 @@ def run_shards(
     pool = new_actors(workers)
     pending = list(shards)
     attempts: dict[int, int] = {}
-    running: dict[Any, tuple[Shard, Any]] = {}
+    running: dict[Any, tuple[Unit, Any]] = {}
     results: list[dict[str, Any]] = []
     seen = 0
     while pending or running:

@@ -22,3 +22,4 @@ class SampleRef:
     meta: str = ""  # JSON text that came with the input (a tar's .json member)
     data: bytes | None = None  # image bytes already in hand (streamed from a tar)
     url: str = ""  # else: local path or fsspec URL to read the image bytes from
+    error: str = ""  # the input failed before its bytes could be read (bad tar, bad list row): record as failed

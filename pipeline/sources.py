@@ -1,57 +1,182 @@
-"""Find inputs: image folders and files, WebDataset tars, and Parquet/CSV lists, with captions.
+"""Find inputs anywhere fsspec reaches: image folders and files, WebDataset tars, Parquet/CSV/JSONL lists.
 
-Every source yields :class:`Source` records in a deterministic order. A record says
-where the image bytes are (a file, or a byte range inside a tar) so workers can read
-them later; nothing is decoded here, so planning stays cheap and memory flat.
+Driver side: this module looks at input FILES (listing folders, reading list metadata)
+and never at samples; :mod:`pipeline.plan` turns what it finds into units.
+Local paths, ``file://``, ``s3://``, ``gs://`` and ``http(s)://`` are all accepted.
 """
 
 from __future__ import annotations
 
+import functools
 import glob
 import json
 import os
-import tarfile
 from collections.abc import Iterable, Iterator
-from dataclasses import asdict, dataclass
+from dataclasses import dataclass
 from pathlib import Path
+
+from pipeline import layout
+from pipeline.reader import filesystem, is_local, open_url, read_url
+from pipeline.units import CAPTION_COLUMNS, PATH_COLUMNS
 
 #: File endings treated as images when walking folders.
 IMAGE_EXTENSIONS = frozenset({".jpg", ".jpeg", ".png", ".webp", ".bmp", ".tif", ".tiff"})
 TAR_EXTENSIONS = (".tar",)
-LIST_EXTENSIONS = (".parquet", ".csv")
-PATH_COLUMNS = ("file", "path", "image", "filename", "file_name")
-CAPTION_COLUMNS = ("caption", "text", "prompt")
+LIST_EXTENSIONS = (".parquet", ".csv", ".jsonl")
 
 
 @dataclass(frozen=True)
-class Source:
-    """One input sample: a stable id, where its image bytes are, its caption (None if absent)."""
+class Input:
+    """One input argument after expansion: what it is and its absolute location."""
 
-    id: str  # stable identity: a path, or "tar_path#key"
-    path: str  # file holding the bytes (an image file or a tar)
-    caption: str | None = None
-    offset: int = -1  # byte offset inside a tar (-1: the whole file)
-    size: int = -1
-    meta: str = ""  # JSON metadata that came with the input (tar .json member)
-    rel: str = ""  # path relative to its input root, used to derive the key
-
-    def read(self) -> bytes:
-        """The image bytes."""
-        with open(self.path, "rb") as handle:
-            if self.offset < 0:
-                return handle.read()
-            handle.seek(self.offset)
-            return handle.read(self.size)
-
-    def to_dict(self) -> dict:
-        return asdict(self)
+    kind: str  # "folder" | "image" | "tar" | "list"
+    url: str  # absolute local path or fsspec URL (the identity used by the plan)
+    rel: str  # name relative to the input root (a file given directly: its base name)
 
 
-def find_images(inputs: Iterable[str | os.PathLike]) -> list[tuple[Path, Path]]:
-    """(file, path relative to its input root) for every image below the inputs, sorted.
+@dataclass(frozen=True)
+class ImageFile:
+    """An image found by listing a folder, with its sidecar caption file if there is one."""
+
+    url: str
+    rel: str  # relative to its input folder, extension kept
+    caption_url: str = ""
+
+
+def absolute(url: str) -> str:
+    """The identity of an input: an absolute local path (cwd-independent) or the URL itself."""
+    if is_local(url):
+        return os.path.abspath(url.removeprefix("file://"))
+    return url.rstrip("/")
+
+
+def resolve_inputs(inputs: Iterable[str]) -> list[Input]:
+    """Expand globs and brace patterns and classify each input; FileNotFoundError if missing."""
+    found: list[Input] = []
+    for item in inputs:
+        urls = expand(str(item))
+        if not urls:
+            raise FileNotFoundError(f"input not found: {item}")
+        for url in urls:
+            found.append(classify(url))
+    return found
+
+
+def classify(url: str) -> Input:
+    """What kind of input ``url`` is (a folder, a tar, a list or an image)."""
+    url = absolute(url)
+    lower = url.lower()
+    name = url.rstrip("/").rsplit("/", 1)[-1]
+    kind = ("tar" if lower.endswith(TAR_EXTENSIONS) else
+            "list" if lower.endswith(LIST_EXTENSIONS) else "image")  # fmt: skip
+    if is_local(url):
+        if os.path.isdir(url):
+            return Input("folder", url, "")
+        if not os.path.isfile(url):
+            raise FileNotFoundError(f"input not found: {url}")
+        return Input(kind, url, name)
+    if url.startswith(("http://", "https://")):
+        return Input(kind, url, name)  # http has no folder listing
+    fs = filesystem(url.split("://", 1)[0])
+    path = fs._strip_protocol(url)
+    try:
+        if fs.isdir(path):
+            return Input("folder", url, "")
+        if not fs.isfile(path):
+            raise FileNotFoundError(f"input not found: {url}")
+    except FileNotFoundError:
+        raise
+    except Exception as err:  # noqa: BLE001 - e.g. no credentials, unreachable endpoint
+        raise FileNotFoundError(f"input not readable: {url}: {' '.join(str(err).split())}") from None  # fmt: skip
+    return Input(kind, url, name)
+
+
+def expand(pattern: str) -> list[str]:
+    """Expand brace notation (``data-{000..009}.tar``) and globs into sorted existing inputs."""
+    import braceexpand
+
+    urls: list[str] = []
+    for item in braceexpand.braceexpand(pattern):
+        if not glob.has_magic(item):
+            urls.append(item)
+        elif is_local(item):
+            urls += sorted(glob.glob(item.removeprefix("file://")))
+        else:
+            protocol = item.split("://", 1)[0]
+            urls += sorted(f"{protocol}://{p}" for p in filesystem(protocol).glob(item))
+    return urls
+
+
+def walk_folder(root: str, exclude: Iterable[str] = ()) -> Iterator[ImageFile]:
+    """Images below ``root`` in sorted order, skipping hidden names, ``exclude`` and hintset outputs.
+
+    Local symlinked folders are followed once (a link back up the tree is not entered again).
+    """
+    excluded = {absolute(e) for e in exclude}
+    if is_local(root):
+        seen: set[str] = set()
+        for dirpath, dirnames, filenames in os.walk(root, followlinks=True):
+            real = os.path.realpath(dirpath)
+            names = set(dirnames) | set(filenames)
+            read = functools.partial(_read_local, dirpath)
+            if real in seen or os.path.abspath(dirpath) in excluded or _is_output(names, read):
+                dirnames[:] = []
+                continue
+            seen.add(real)
+            dirnames[:] = sorted(d for d in dirnames if not d.startswith("."))
+            yield from _images(root, dirpath, filenames)
+        return
+    protocol = root.split("://", 1)[0]
+    fs = filesystem(protocol)
+    for dirpath, dirnames, filenames in fs.walk(fs._strip_protocol(root)):
+        url = f"{protocol}://{dirpath}"
+        names = set(dirnames) | set(filenames)
+        read = functools.partial(_read_remote, fs, dirpath)
+        if url in excluded or _is_output(names, read):
+            dirnames[:] = []
+            continue
+        dirnames[:] = sorted(d for d in dirnames if not d.startswith("."))
+        yield from _images(root, url, filenames)
+
+
+def _read_local(folder: str, name: str) -> bytes:
+    return Path(folder, name).read_bytes()
+
+
+def _read_remote(fs, folder: str, name: str) -> bytes:
+    return fs.cat_file(f"{folder}/{name}")
+
+
+def _images(root: str, folder: str, filenames: Iterable[str]) -> Iterator[ImageFile]:
+    names = set(filenames)
+    prefix = folder[len(root) :].strip("/")
+    for name in sorted(names):
+        stem, ext = os.path.splitext(name)
+        if ext.lower() not in IMAGE_EXTENSIONS or name.startswith("."):
+            continue
+        rel = f"{prefix}/{name}" if prefix else name
+        sidecar = f"{folder}/{stem}.txt" if f"{stem}.txt" in names else ""
+        yield ImageFile(f"{folder}/{name}", rel, sidecar)
+
+
+def _is_output(names: set[str], read) -> bool:
+    """A folder hintset wrote: a build dataset, or an annotate output (report.json by hintset)."""
+    if layout.is_output_folder(names):
+        return True
+    if "report.json" in names:
+        try:
+            return "hintset_version" in json.loads(read("report.json"))
+        except (OSError, ValueError):
+            return False
+    return False
+
+
+def find_images(inputs: Iterable[str | os.PathLike], exclude: Iterable[str] = ()) -> list[tuple[Path, Path]]:  # fmt: skip
+    """(file, path relative to its input root) for every local image below the inputs, sorted.
 
     A file given explicitly is taken whatever its ending (so a bad file is reported,
-    not silently skipped); folders contribute files with an image ending.
+    not silently skipped); folders contribute files with an image ending. ``exclude``
+    (the output folder) and folders hintset wrote are not entered.
     """
     found: dict[Path, tuple[Path, Path]] = {}
     for item in inputs:
@@ -59,140 +184,82 @@ def find_images(inputs: Iterable[str | os.PathLike]) -> list[tuple[Path, Path]]:
         if root.is_file():
             found.setdefault(root.resolve(), (root, Path(root.name)))
         elif root.is_dir():
-            for dirpath, dirnames, filenames in os.walk(root):
-                dirnames[:] = sorted(d for d in dirnames if not d.startswith("."))
-                for name in sorted(filenames):
-                    path = Path(dirpath) / name
-                    if path.suffix.lower() in IMAGE_EXTENSIONS and not name.startswith("."):
-                        found.setdefault(path.resolve(), (path, path.relative_to(root)))
+            for image in walk_folder(str(root), exclude):
+                path = Path(image.url)
+                found.setdefault(path.resolve(), (path, Path(image.rel)))
         else:
             raise FileNotFoundError(f"input not found: {root}")
     return sorted(found.values(), key=lambda pair: (str(pair[1]), str(pair[0])))
 
 
-def expand(pattern: str) -> list[str]:
-    """Expand brace notation (``data-{000..009}.tar``) and globs into sorted existing paths."""
-    import braceexpand
+def load_captions(url: str) -> dict[str, str]:
+    """A captions file (JSONL, CSV or Parquet; file and caption columns) as file -> caption.
 
-    paths: list[str] = []
-    for item in braceexpand.braceexpand(pattern):
-        matches = sorted(glob.glob(item)) if glob.has_magic(item) else [item]
-        paths += matches
-    return paths
+    Errors name the file and, for JSONL, the line.
+    """
+    lower = url.lower()
+    try:
+        if lower.endswith((".jsonl", ".json")):
+            rows = []
+            for number, line in enumerate(read_url(url).decode("utf-8").splitlines(), 1):
+                if line.strip():
+                    try:
+                        rows.append(json.loads(line))
+                    except ValueError as err:
+                        raise ValueError(f"{url} line {number}: not JSON ({err})") from None
+            if any(not isinstance(r, dict) for r in rows):
+                number = next(i for i, r in enumerate(rows, 1) if not isinstance(r, dict))
+                raise ValueError(f"{url} line {number}: expected a JSON object")
+        elif lower.endswith(".csv"):
+            import csv
+            import io
 
+            rows = list(csv.DictReader(io.StringIO(read_url(url).decode("utf-8"))))
+        elif lower.endswith(".parquet"):
+            import pyarrow.parquet as pq
 
-def load_captions(path: str | os.PathLike) -> dict[str, str]:
-    """A captions file (JSONL, CSV or Parquet with file and caption columns) as file -> caption."""
-    rows = read_table(path)
-    file_col = _column(rows, PATH_COLUMNS, path)
-    text_col = _column(rows, CAPTION_COLUMNS, path)
-    return {str(r[file_col]): str(r[text_col]) for r in rows if r.get(text_col) is not None}
-
-
-def read_table(path: str | os.PathLike) -> list[dict]:
-    """Rows of a JSONL, CSV or Parquet file."""
-    path = Path(path)
-    suffix = path.suffix.lower()
-    if suffix in (".jsonl", ".json"):
-        lines = path.read_text().splitlines()
-        return [json.loads(line) for line in lines if line.strip()]
-    if suffix == ".csv":
-        import pyarrow.csv
-
-        options = pyarrow.csv.ReadOptions(use_threads=False)  # see shard_writer.read_index
-        return pyarrow.csv.read_csv(path, read_options=options).to_pylist()
-    if suffix == ".parquet":
-        from pipeline.shard_writer import read_index
-
-        return read_index(path.read_bytes())
-    raise ValueError(f"{path}: expected a .jsonl, .csv or .parquet file")
-
-
-def _column(rows: list[dict], names: tuple[str, ...], path: str | os.PathLike) -> str:
-    present = set(rows[0]) if rows else set()
-    for name in names:
-        if name in present:
-            return name
-    raise ValueError(f"{path}: needs one of the columns {list(names)}; has {sorted(present)}")
+            with open_url(url, seekable=True) as handle:
+                rows = pq.read_table(handle, use_threads=False).to_pylist()
+        else:
+            raise ValueError(f"{url}: captions must be a .jsonl, .csv or .parquet file")
+    except UnicodeDecodeError as err:
+        raise ValueError(f"{url}: not UTF-8 text ({err.reason} at byte {err.start})") from None
+    except FileNotFoundError:
+        raise FileNotFoundError(f"captions file not found: {url}") from None
+    names = set().union(*(r.keys() for r in rows)) if rows else set()
+    file_col = next((c for c in PATH_COLUMNS if c in names), None)
+    text_col = next((c for c in CAPTION_COLUMNS if c in names), None)
+    if file_col is None or text_col is None:
+        raise ValueError(f"{url}: needs a file column {list(PATH_COLUMNS)} and a caption column "
+                         f"{list(CAPTION_COLUMNS)}; has {sorted(names)}")  # fmt: skip
+    return {str(r[file_col]): str(r[text_col]) for r in rows
+            if r.get(text_col) is not None and r.get(file_col) is not None}  # fmt: skip
 
 
-def caption_for(path: Path, rel: Path, captions: dict[str, str]) -> str | None:
-    """Caption from the captions file (by relative path or file name) or a sidecar ``.txt``."""
-    for name in (rel.as_posix(), path.name):
-        if name in captions:
-            return captions[name]
-    sidecar = path.with_suffix(".txt")
-    if sidecar.is_file():
-        return sidecar.read_text(errors="replace").strip()
-    return None
+def list_ranges(url: str, size: int) -> Iterator[tuple[int, int, int, int]]:
+    """(start row, stop row, start byte, end byte) chunks of a list file, ``size`` rows each.
 
+    Parquet: from the footer only. CSV/JSONL: one streaming pass over the bytes counting
+    lines (rows holding quoted newlines are not supported); no row is parsed.
+    """
+    if url.lower().endswith(".parquet"):
+        import pyarrow.parquet as pq
 
-def iter_tar(path: str) -> Iterator[Source]:
-    """Samples of a WebDataset tar (``{key}.jpg/.txt/.json``) as byte ranges, in tar order."""
-    groups: dict[str, dict[str, tarfile.TarInfo]] = {}
-    order: list[str] = []
-    with tarfile.open(path) as tar:
-        for info in tar:
-            if not info.isfile():
-                continue
-            name = info.name
-            base = name.rsplit("/", 1)[-1]
-            key, _, ext = base.partition(".")
-            key = f"{name.rsplit('/', 1)[0]}/{key}" if "/" in name else key
-            if key not in groups:
-                groups[key] = {}
-                order.append(key)
-            groups[key][ext.lower()] = info
-        for key in order:
-            members = groups[key]
-            image = next((members[e] for e in ("jpg", "jpeg", "png", "webp") if e in members), None)
-            if image is None:
-                continue
-            text = _member_text(tar, members.get("txt"))
-            meta = _member_text(tar, members.get("json")) or ""
-            yield Source(id=f"{path}#{key}", path=path, caption=text, offset=image.offset_data,
-                         size=image.size, meta=meta, rel=key)  # fmt: skip
-
-
-def _member_text(tar: tarfile.TarFile, info: tarfile.TarInfo | None) -> str | None:
-    if info is None:
-        return None
-    handle = tar.extractfile(info)
-    return handle.read().decode("utf-8", errors="replace").strip() if handle else None
-
-
-def iter_list(path: str) -> Iterator[Source]:
-    """Samples of a Parquet/CSV list of image paths (relative to the list) with captions."""
-    rows = read_table(path)
-    if not rows:
+        with open_url(url, seekable=True) as handle:
+            rows = pq.ParquetFile(handle).metadata.num_rows
+        for start in range(0, rows, size):
+            yield start, min(rows, start + size), 0, -1
         return
-    file_col = _column(rows, PATH_COLUMNS, path)
-    text_col = next((c for c in CAPTION_COLUMNS if c in rows[0]), None)
-    base = Path(path).parent
-    for row in rows:
-        image = Path(str(row[file_col]))
-        full = image if image.is_absolute() else base / image
-        caption = row.get(text_col) if text_col else None
-        yield Source(id=str(full), path=str(full), rel=image.with_suffix("").as_posix(),
-                     caption=None if caption is None else str(caption))  # fmt: skip
-
-
-def iter_sources(inputs: Iterable[str], captions_file: str | None = None) -> Iterator[Source]:
-    """Every input sample in a deterministic order: tars and lists as given, then image files."""
-    captions = load_captions(captions_file) if captions_file else {}
-    images: list[str] = []
-    for item in inputs:
-        paths = expand(str(item)) if not os.path.exists(item) else [str(item)]
-        if not paths:
-            raise FileNotFoundError(f"input not found: {item}")
-        for path in paths:
-            lower = path.lower()
-            if os.path.isfile(path) and lower.endswith(TAR_EXTENSIONS):
-                yield from iter_tar(path)
-            elif os.path.isfile(path) and lower.endswith(LIST_EXTENSIONS):
-                yield from iter_list(path)
-            else:
-                images.append(path)
-    for path, rel in find_images(images):
-        yield Source(id=str(path), path=str(path), rel=rel.with_suffix("").as_posix(),
-                     caption=caption_for(path, rel, captions))  # fmt: skip
+    with open_url(url) as handle:
+        position = len(handle.readline()) if url.lower().endswith(".csv") else 0
+        start, first_byte, count = 0, position, 0
+        for line in handle:
+            position += len(line)
+            if not line.strip():
+                continue
+            count += 1
+            if count - start == size:
+                yield start, count, first_byte, position
+                start, first_byte = count, position
+        if count > start:
+            yield start, count, first_byte, position

@@ -20,31 +20,10 @@ from dataclasses import dataclass, field
 from itertools import islice
 from typing import Any
 
+from pipeline.reader import read_sample
 from pipeline.sample_ref import SampleRef
 from pipeline.worker import Result, Worker
 from pipeline.writers import Writer
-
-
-def read_sample(ref: SampleRef) -> tuple[bytes, str | None]:
-    """Image bytes and caption of one sample (local path or any fsspec URL).
-
-    The one place samples are read; the driver side's ``pipeline/reader.py`` replaces it.
-    """
-    caption = ref.caption
-    if ref.caption_url:
-        caption = _read_url(ref.caption_url).decode("utf-8", errors="replace").strip()
-    data = ref.data if ref.data is not None else _read_url(ref.url)
-    return data, caption
-
-
-def _read_url(url: str) -> bytes:
-    if "://" not in url:
-        with open(url, "rb") as handle:
-            return handle.read()
-    import fsspec.core
-
-    fs, path = fsspec.core.url_to_fs(url)
-    return fs.cat_file(path)  # one request (open() + read() costs extra round trips on HTTP)
 
 
 @dataclass
@@ -76,6 +55,10 @@ class Pipeline:
         """Read one sample; a failure becomes a failed result."""
         sample = Sample(ref)
         start = time.perf_counter()
+        if ref.error:  # the source already knows this input is bad (e.g. a broken tar)
+            stage, _, reason = ref.error.partition(": ")
+            sample.result = Result(key=ref.key).fail(stage, reason)
+            return sample
         try:
             sample.data, sample.caption = read_sample(ref)
         except Exception as err:  # noqa: BLE001 - one unreadable input never stops the unit

@@ -20,8 +20,17 @@ class Storage:
     def __init__(self, root: str | os.PathLike) -> None:
         import fsspec.core
 
+        from pipeline.reader import storage_options
+
         self.root = str(root).rstrip("/")
-        self.fs, self.base = fsspec.core.url_to_fs(self.root)
+        protocol = self.root.split("://", 1)[0] if "://" in self.root else "file"
+        options = storage_options(protocol)
+        if protocol not in (
+            "file",
+            "local",
+        ):  # other processes write here: never trust a cached listing
+            options.setdefault("use_listings_cache", False)
+        self.fs, self.base = fsspec.core.url_to_fs(self.root, **options)
         self.local = self.fs.protocol in ("file", ("file", "local")) or "file" in self.fs.protocol
 
     def path(self, rel: str) -> str:
@@ -61,7 +70,14 @@ class Storage:
         if self.local:
             Path(self.path(rel)).mkdir(parents=True, exist_ok=True)
 
-    def remove_all(self) -> None:
+    def remove(self, rel: str) -> None:
+        """Delete one file (no error if it is already gone)."""
+        try:
+            self.fs.rm_file(self.path(rel))
+        except FileNotFoundError:
+            pass
+
+    def remove_all(self, keep: tuple[str, ...] = ()) -> None:
         """Delete what hintset wrote here (for --overwrite): the dataset layout and hintset temps.
 
         Refuses (NotHintsetOutput) a non-empty folder that holds no hintset manifest or
@@ -80,7 +96,7 @@ class Storage:
                     "only hintset outputs: choose an empty or new folder"
                 )
         for name in names:
-            if name in owned or is_temp_name(name):
+            if name not in keep and (name in owned or is_temp_name(name)):
                 target = self.path(name)
                 if self.local:
                     path = Path(target)
@@ -107,9 +123,7 @@ class NotHintsetOutput(ValueError):
 
 
 def dataset_entries() -> set[str]:
-    """Top-level names a build writes: manifest.json, plan/, shards/, index/, stats/."""
-    from pipeline.manifest import MANIFEST
-    from pipeline.plan import PLAN_DIR
-    from pipeline.shard_writer import INDEX, SHARDS, STATS
+    """Top-level names a build writes: manifest.json, plan/, shards/, index/, stats/, the lock."""
+    from pipeline.layout import OUTPUT_NAMES
 
-    return {MANIFEST, PLAN_DIR, SHARDS, INDEX, STATS}
+    return set(OUTPUT_NAMES)

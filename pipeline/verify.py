@@ -11,10 +11,11 @@ from typing import Any
 
 from pipeline.decode import DecodeError, decode_image
 from pipeline.encode import decode_png
+from pipeline.layout import INDEX, index_path, read_index, split_member, stats_path, tar_path
 from pipeline.manifest import read_manifest
 from pipeline.plan import read_plan
-from pipeline.shard_writer import INDEX, SHARDS, STATS, read_index
 from pipeline.storage import Storage
+from pipeline.units import Unit
 
 
 def check_member(name: str, data: bytes) -> str:
@@ -58,25 +59,25 @@ def verify(root: str) -> list[str]:
         shards = read_plan(storage)
     except Exception as err:  # noqa: BLE001 - a damaged plan is one problem
         return [*problems, f"plan unreadable: {_one_line(err)}"]
-    for shard in shards:
+    for unit in shards:
         try:
-            _check_shard(storage, shard, listed, problems)
+            _check_shard(storage, unit, listed, problems)
         except Exception as err:  # noqa: BLE001 - anything unforeseen stays this shard's problem
-            problems.append(f"shard {shard.name}: {_one_line(err)}")
+            problems.append(f"shard {unit.name}: {_one_line(err)}")
     return problems
 
 
 def _check_shard(
-    storage: Storage, shard: Any, listed: dict[str, Any] | None, problems: list[str]
+    storage: Storage, unit: Unit, listed: dict[str, Any] | None, problems: list[str]
 ) -> None:
     """Append the problems of one shard: missing or unreadable files, checksums, counts."""
-    name = shard.name
-    if not storage.exists(f"{STATS}/{name}.json"):
+    name = unit.name
+    if not storage.exists(stats_path(unit.id)):
         problems.append(f"shard {name}: no stats file (incomplete)")
         return
-    stats = _read(storage, f"{STATS}/{name}.json", name, problems, json.loads)
-    tar_bytes = _read(storage, f"{SHARDS}/{name}.tar", name, problems)
-    index = _read(storage, f"{INDEX}/{name}.parquet", name, problems, read_index)
+    stats = _read(storage, stats_path(unit.id), name, problems, json.loads)
+    tar_bytes = _read(storage, tar_path(unit.id), name, problems)
+    index = _read(storage, index_path(unit.id), name, problems, read_index)
     if tar_bytes is not None:
         sha = hashlib.sha256(tar_bytes).hexdigest()
         if listed is not None and name not in listed:
@@ -89,9 +90,10 @@ def _check_shard(
     if index is None:
         return
     ok_keys = [r["key"] for r in index if r["status"] == "ok"]
-    planned = [k for k, _ in shard.samples]
-    if sorted(r["key"] for r in index) != sorted(planned):
+    if unit.kind == "files" and sorted(r["key"] for r in index) != sorted(unit.keys):
         problems.append(f"shard {name}: index rows do not match the planned inputs")
+    if unit.kind == "list" and len(index) != unit.size:
+        problems.append(f"shard {name}: index has {len(index)} rows, the plan {unit.size}")
     if tar_bytes is not None and keys != ok_keys:
         problems.append(
             f"shard {name}: tar holds {len(keys)} samples, index says {len(ok_keys)} ok"
@@ -139,7 +141,7 @@ def _check_tar(name: str, data: bytes, problems: list[str]) -> list[str]:
         with tarfile.open(fileobj=io.BytesIO(data)) as tar:
             for info in tar:
                 blob = tar.extractfile(info).read()
-                key = info.name.split(".", 1)[0]
+                key = split_member(info.name)[0]
                 if not keys or keys[-1] != key:
                     if key in keys:
                         problems.append(f"shard {name}: files of {key} are not adjacent")
@@ -158,7 +160,7 @@ def summary(root: str) -> dict[str, Any]:
     reasons: dict[str, int] = {}
     for name in storage.list(INDEX):
         for row in read_index(storage.read_bytes(f"{INDEX}/{name}")):
-            if row["status"] != "ok":
+            if row["status"] == "failed":  # filtered rows are counted in the totals
                 reasons[_reason(row["error"] or "")] = (
                     reasons.get(_reason(row["error"] or ""), 0) + 1
                 )

@@ -17,7 +17,7 @@ import numpy as np
 import pytest
 
 from pipeline.encode import decode_png
-from pipeline.shard_writer import read_index
+from pipeline.layout import read_index
 from tests.conftest import ROOT, run_cli
 from tests.corpus import BAD, ODD, write_corpus
 
@@ -33,6 +33,14 @@ def index_rows(out: Path) -> list[dict]:
 
 def tars(out: Path) -> dict[str, bytes]:
     return {p.name: p.read_bytes() for p in sorted((out / "shards").glob("*.tar"))}
+
+
+def copy_photos(paths: list[Path], folder: Path) -> Path:
+    """A folder holding copies of ``paths``."""
+    folder.mkdir(parents=True, exist_ok=True)
+    for path in paths:
+        shutil.copy(path, folder / path.name)
+    return folder
 
 
 @pytest.fixture(scope="module")
@@ -168,10 +176,7 @@ def test_kill_9_then_rerun_gives_byte_identical_shards(photos_dir, tmp_path):
 
 
 def test_new_inputs_go_into_new_shards(photo_paths, tmp_path):
-    folder = tmp_path / "in"
-    folder.mkdir()
-    for path in photo_paths[:6]:
-        shutil.copy(path, folder / path.name)
+    folder = copy_photos(photo_paths[:6], tmp_path / "in")
     out = tmp_path / "ds"
     assert run_cli("build", folder, "-o", out, *FAST).returncode == 0
     before = {p.name: (p.stat().st_mtime_ns, p.read_bytes()) for p in (out / "shards").iterdir()}
@@ -278,7 +283,7 @@ def test_tar_inputs_get_maps_added(dataset, tmp_path):
     pattern = str(src / "shards" / "{00000..00001}.tar")
     proc = run_cli("build", pattern, "-o", out, "-a", "lines", *FAST)
     assert proc.returncode == 0, proc.stderr
-    expected = [r["key"] for name in ("00000", "00001")
+    expected = [f"{name}__{r['key']}" for name in ("00000", "00001")
                 for r in read_index((src / "index" / f"{name}.parquet").read_bytes())
                 if r["status"] == "ok"]  # fmt: skip
     rows = index_rows(out)
@@ -288,7 +293,7 @@ def test_tar_inputs_get_maps_added(dataset, tmp_path):
         names = tar.getnames()
         meta = json.loads(tar.extractfile(next(n for n in names if n.endswith(".json"))).read())
     assert any(n.endswith(".lines.png") for n in names)
-    assert meta["source_meta"]["key"] in expected  # the input tar's metadata is carried over
+    assert f"00000__{meta['source_meta']['key']}" in expected  # the input tar's metadata is kept
 
 
 def test_output_as_fsspec_url(photo_paths, tmp_path):
@@ -396,3 +401,99 @@ def test_fractional_gpus_let_two_workers_share_one_gpu(photo_paths, tmp_path):
         ray.shutdown()
     assert manifest["totals"]["ok"] == 8
     assert len(pids) == 2  # GPU 1 // 0.5 = 2 actors, both built shards
+
+
+def test_second_build_into_the_same_output_is_refused(photos_dir, tmp_path):
+    """#13 case 6: two builds at once; the second is refused in one line, the first completes."""
+    out = tmp_path / "ds"
+    args = ("build", photos_dir, "-o", out, "-a", "canny,test_slow", "-p", "test_slow.seconds=0.1",
+            "--import", "tests.plugins", "--workers", "1", *FAST)  # fmt: skip
+    env = {**os.environ, "PYTHONPATH": str(ROOT)}
+    first = subprocess.Popen([sys.executable, "-m", "pipeline", *map(str, args)], env=env,
+                             stderr=subprocess.PIPE, text=True)  # fmt: skip
+    deadline = time.time() + 60
+    while time.time() < deadline and not (out / ".hintset.lock").exists():
+        time.sleep(0.05)
+    second = run_cli(*args)
+    assert first.wait(timeout=300) == 0, first.stderr.read()
+    assert second.returncode == 2 and second.stderr.count("\n") == 1, second.stderr
+    assert "is being built by pid" in second.stderr
+    assert not (out / ".hintset.lock").exists()
+    assert len(index_rows(out)) == 20 and run_cli("verify", out).returncode == 0
+
+
+def test_stale_lock_of_a_dead_build_is_taken_over(photo_paths, tmp_path):
+    import socket
+
+    out = tmp_path / "ds"
+    out.mkdir()
+    dead = subprocess.Popen([sys.executable, "-c", "pass"])
+    dead.wait()
+    lock = {"host": socket.gethostname(), "pid": dead.pid, "token": "x", "heartbeat": time.time()}
+    (out / ".hintset.lock").write_text(json.dumps(lock))
+    proc = run_cli("build", photo_paths[0], "-o", out, *FAST)
+    assert proc.returncode == 0, proc.stderr
+    assert not (out / ".hintset.lock").exists()
+
+
+def test_done_shard_with_missing_tar_or_index_is_rebuilt(photo_paths, tmp_path):
+    """#13 case 7: a deleted tar or index is built again, never reported complete."""
+    folder = copy_photos(photo_paths[:8], tmp_path / "in")
+    out = tmp_path / "ds"
+    assert run_cli("build", folder, "-o", out, *FAST).returncode == 0
+    before = tars(out)
+    (out / "shards" / "00001.tar").unlink()
+    (out / "index" / "00000.parquet").unlink()
+    proc = run_cli("build", folder, "-o", out, *FAST)
+    assert proc.returncode == 0, proc.stderr
+    assert "shard 00000: tar or index missing" in proc.stderr + proc.stdout
+    assert "shard 00001: tar or index missing" in proc.stderr + proc.stdout
+    assert tars(out) == before and len(index_rows(out)) == 8
+    assert run_cli("verify", out).returncode == 0
+
+
+def test_empty_input_folder_fails_and_ray_start_is_announced(photos_dir, tmp_path):
+    """#13 case 18: an empty folder is an error (exit 2); the build says Ray is starting."""
+    (tmp_path / "empty").mkdir()
+    proc = run_cli("build", tmp_path / "empty", "-o", tmp_path / "ds", *FAST)
+    assert proc.returncode == 2 and "no images found" in proc.stderr
+    proc = run_cli("build", photos_dir, "-o", tmp_path / "ds2", "--resolution", "64",
+                   "--max-shards", "1", "--shard-size", "4")  # fmt: skip
+    assert proc.returncode == 0, proc.stderr
+    assert "starting Ray" in proc.stderr and "stopped after 1 shards" in proc.stderr
+    assert len(list((tmp_path / "ds2" / "stats").glob("*.json"))) == 1
+
+
+def test_output_inside_the_input_is_not_read_back(photo_paths, tmp_path):
+    """#13 case 3: annotate into inp/maps three times, then build inp: maps are not inputs."""
+    folder = copy_photos(photo_paths[:2], tmp_path / "inp")
+    for _ in range(3):
+        proc = run_cli("annotate", folder, "-o", folder / "maps", "-r", "64", "-q")
+        assert proc.returncode == 0, proc.stderr
+    assert not (folder / "maps" / "maps").exists()
+    assert len(list((folder / "maps").glob("*.png"))) == 2
+    proc = run_cli("build", folder, "-o", folder / "ds", *FAST)
+    assert proc.returncode == 0, proc.stderr
+    assert sorted(Path(r["source"]).name for r in index_rows(folder / "ds")) == sorted(
+        p.name for p in photo_paths[:2]
+    )
+    again = run_cli("build", folder, "-o", folder / "ds", *FAST)
+    assert again.returncode == 0 and len(index_rows(folder / "ds")) == 2
+
+
+def test_unreadable_tars_are_recorded_and_the_build_goes_on(dataset, tmp_path):
+    """#13 case 9: a truncated tar and a non-tar named .tar fail as inputs, with their reason."""
+    src, _ = dataset
+    good = (src / "shards" / "00000.tar").read_bytes()
+    (tmp_path / "truncated.tar").write_bytes(good[: len(good) // 2])
+    (tmp_path / "text.tar").write_bytes(b"not a tar\n" * 100)
+    out = tmp_path / "ds"
+    proc = run_cli("build", src / "shards" / "00001.tar", tmp_path / "truncated.tar",
+                   tmp_path / "text.tar", "-o", out, "-a", "lines", *FAST)  # fmt: skip
+    assert proc.returncode == 1, proc.stderr  # failed inputs: exit 1, the rest is built
+    rows = index_rows(out)
+    failed = {Path(r["source"]).name: r["error"] for r in rows if r["status"] == "failed"}
+    assert failed["truncated.tar"].startswith("input: ") and "text.tar" in failed
+    assert "not a readable tar" in failed["text.tar"]
+    assert sum(r["status"] == "ok" for r in rows) >= 4
+    assert run_cli("verify", out).returncode == 0

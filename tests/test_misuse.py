@@ -19,7 +19,7 @@ from PIL import Image
 from annotators import create
 from pipeline.atomic import atomic_write, remove_stale_temps, temp_file
 from pipeline.decode import DecodeError, decode
-from pipeline.shard_writer import read_index
+from pipeline.layout import read_index
 from pipeline.storage import NotHintsetOutput, Storage
 from pipeline.worker import AnnotatorSpec, Worker
 from tests.conftest import run_cli

@@ -10,8 +10,8 @@ import pytest
 
 import tests.plugins  # noqa: F401 - registers test_raises / test_model
 from pipeline.engine import WorkerSetup, make_pipeline
+from pipeline.layout import read_index
 from pipeline.sample_ref import SampleRef
-from pipeline.shard_writer import read_index
 from pipeline.storage import Storage
 from pipeline.writers.files import FilesWriter
 from pipeline.writers.webdataset import ShardWriter

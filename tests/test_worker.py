@@ -91,4 +91,6 @@ def test_original_size_is_kept_with_min_size(photo_paths):
 def test_resize_target_over_the_pixel_limit_fails_the_sample():
     worker = Worker([AnnotatorSpec("canny")], resolution=4000, max_pixels=2_000_000)
     result = worker.process("k", encoded("PNG", size=(400, 30)))
-    assert result.status == "failed" and result.error.startswith("resize: resized image too large: 400x30")
+    assert result.status == "failed" and result.error.startswith(
+        "resize: resized image too large: 400x30"
+    )

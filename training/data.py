@@ -14,11 +14,13 @@ from pathlib import Path
 
 import numpy as np
 
+from pipeline import layout
+
 
 def shard_urls(data: str) -> list[str]:
     """Shard list for a build folder (OUT/shards/*.tar), a single tar, or a brace/URL pattern."""
     if os.path.isdir(data):
-        return sorted(glob.glob(os.path.join(data, "shards", "*.tar")))
+        return sorted(glob.glob(os.path.join(data, layout.SHARDS, "*.tar")))
     import braceexpand
 
     return list(braceexpand.braceexpand(data))
@@ -27,14 +29,17 @@ def shard_urls(data: str) -> list[str]:
 def ok_keys(data: str) -> set[str] | None:
     """Keys whose index status is "ok" (None when there is no local index to consult)."""
     paths = (
-        sorted(glob.glob(os.path.join(data, "index", "*.parquet"))) if os.path.isdir(data) else []
+        sorted(glob.glob(os.path.join(data, layout.INDEX, "*.parquet")))
+        if os.path.isdir(data)
+        else []
     )
     if not paths:
         return None
-    from pipeline.shard_writer import read_index
-
     return {
-        r["key"] for p in paths for r in read_index(Path(p).read_bytes()) if r["status"] == "ok"
+        r["key"]
+        for p in paths
+        for r in layout.read_index(Path(p).read_bytes())
+        if r["status"] == "ok"
     }
 
 
@@ -140,10 +145,11 @@ class ShardDataset:
             self.skipped["status"] += 1
             return None
         names = [f"{c}.png" for c in self.conditions]
-        if any(n not in sample for n in names) or "jpg" not in sample:
+        stored = layout.sample_image(sample)
+        if any(n not in sample for n in names) or stored is None:
             self.skipped["missing_map"] += 1
             return None
-        image = Image.open(io.BytesIO(sample["jpg"]))
+        image = Image.open(io.BytesIO(stored[1]))
         maps = [Image.open(io.BytesIO(sample[n])) for n in names]
         pixels, cond = crop_and_flip(image, maps, self.resolution, rng)
         caption = sample.get("txt", b"").decode("utf-8").strip()

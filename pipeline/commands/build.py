@@ -25,8 +25,7 @@ from pipeline.commands.options import (
 )
 @click.option(
     "--captions",
-    type=click.Path(exists=True, dir_okay=False),
-    help="JSONL/CSV/Parquet with file and caption columns (else sidecar <stem>.txt).",
+    help="JSONL/CSV/Parquet (path or URL) with file and caption columns (else sidecar <stem>.txt).",
 )
 @click.option(
     "--shard-size",
@@ -109,13 +108,29 @@ from pipeline.commands.options import (
     help="Delete what hintset wrote in OUT (manifest, plan, shards, index, stats) and start "
     "over; other files stay, and a folder hintset did not make is refused.",
 )
+@click.option(
+    "--storage-option",
+    "storage_opts",
+    multiple=True,
+    metavar="PROTOCOL.KEY=VALUE",
+    help="fsspec option, repeatable: --storage-option s3.endpoint_url=http://host:9000 "
+    "(AWS_* environment variables work without it).",
+)
+@click.option(
+    "--max-shards",
+    default=0,
+    type=click.IntRange(min=0),
+    help="Stop after building this many shards (a trial run; rerun to continue).",
+)
 @annotator_options
 @quiet_option
 def build(inputs, out, names, params, captions, shard_size, resolution, min_size, keep_original,
           workers, address, cpus_per_worker, gpus_per_worker, max_retries, batch_size,
-          weights_dir, imports, retry_failed, overwrite, quiet):  # fmt: skip
+          weights_dir, imports, retry_failed, storage_opts, max_shards, overwrite, quiet):  # fmt: skip
     """Build a ControlNet dataset from INPUTS: image folders/files, WebDataset tars (paths,
-    globs or brace notation such as 'data/{00000..00009}.tar') or Parquet/CSV lists.
+    globs or brace notation such as 'data/{00000..00009}.tar') or Parquet/CSV/JSONL lists,
+    local or any fsspec URL (s3://, gs://, http(s)://). Each tar, each list row range
+    of --shard-size rows, and each chunk of --shard-size folder images makes one shard.
 
     \b
     Output (OUT):
@@ -123,6 +138,7 @@ def build(inputs, out, names, params, captions, shard_size, resolution, min_size
       shards/00000.tar      {key}.jpg {key}.txt {key}.json {key}.<map>.png ...
       index/00000.parquet   one row per input, failures included (status, error)
       stats/00000.json      written last: the shard is complete
+      plan/00000.parquet    the units of work (one row per shard)
     Rerunning the same command resumes; new inputs go into new shards.
     Exit code 1 if any input failed (as for annotate; --retry-failed redoes them),
     2 for usage or setup errors.
@@ -134,8 +150,10 @@ def build(inputs, out, names, params, captions, shard_size, resolution, min_size
     from tqdm import tqdm
 
     from pipeline.build import run_build
+    from pipeline.lock import LockHeld
     from pipeline.ray_runner import BuildFailed
 
+    set_storage_options(storage_opts)
     specs = specs_from(names, params, weights_dir, tuple(imports))
     try:
         check_options(inputs, out, address, gpus_per_worker, overwrite)
@@ -146,7 +164,7 @@ def build(inputs, out, names, params, captions, shard_size, resolution, min_size
                smoothing=0.1)  # fmt: skip
 
     def on_plan(total: int, todo: int, samples: int) -> None:
-        bar.reset(total=samples)
+        bar.reset(total=samples if samples >= 0 else None)
         if total > todo:
             bar.write(f"{total - todo} of {total} shards already complete; resuming")
 
@@ -162,12 +180,16 @@ def build(inputs, out, names, params, captions, shard_size, resolution, min_size
             gpus_per_worker=gpus_per_worker, max_retries=max_retries, batch_size=batch_size,
             retry_failed=retry_failed, overwrite=overwrite, imports=tuple(imports),
             on_plan=on_plan, on_samples=bar.update, on_shard=on_shard,
+            on_message=lambda text: bar.write(text, file=sys.stderr), max_shards=max_shards,
         )  # fmt: skip
-    except (BuildFailed, FileNotFoundError, ValueError) as err:
+    except (BuildFailed, LockHeld, FileNotFoundError, ValueError) as err:
         bar.close()
         click.echo(f"error: {' '.join(str(err).split())}", err=True)
         sys.exit(2)
     bar.close()
+    if manifest["status"] != "complete":
+        click.echo(f"stopped after {max_shards} shards (--max-shards); rerun to continue", err=True)
+        return
     t = manifest["totals"]
     filtered = f", {t['filtered']} filtered" if t.get("filtered") else ""
     click.echo(f"{t['ok']} ok, {t['failed']} failed{filtered}, {t['no_caption']} without caption "
@@ -194,3 +216,23 @@ def check_options(
             if any(path == o or path.startswith(o + os.sep) for o in owned):
                 raise ValueError(f"input {item} lies in what --overwrite would delete in {out}; "
                                  "copy it elsewhere or write to another folder")  # fmt: skip
+
+
+def set_storage_options(pairs: tuple[str, ...]) -> None:
+    """``s3.endpoint_url=URL`` pairs into $HINTSET_STORAGE_OPTIONS (read here and by workers)."""
+    import json
+    import os
+
+    options = json.loads(os.environ.get("HINTSET_STORAGE_OPTIONS") or "{}")
+    for pair in pairs:
+        target, sep, value = pair.partition("=")
+        protocol, dot, key = target.partition(".")
+        if not sep or not dot or not key:
+            raise click.UsageError(f"bad --storage-option {pair!r}: expected PROTOCOL.KEY=VALUE")
+        try:
+            parsed = json.loads(value)
+        except ValueError:
+            parsed = value
+        options.setdefault(protocol, {})[key] = parsed
+    if options:
+        os.environ["HINTSET_STORAGE_OPTIONS"] = json.dumps(options)

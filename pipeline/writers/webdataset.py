@@ -21,9 +21,9 @@ import tarfile
 import time
 from typing import TYPE_CHECKING, Any
 
+from pipeline import layout
 from pipeline.atomic import temp_file
 from pipeline.encode import encode_jpeg, encode_json
-from pipeline.shard_writer import INDEX, SHARDS, STATS, write_index
 from pipeline.storage import Storage
 
 if TYPE_CHECKING:
@@ -90,7 +90,7 @@ class ShardWriter:
 
     @property
     def tar_rel(self) -> str:
-        return f"{SHARDS}/{self.name}.tar"
+        return layout.tar_path(self.shard_id)
 
     def encode(self, sample: Sample) -> None:
         """The stored image (JPEG of the resized image, or the original bytes) and metadata."""
@@ -134,7 +134,7 @@ class ShardWriter:
         members = [(image_ext, stored[image_ext]), ("txt", stored["txt"]),
                    ("json", stored["json"]), *result.files.items()]  # fmt: skip
         for suffix, data in members:
-            add_member(self.tar, f"{key}.{suffix}", data)
+            add_member(self.tar, layout.member_name(key, suffix), data)
         self.stat_keys.update(result.stats)
         for stage, seconds in result.timings.items():
             self.stages[stage] = self.stages.get(stage, 0.0) + seconds
@@ -147,7 +147,7 @@ class ShardWriter:
         self.raw.close()
         self.storage.put_file(self.tmp, self.tar_rel)
         rows = self.rows
-        write_index(self.storage, f"{INDEX}/{self.name}.parquet", rows)
+        self.storage.write_bytes(layout.index_path(self.shard_id), layout.encode_index(rows))
         count = {s: sum(r["status"] == s for r in rows) for s in ("ok", "failed", "filtered")}
         stats = {
             "shard": self.shard_id,
@@ -162,7 +162,7 @@ class ShardWriter:
             "stage_seconds": {k: round(v, 3) for k, v in sorted(self.stages.items())},
             "failures": {r["key"]: r["error"] for r in rows if r["status"] == "failed"},
         }
-        self.storage.write_bytes(f"{STATS}/{self.name}.json", encode_json(stats) + b"\n")
+        self.storage.write_bytes(layout.stats_path(self.shard_id), encode_json(stats) + b"\n")
         return stats
 
     def abort(self) -> None:
@@ -189,9 +189,17 @@ def aggregate(rows: list[dict[str, Any]], stat_keys: list[str]) -> dict[str, dic
     return out
 
 
-def shard_done(storage: Storage, shard_id: int) -> bool:
-    """A shard is complete when its stats file exists (it is written last)."""
-    return storage.exists(f"{STATS}/{shard_id:05d}.json")
+def done_shards(storage: Storage) -> tuple[set[int], set[int]]:
+    """(complete shard ids, ids whose stats exist but whose tar or index is gone).
+
+    Three listings, whatever the number of shards: a stats file marks a shard complete
+    only while its tar and index are there too.
+    """
+    names = {d: {layout.shard_id(n) for n in storage.list(d)}
+             for d in (layout.SHARDS, layout.INDEX, layout.STATS)}  # fmt: skip
+    stats = names[layout.STATS] - {None}
+    complete = stats & names[layout.SHARDS] & names[layout.INDEX]
+    return complete, stats - complete
 
 
 def _json_or_text(text: str) -> Any:

@@ -1,0 +1,198 @@
+"""Units of work and what a worker makes of them: a unit expands into SampleRef records.
+
+A unit is one output shard's worth of input, described in a few fields so the driver
+never touches samples: one input tar, a row range of a list file, or a chunk of image
+files found by listing a folder. :func:`iter_unit` runs in the worker.
+
+Keys (unique in the dataset, no dots, stable across reruns):
+- folder images: ``make_key(path relative to its input folder, without extension)``,
+  e.g. ``sub_dog``; the driver lists these files anyway and resolves clashes among them
+  (``a.jpg`` and ``a.png``) by appending ``_`` + 10 hex digits of the file's URL hash.
+  ``make_key`` collapses runs of ``_``, so these keys never contain ``__``.
+- tar members: ``{namespace}__{make_key(member key)}``; list rows: ``{namespace}__{row:09d}``.
+  The namespace comes from the tar's or list's file name and is unique among all
+  tars and lists of the dataset (the driver sees every input file); a key repeated
+  inside one unit gets the hash suffix there. So keys of different units never collide.
+"""
+
+from __future__ import annotations
+
+import csv
+import hashlib
+import io
+import json
+import re
+from collections.abc import Iterator
+from dataclasses import dataclass, replace
+
+from pipeline.sample_ref import SampleRef
+
+PATH_COLUMNS = ("file", "path", "image", "filename", "file_name", "url")
+CAPTION_COLUMNS = ("caption", "text", "prompt")
+_UNSAFE = re.compile(r"[^A-Za-z0-9-]+")
+
+
+def make_key(rel: str) -> str:
+    """A WebDataset-safe key: letters, digits, ``-`` and single ``_`` between them."""
+    return _UNSAFE.sub("_", rel).strip("_") or "sample"
+
+
+def hashed(key: str, identity: str) -> str:
+    """``key`` made distinct by a short hash of the sample's identity."""
+    return f"{key}_{hashlib.sha1(identity.encode()).hexdigest()[:10]}"
+
+
+@dataclass(frozen=True)
+class Unit:
+    """One shard's worth of input: a tar, a list row range, or a chunk of image files."""
+
+    id: int  # the output shard id
+    kind: str  # "files" | "tar" | "list"
+    url: str = ""  # the tar or list file (absolute local path or fsspec URL)
+    ns: str = ""  # key namespace of a tar or list
+    start: int = 0  # list rows [start, stop)
+    stop: int = 0
+    offset: int = 0  # CSV/JSONL: byte offset of row ``start`` (Parquet: unused)
+    end: int = -1  # CSV/JSONL: byte offset after row ``stop - 1``
+    urls: tuple[str, ...] = ()  # files: the images
+    keys: tuple[str, ...] = ()  # files: their keys
+    rels: tuple[str, ...] = ()  # files: paths relative to their input folder
+    captions: tuple[str | None, ...] = ()  # files: caption from --captions (None: none)
+    caption_urls: tuple[str, ...] = ()  # files: sidecar .txt ("" if none)
+
+    @property
+    def name(self) -> str:
+        return f"{self.id:05d}"
+
+    @property
+    def size(self) -> int:
+        """Samples in the unit (-1 for a tar: unknown until it is read)."""
+        if self.kind == "files":
+            return len(self.urls)
+        return self.stop - self.start if self.kind == "list" else -1
+
+
+def iter_unit(unit: Unit) -> Iterator[SampleRef]:
+    """The unit's samples in a fixed order, with unique keys; runs in the worker."""
+    if unit.kind == "files":
+        for i, url in enumerate(unit.urls):
+            yield SampleRef(key=unit.keys[i], source=url, rel=unit.rels[i], url=url,
+                            caption=unit.captions[i] if unit.captions else None,
+                            caption_url=unit.caption_urls[i] if unit.caption_urls else "")  # fmt: skip
+        return
+    used: set[str] = set()
+    refs = _tar_refs(unit) if unit.kind == "tar" else _list_refs(unit)
+    for ref in refs:
+        key = ref.key
+        while key in used:
+            key = hashed(key, f"{ref.source}#{len(used)}")
+        used.add(key)
+        yield ref if key == ref.key else replace(ref, key=key)
+
+
+def _tar_refs(unit: Unit) -> Iterator[SampleRef]:
+    """Stream the tar once, start to end; an unreadable rest becomes one failed record."""
+    from pipeline.layout import iter_tar_samples, sample_image
+    from pipeline.reader import open_url
+
+    try:
+        with open_url(unit.url) as handle:
+            for member_key, sample in iter_tar_samples(handle):
+                image = sample_image(sample)
+                if image is None:
+                    continue
+                caption = sample.get("txt")
+                yield SampleRef(
+                    key=f"{unit.ns}__{make_key(member_key)}",
+                    source=f"{unit.url}#{member_key}",
+                    rel=member_key,
+                    caption=None if caption is None else caption.decode("utf-8", "replace").strip(),
+                    meta=sample.get("json", b"").decode("utf-8", "replace").strip(),
+                    data=image[1],
+                )
+    except Exception as err:  # noqa: BLE001 - any unreadable tar is one failed input, not a failed build
+        yield SampleRef(key=f"{unit.ns}__input", source=unit.url, data=b"",
+                        error=f"input: {' '.join(str(err).split())}")  # fmt: skip
+
+
+def _list_refs(unit: Unit) -> Iterator[SampleRef]:
+    try:
+        rows = read_rows(unit)
+    except Exception as err:  # noqa: BLE001 - an unreadable list range fails its rows, not the build
+        for row in range(unit.start, unit.stop):
+            yield SampleRef(key=f"{unit.ns}__{row:09d}", source=f"{unit.url}#{row}", data=b"",
+                            error=f"input: {' '.join(str(err).split())}")  # fmt: skip
+        return
+    base = unit.url.rsplit("/", 1)[0]
+    path_col, text_col = list_columns(list(rows[0]) if rows else [], unit.url)
+    for row, values in enumerate(rows, start=unit.start):
+        key = f"{unit.ns}__{row:09d}"
+        path = values.get(path_col)
+        caption = values.get(text_col) if text_col else None
+        caption = None if caption is None else str(caption)
+        if not path:
+            yield SampleRef(key=key, source=f"{unit.url}#{row}", caption=caption, data=b"",
+                            error=f"input: row {row} has no {path_col}")  # fmt: skip
+            continue
+        path = str(path)
+        url = path if "://" in path or path.startswith("/") else f"{base}/{path}"
+        yield SampleRef(key=key, source=url, rel=path, caption=caption, url=url)
+
+
+def list_columns(names: list[str], url: str) -> tuple[str, str | None]:
+    """(path column, caption column or None) of a list; ValueError naming the file if no path."""
+    path_col = next((c for c in PATH_COLUMNS if c in names), None)
+    if path_col is None:
+        raise ValueError(f"{url}: needs one of the columns {list(PATH_COLUMNS)}; has {sorted(names)}")  # fmt: skip
+    return path_col, next((c for c in CAPTION_COLUMNS if c in names), None)
+
+
+def read_rows(unit: Unit) -> list[dict]:
+    """Rows ``[start, stop)`` of a list unit: Parquet by row groups, CSV/JSONL by byte range."""
+    from pipeline.reader import open_url
+
+    lower = unit.url.lower()
+    if lower.endswith(".parquet"):
+        return _parquet_rows(unit)
+    with open_url(unit.url) as handle:
+        header = handle.readline() if lower.endswith(".csv") else b""
+        skip = unit.offset - len(header)
+        while skip > 0:  # streams (http) cannot seek: read past the rows before the range
+            data = handle.read(min(skip, 1 << 20))
+            if not data:
+                break
+            skip -= len(data)
+        chunk = handle.read(unit.end - unit.offset) if unit.end >= 0 else handle.read()
+    if lower.endswith(".csv"):
+        text = (header + chunk).decode("utf-8")
+        rows = list(csv.DictReader(io.StringIO(text)))
+    else:
+        rows = [json.loads(line) for line in chunk.decode("utf-8").splitlines() if line.strip()]
+    if len(rows) != unit.stop - unit.start:
+        raise ValueError(f"{unit.url}: expected {unit.stop - unit.start} rows at byte "
+                         f"{unit.offset}, found {len(rows)} (file changed since planning?)")  # fmt: skip
+    return rows
+
+
+def _parquet_rows(unit: Unit) -> list[dict]:
+    """Read only the row groups that overlap the range, only the path and caption columns."""
+    import pyarrow.parquet as pq
+
+    from pipeline.reader import open_url
+
+    with open_url(unit.url, seekable=True) as handle:
+        pf = pq.ParquetFile(handle)
+        path_col, text_col = list_columns(pf.schema_arrow.names, unit.url)
+        columns = [c for c in (path_col, text_col) if c]
+        rows: list[dict] = []
+        first = 0
+        for group in range(pf.metadata.num_row_groups):
+            count = pf.metadata.row_group(group).num_rows
+            lo, hi = max(unit.start, first), min(unit.stop, first + count)
+            if lo < hi:
+                table = pf.read_row_group(group, columns=columns, use_threads=False)
+                rows += table.slice(lo - first, hi - lo).to_pylist()
+            first += count
+            if first >= unit.stop:
+                break
+    return rows
