@@ -204,7 +204,7 @@ def test_original_size_is_the_full_upright_size(photo_paths, dataset):
 # -- 14: outputs get a normal file's mode --------------------------------------------------
 def test_outputs_have_the_mode_a_normal_write_gives(dataset, tmp_path, photo_paths):
     files = [p for p in dataset.rglob("*") if p.is_file()]
-    assert {p.suffix for p in files} >= {".json", ".tar", ".parquet", ".jsonl"}
+    assert {p.suffix for p in files} >= {".json", ".tar", ".parquet"}
     assert {stat.S_IMODE(p.stat().st_mode) for p in files} == {0o666 & ~UMASK}
     out = tmp_path / "maps"
     proc = run_cli("annotate", photo_paths[0], "-o", out, "-w", "1", "-q", preexec_fn=set_umask)
