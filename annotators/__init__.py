@@ -12,11 +12,14 @@ from annotators import (  # noqa: F401
     face,
     hed,
     inpaint,
+    lineart,
+    lineart_anime,
     lines,
     normal,
     pose,
     seg,
     shuffle,
+    softedge,
     tile,
 )
 from annotators.base import Annotation, Annotator, AnnotatorError, Param
