@@ -14,7 +14,7 @@ from typing import Any
 import numpy as np
 
 from annotators.base import Annotation, Param
-from annotators.inference import TORCH_PARAMS, TorchAnnotator, groups_by_size, load_network
+from annotators.learned import LEARNED_PARAMS, LearnedAnnotator, groups_by_size
 from annotators.pose_draw import draw_people, openpose_json
 from annotators.registry import register
 
@@ -35,7 +35,7 @@ def landmark(point: Any, shape: tuple[int, int], min_confidence: float, visibili
 
 
 @register
-class Pose(TorchAnnotator):
+class Pose(LearnedAnnotator):
     """OpenPose 18-keypoint body (+ optional hands and face) on black, and the keypoints as JSON."""
 
     name = "pose"
@@ -49,7 +49,7 @@ class Pose(TorchAnnotator):
         Param("face", False, "detect and draw face points (mediapipe only)"),
         Param("min_confidence", 0.5, "mediapipe: drop keypoints less visible than this"),
         Param("model_complexity", 1, "mediapipe pose model (0 lite, 1 full)", choices=(0, 1)),
-        *TORCH_PARAMS,
+        *LEARNED_PARAMS,
     )
 
     def _validate(self) -> None:
@@ -73,11 +73,9 @@ class Pose(TorchAnnotator):
     def benchmark_variants(cls) -> list[dict[str, Any]]:
         return [{"backend": "openpose"}]
 
-    def load(self) -> None:
-        """Load MediaPipe's bundled models (no torch needed) or the OpenPose networks."""
-        if self._loaded is None and self.config["backend"] == "mediapipe":
-            self._loaded = self._load_networks()
-        super().load()
+    def uses_weights(self) -> bool:
+        """Only backend openpose loads checkpoints (MediaPipe's models ship in its wheel)."""
+        return self.config["backend"] == "openpose"
 
     def _load_networks(self) -> list[dict[str, Any]]:
         if self.config["backend"] == "mediapipe":
@@ -94,15 +92,13 @@ class Pose(TorchAnnotator):
                 {i for edge in solutions.face_mesh.FACEMESH_CONTOURS for i in edge}
             )
             return []
-        from annotators.openpose import BODY_WEIGHTS, HAND_WEIGHTS, build_body, build_hand
+        from annotators.nets.openpose import build_body, build_hand
+        from annotators.openpose import BODY_WEIGHTS, HAND_WEIGHTS
 
-        weights_dir = self.config["weights_dir"]
-        self._body, body_id = load_network(BODY_WEIGHTS, build_body, weights_dir=weights_dir,
-                                           device=self.device)  # fmt: skip
+        self._body, body_id = self.load_torch(BODY_WEIGHTS, build_body)
         loaded = [body_id]
         if self.config["hands"]:
-            self._hand, hand_id = load_network(HAND_WEIGHTS, build_hand, weights_dir=weights_dir,
-                                               device=self.device)  # fmt: skip
+            self._hand, hand_id = self.load_torch(HAND_WEIGHTS, build_hand)
             loaded.append(hand_id)
         return loaded
 

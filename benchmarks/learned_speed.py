@@ -1,7 +1,7 @@
 """Speed of every learned annotator at its real size: ms per image at 512x512 on CPU, batch 1 vs 8.
 
 Random weights at the published sizes cost the same as the real ones, so no download is
-needed: every family module's ``write_random_weights(folder, tiny=False)`` fills a temporary
+needed: ``tests.weights.write_all(folder, tiny=False)`` fills a temporary
 weights folder, then each registered annotator that needs weights (each of its
 ``benchmark_variants()``) runs on real photos cropped to 512x512.
 
@@ -12,9 +12,6 @@ weights folder, then each registered annotator that needs weights (each of its
 from __future__ import annotations
 
 import argparse
-import importlib
-import os
-import pkgutil
 import sys
 import tempfile
 import time
@@ -26,21 +23,10 @@ import numpy as np
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-import annotators  # noqa: E402
 from annotators import create, get, list_annotators  # noqa: E402
 from benchmarks.common import PHOTOS  # noqa: E402
 from pipeline.decode import load_image, resize_short_side  # noqa: E402
-
-
-
-def family_modules() -> list[Any]:
-    """Every ``annotators.*`` module that can write random weights (imports them all)."""
-    found = []
-    for info in pkgutil.iter_modules(annotators.__path__):
-        module = importlib.import_module(f"annotators.{info.name}")
-        if callable(getattr(module, "write_random_weights", None)):
-            found.append(module)
-    return found
+from tests.weights import write_all  # noqa: E402
 
 
 def learned_variants(only: set[str]) -> list[tuple[str, dict[str, Any]]]:
@@ -128,8 +114,7 @@ def main() -> None:
     with tempfile.TemporaryDirectory(prefix="hintset-bench-") as tmp:
         weights = Path(args.weights_dir or tmp)
         start = time.perf_counter()
-        for module in family_modules():
-            module.write_random_weights(weights, tiny=args.tiny)
+        write_all(weights, tiny=args.tiny)
         print(f"random weights written to {weights} in {time.perf_counter() - start:.1f}s")
         print(
             f"\nCPU, torch {torch.__version__}, {torch.get_num_threads()} threads, "

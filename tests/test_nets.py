@@ -1,6 +1,6 @@
 """HED, scribble, M-LSD lines and normals: random weights in the published layout, real loading.
 
-The checkpoints are written once per session by each module's ``write_random_weights``
+The checkpoints are written once per session by ``tests/weights.py``
 (real size, published file name and format) and loaded through ``annotators.weights`` from a
 local folder in offline mode.
 """
@@ -17,11 +17,12 @@ import numpy as np
 import pytest
 
 from annotators import create, hed, list_annotators, mlsd, normal
-from annotators.inference import clear_cache
+from annotators.learned import clear_cache
 from annotators.weights import WeightsError, WeightsFile, sha256_file
 from pipeline.decode import load_image, resize_short_side
+from tests.weights import write_bae, write_depth, write_hed, write_mlsd
 
-MODULES = {"hed": hed, "mlsd": mlsd, "bae": normal}
+WRITERS = {"hed": write_hed, "mlsd": write_mlsd, "bae": write_bae}
 FILES = {"hed": "ControlNetHED.pth", "mlsd": "mlsd_large_512_fp32.pth", "bae": "scannet.pt"}
 LOADERS = {"hed": hed.load_hed, "mlsd": mlsd.load_mlsd, "bae": normal.load_bae}
 
@@ -30,9 +31,9 @@ LOADERS = {"hed": hed.load_hed, "mlsd": mlsd.load_mlsd, "bae": normal.load_bae}
 def weights_dir(tmp_path_factory) -> Path:
     """One folder with all three random checkpoints (written once per session)."""
     folder = tmp_path_factory.mktemp("weights")
-    for module in MODULES.values():
-        paths = module.write_random_weights(folder)
-        assert [p.name for p in paths] == [FILES[k] for k, m in MODULES.items() if m is module]
+    for net, write in WRITERS.items():
+        paths = write(folder)
+        assert [p.name for p in paths] == [FILES[net]]
     yield folder
     clear_cache()
 
@@ -308,9 +309,7 @@ def test_normal_depth_backend_records_convention():
 
 @pytest.mark.skipif("depth" not in list_annotators(), reason="the depth annotator is not merged")
 def test_normal_depth_backend_end_to_end(tmp_path, photos):
-    from annotators import depth as depth_module
-
-    depth_module.write_random_weights(tmp_path, tiny=True, models=("dpt-hybrid",))
+    write_depth(tmp_path, tiny=True, models=("dpt-hybrid",))
     annotator = create("normal", backend="depth", weights_dir=str(tmp_path), device="cpu")
     results = annotator.annotate_batch(photos)
     depths = annotator.depth.predict_depth(photos)
