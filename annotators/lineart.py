@@ -13,14 +13,7 @@ from typing import Any
 import numpy as np
 
 from annotators.base import Annotation, Param
-from annotators.inference import (
-    TORCH_PARAMS,
-    TorchAnnotator,
-    autocast,
-    groups_by_size,
-    load_network,
-    to_tensor,
-)
+from annotators.learned import LEARNED_PARAMS, LearnedAnnotator
 from annotators.registry import register
 from annotators.weights import WeightsFile
 
@@ -43,7 +36,7 @@ def white_on_black(darkness: np.ndarray) -> np.ndarray:
 
 
 @register
-class Lineart(TorchAnnotator):
+class Lineart(LearnedAnnotator):
     """Realistic line art (ControlNet 1.1 lineart): white lines on black, 1 channel."""
 
     name = "lineart"
@@ -51,8 +44,10 @@ class Lineart(TorchAnnotator):
     outputs = ("lineart",)
     description = "line art, white on black (1 channel); needs sk_model.pth (coarse: sk_model2.pth)"
     params = (
-        Param("coarse", False, "use the coarse model sk_model2.pth (ControlNet's 'Lineart_Coarse')"),
-        *TORCH_PARAMS,
+        Param(
+            "coarse", False, "use the coarse model sk_model2.pth (ControlNet's 'Lineart_Coarse')"
+        ),
+        *LEARNED_PARAMS,
     )
 
     @classmethod
@@ -66,9 +61,7 @@ class Lineart(TorchAnnotator):
 
     def _load_networks(self) -> list[dict[str, Any]]:
         spec = LINEART_COARSE_WEIGHTS if self.config["coarse"] else LINEART_WEIGHTS
-        self.model, ident = load_network(
-            spec, build_lineart, weights_dir=self.config["weights_dir"], device=self.device
-        )
+        self.model, ident = self.load_torch(spec, build_lineart)
         return [ident]
 
     def _annotate_batch(
@@ -78,11 +71,10 @@ class Lineart(TorchAnnotator):
 
         self.load()
         results: list[Annotation] = [None] * len(images)  # type: ignore[list-item]
-        for group in groups_by_size(images, self.config["batch_size"]):
+        for group, batch in self.padded_batches(images, LINEART_MULTIPLE):
             height, width = images[group[0]].shape[:2]
-            batch = to_tensor([images[i] for i in group], LINEART_MULTIPLE, self.device) / 255.0
-            with torch.inference_mode(), autocast(self.device, self.precision):
-                out = self.model(batch).float()[:, 0, :height, :width].cpu().numpy()
+            with torch.inference_mode(), self.autocast():
+                out = self.model(batch / 255.0).float()[:, 0, :height, :width].cpu().numpy()
             for i, darkness in zip(group, out, strict=True):
                 lines = white_on_black(darkness)
                 results[i] = Annotation(

@@ -14,13 +14,7 @@ import cv2
 import numpy as np
 
 from annotators.base import Annotation
-from annotators.inference import (
-    TORCH_PARAMS,
-    TorchAnnotator,
-    autocast,
-    groups_by_size,
-    load_network,
-)
+from annotators.learned import LEARNED_PARAMS, LearnedAnnotator, groups_by_size, to_tensor
 from annotators.registry import register
 from annotators.weights import WeightsFile, strip_module
 
@@ -43,14 +37,14 @@ def working_size(height: int, width: int) -> tuple[int, int]:
 
 
 @register
-class LineartAnime(TorchAnnotator):
+class LineartAnime(LearnedAnnotator):
     """Anime line art (ControlNet 1.1 lineart_anime): white lines on black, 1 channel."""
 
     name = "lineart_anime"
     version = "1"
     outputs = ("lineart_anime",)
     description = "anime line art (Anime2Sketch), white on black (1 channel); needs netG.pth"
-    params = TORCH_PARAMS
+    params = LEARNED_PARAMS
 
     @classmethod
     def weights_files(cls) -> list[WeightsFile]:
@@ -62,13 +56,7 @@ class LineartAnime(TorchAnnotator):
         return [{}]
 
     def _load_networks(self) -> list[dict[str, Any]]:
-        self.model, ident = load_network(
-            ANIME_WEIGHTS,
-            build_anime,
-            weights_dir=self.config["weights_dir"],
-            device=self.device,
-            extract=strip_module,
-        )
+        self.model, ident = self.load_torch(ANIME_WEIGHTS, build_anime, extract=strip_module)
         return [ident]
 
     def _annotate_batch(
@@ -84,9 +72,8 @@ class LineartAnime(TorchAnnotator):
             resized = [
                 cv2.resize(images[i], (wn, hn), interpolation=cv2.INTER_CUBIC) for i in group
             ]
-            batch = torch.from_numpy(np.stack(resized)).to(self.device).permute(0, 3, 1, 2)
-            batch = batch.float() / 127.5 - 1.0
-            with torch.inference_mode(), autocast(self.device, self.precision):
+            batch = to_tensor(resized, 1, self.device) / 127.5 - 1.0
+            with torch.inference_mode(), self.autocast():
                 out = self.model(batch).float()[:, 0] * 127.5 + 127.5
             for i, line in zip(group, out.cpu().numpy(), strict=True):
                 back = cv2.resize(line, (width, height), interpolation=cv2.INTER_CUBIC)

@@ -14,14 +14,7 @@ import numpy as np
 
 from annotators.base import Annotation, Param
 from annotators.hed import to_uint8
-from annotators.inference import (
-    TORCH_PARAMS,
-    TorchAnnotator,
-    autocast,
-    groups_by_size,
-    load_network,
-    to_tensor,
-)
+from annotators.learned import LEARNED_PARAMS, LearnedAnnotator
 from annotators.registry import register
 from annotators.weights import WeightsFile, strip_module
 
@@ -38,7 +31,7 @@ def build_pidinet() -> Any:
 
 
 @register
-class SoftEdge(TorchAnnotator):
+class SoftEdge(LearnedAnnotator):
     """PiDiNet soft edges (ControlNet 1.1 softedge): grey on black, 1 channel."""
 
     name = "softedge"
@@ -47,7 +40,7 @@ class SoftEdge(TorchAnnotator):
     description = "PiDiNet soft edges, grey on black (1 channel); needs table5_pidinet.pth"
     params = (
         Param("safe", False, 'ControlNet "safe" quantisation (3 levels) before scaling to 0..255'),
-        *TORCH_PARAMS,
+        *LEARNED_PARAMS,
     )
 
     @classmethod
@@ -60,13 +53,7 @@ class SoftEdge(TorchAnnotator):
         return [{}]
 
     def _load_networks(self) -> list[dict[str, Any]]:
-        self.model, ident = load_network(
-            PIDINET_WEIGHTS,
-            build_pidinet,
-            weights_dir=self.config["weights_dir"],
-            device=self.device,
-            extract=strip_module,
-        )
+        self.model, ident = self.load_torch(PIDINET_WEIGHTS, build_pidinet, extract=strip_module)
         return [ident]
 
     def _annotate_batch(
@@ -76,12 +63,11 @@ class SoftEdge(TorchAnnotator):
 
         self.load()
         results: list[Annotation] = [None] * len(images)  # type: ignore[list-item]
-        for group in groups_by_size(images, self.config["batch_size"]):
+        for group, batch in self.padded_batches(images, PIDINET_MULTIPLE):
             height, width = images[group[0]].shape[:2]
-            bgr = [np.ascontiguousarray(images[i][:, :, ::-1]) for i in group]
-            batch = to_tensor(bgr, PIDINET_MULTIPLE, self.device) / 255.0
-            with torch.inference_mode(), autocast(self.device, self.precision):
-                fused = self.model(batch)[-1].float()[:, 0, :height, :width]
+            bgr = batch.flip(1) / 255.0  # the network was trained on BGR
+            with torch.inference_mode(), self.autocast():
+                fused = self.model(bgr)[-1].float()[:, 0, :height, :width]
             for i, edge in zip(group, fused.cpu().numpy(), strict=True):
                 edges = to_uint8(edge, self.config["safe"])
                 results[i] = Annotation(

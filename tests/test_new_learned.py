@@ -1,7 +1,7 @@
 """lineart, lineart_anime and softedge: random weights in the published layout, real loading.
 
 Checkpoints are written once per session (real sizes, published names and containers) by
-``tests/new_map_weights.py`` and loaded offline from a local folder through the same code a
+``tests/weights.py`` and loaded offline from a local folder through the same code a
 user runs. Fidelity: the maps follow ControlNet 1.1's pre- and post-processing exactly
 (checked here against the network called directly on the documented inputs).
 """
@@ -18,11 +18,12 @@ import pytest
 import torch
 
 from annotators import create
-from annotators.inference import clear_cache
+from annotators.learned import clear_cache
 from annotators.nets.pidinet import pdc_conv
 from annotators.weights import WeightsError, load_state_dict
 from pipeline.decode import load_image, resize_short_side
-from tests.new_map_weights import write_new_map_weights
+from tests.weights import write_lineart, write_lineart_anime, write_pidinet
+
 
 def assert_close(ours: np.ndarray, expected: np.ndarray) -> None:
     """Equal within 1 grey level (float rounding differs between tensor memory layouts)."""
@@ -42,7 +43,8 @@ VARIANTS = [("lineart", {}), ("lineart", {"coarse": True}), ("lineart_anime", {}
 @pytest.fixture(scope="session")
 def weights_dir(tmp_path_factory) -> Path:
     folder = tmp_path_factory.mktemp("new-weights")
-    write_new_map_weights(folder)
+    for write in (write_lineart, write_lineart_anime, write_pidinet):
+        write(folder)
     yield folder
     clear_cache()
 

@@ -13,9 +13,12 @@ from typing import Any
 
 from annotators import ade20k, depth, seg
 from annotators.hed import HED_WEIGHTS, build_hed
+from annotators.lineart import LINEART_COARSE_WEIGHTS, LINEART_WEIGHTS, build_lineart
+from annotators.lineart_anime import ANIME_WEIGHTS, build_anime
 from annotators.mlsd import MLSD_WEIGHTS, build_mlsd
 from annotators.normal import BAE_WEIGHTS, build_bae
 from annotators.openpose import BODY_WEIGHTS, HAND_WEIGHTS
+from annotators.softedge import PIDINET_WEIGHTS, build_pidinet
 
 
 def random_state(build: Callable[[], Any], seed: int = 0) -> dict[str, Any]:
@@ -338,6 +341,31 @@ def write_seg(
     return written
 
 
+def write_lineart(folder: Path, *, tiny: bool = False) -> list[Path]:
+    """Random ``sk_model.pth`` and ``sk_model2.pth`` (plain state dicts, real size, different seeds)."""
+    paths = []
+    for seed, spec in enumerate((LINEART_WEIGHTS, LINEART_COARSE_WEIGHTS)):
+        path = Path(folder) / spec.filename
+        write_state(path, random_state(build_lineart, seed=seed))
+        paths.append(path)
+    return paths
+
+
+def write_lineart_anime(folder: Path, *, tiny: bool = False) -> list[Path]:
+    """A random ``netG.pth`` with DataParallel's ``module.`` key prefix (real size, 218 MB)."""
+    path = Path(folder) / ANIME_WEIGHTS.filename
+    write_state(path, {f"module.{k}": v for k, v in random_state(build_anime).items()})
+    return [path]
+
+
+def write_pidinet(folder: Path, *, tiny: bool = False) -> list[Path]:
+    """A random ``table5_pidinet.pth``: ``{"state_dict": {"module.<key>": ...}}`` (real size)."""
+    path = Path(folder) / PIDINET_WEIGHTS.filename
+    state = {f"module.{k}": v for k, v in random_state(build_pidinet).items()}
+    write_state(path, {"epoch": 0, "state_dict": state})
+    return [path]
+
+
 #: network -> writer(folder, tiny=...) of its random weights
 WRITERS: dict[str, Callable[..., list[Path]]] = {
     "hed": write_hed,
@@ -346,6 +374,9 @@ WRITERS: dict[str, Callable[..., list[Path]]] = {
     "openpose": write_openpose,
     "depth": write_depth,
     "seg": write_seg,
+    "lineart": write_lineart,
+    "lineart_anime": write_lineart_anime,
+    "pidinet": write_pidinet,
 }
 
 
