@@ -17,7 +17,7 @@ from typing import Any
 
 import numpy as np
 
-from annotators.base import Annotator, Param
+from annotators.base import Annotation, Annotator, Param
 from annotators.weights import (
     WeightsError,
     WeightsFile,
@@ -219,3 +219,30 @@ class LearnedAnnotator(Annotator):
             if path is not None:
                 found.append(identity(spec, path))
         return found
+
+
+def predict_padded(
+    annotator: LearnedAnnotator,
+    images: list[np.ndarray],
+    multiple: int,
+    forward: Callable[[Any], Any],
+) -> list[np.ndarray]:
+    """One-channel float maps: ``forward`` (Bx3xHpxWp, 0..255 -> Bx1xHpxWp) run on same-size
+    batches padded to ``multiple`` in the annotator's precision, cropped back to each image."""
+    import torch
+
+    maps: list[np.ndarray] = [np.empty(0)] * len(images)
+    for group, batch in annotator.padded_batches(images, multiple):
+        height, width = images[group[0]].shape[:2]
+        with torch.inference_mode(), annotator.autocast():
+            out = forward(batch).float()[:, 0, :height, :width].cpu().numpy()
+        for i, one in zip(group, out, strict=True):
+            maps[i] = one
+    return maps
+
+
+def gray_annotations(name: str, maps: list[np.ndarray]) -> list[Annotation]:
+    """One Annotation per uint8 map, stored as ``{key}.{name}.png`` with its mean as a statistic."""
+    return [
+        Annotation(maps={name: m}, stats={f"{name}_mean": float(m.mean()) / 255.0}) for m in maps
+    ]

@@ -13,7 +13,12 @@ from typing import Any
 import numpy as np
 
 from annotators.base import Annotation, Param
-from annotators.learned import LEARNED_PARAMS, LearnedAnnotator
+from annotators.learned import (
+    LEARNED_PARAMS,
+    LearnedAnnotator,
+    gray_annotations,
+    predict_padded,
+)
 from annotators.registry import register
 from annotators.weights import WeightsFile
 
@@ -54,11 +59,6 @@ class Lineart(LearnedAnnotator):
     def weights_files(cls) -> list[WeightsFile]:
         return [LINEART_WEIGHTS, LINEART_COARSE_WEIGHTS]
 
-    @classmethod
-    def benchmark_variants(cls) -> list[dict[str, Any]]:
-        """Parameter sets a speed benchmark runs (the coarse model costs the same)."""
-        return [{}]
-
     def _load_networks(self) -> list[dict[str, Any]]:
         spec = LINEART_COARSE_WEIGHTS if self.config["coarse"] else LINEART_WEIGHTS
         self.model, ident = self.load_torch(spec, build_lineart)
@@ -67,17 +67,6 @@ class Lineart(LearnedAnnotator):
     def _annotate_batch(
         self, images: list[np.ndarray], rngs: list[np.random.Generator]
     ) -> list[Annotation]:
-        import torch
-
         self.load()
-        results: list[Annotation] = [None] * len(images)  # type: ignore[list-item]
-        for group, batch in self.padded_batches(images, LINEART_MULTIPLE):
-            height, width = images[group[0]].shape[:2]
-            with torch.inference_mode(), self.autocast():
-                out = self.model(batch / 255.0).float()[:, 0, :height, :width].cpu().numpy()
-            for i, darkness in zip(group, out, strict=True):
-                lines = white_on_black(darkness)
-                results[i] = Annotation(
-                    maps={"lineart": lines}, stats={"lineart_mean": float(lines.mean()) / 255.0}
-                )
-        return results
+        darkness = predict_padded(self, images, LINEART_MULTIPLE, lambda b: self.model(b / 255.0))
+        return gray_annotations("lineart", [white_on_black(d) for d in darkness])

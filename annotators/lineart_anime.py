@@ -14,7 +14,13 @@ import cv2
 import numpy as np
 
 from annotators.base import Annotation
-from annotators.learned import LEARNED_PARAMS, LearnedAnnotator, groups_by_size, to_tensor
+from annotators.learned import (
+    LEARNED_PARAMS,
+    LearnedAnnotator,
+    gray_annotations,
+    groups_by_size,
+    to_tensor,
+)
 from annotators.registry import register
 from annotators.weights import WeightsFile, strip_module
 
@@ -50,11 +56,6 @@ class LineartAnime(LearnedAnnotator):
     def weights_files(cls) -> list[WeightsFile]:
         return [ANIME_WEIGHTS]
 
-    @classmethod
-    def benchmark_variants(cls) -> list[dict[str, Any]]:
-        """Parameter sets a speed benchmark runs (defaults)."""
-        return [{}]
-
     def _load_networks(self) -> list[dict[str, Any]]:
         self.model, ident = self.load_torch(ANIME_WEIGHTS, build_anime, extract=strip_module)
         return [ident]
@@ -65,21 +66,16 @@ class LineartAnime(LearnedAnnotator):
         import torch
 
         self.load()
-        results: list[Annotation] = [None] * len(images)  # type: ignore[list-item]
+        maps: list[np.ndarray] = [np.empty(0)] * len(images)
         for group in groups_by_size(images, self.config["batch_size"]):
             height, width = images[group[0]].shape[:2]
             hn, wn = working_size(height, width)
-            resized = [
-                cv2.resize(images[i], (wn, hn), interpolation=cv2.INTER_CUBIC) for i in group
-            ]
-            batch = to_tensor(resized, 1, self.device) / 127.5 - 1.0
+            big = [cv2.resize(images[i], (wn, hn), interpolation=cv2.INTER_CUBIC) for i in group]
             with torch.inference_mode(), self.autocast():
-                out = self.model(batch).float()[:, 0] * 127.5 + 127.5
-            for i, line in zip(group, out.cpu().numpy(), strict=True):
+                out = self.model(to_tensor(big, 1, self.device) / 127.5 - 1.0)
+            for i, line in zip(
+                group, (out.float()[:, 0] * 127.5 + 127.5).cpu().numpy(), strict=True
+            ):
                 back = cv2.resize(line, (width, height), interpolation=cv2.INTER_CUBIC)
-                lines = 255 - back.clip(0, 255).astype(np.uint8)
-                results[i] = Annotation(
-                    maps={"lineart_anime": lines},
-                    stats={"lineart_anime_mean": float(lines.mean()) / 255.0},
-                )
-        return results
+                maps[i] = 255 - back.clip(0, 255).astype(np.uint8)
+        return gray_annotations("lineart_anime", maps)

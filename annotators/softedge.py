@@ -14,7 +14,12 @@ import numpy as np
 
 from annotators.base import Annotation, Param
 from annotators.hed import to_uint8
-from annotators.learned import LEARNED_PARAMS, LearnedAnnotator
+from annotators.learned import (
+    LEARNED_PARAMS,
+    LearnedAnnotator,
+    gray_annotations,
+    predict_padded,
+)
 from annotators.registry import register
 from annotators.weights import WeightsFile, strip_module
 
@@ -47,11 +52,6 @@ class SoftEdge(LearnedAnnotator):
     def weights_files(cls) -> list[WeightsFile]:
         return [PIDINET_WEIGHTS]
 
-    @classmethod
-    def benchmark_variants(cls) -> list[dict[str, Any]]:
-        """Parameter sets a speed benchmark runs (safe costs the same)."""
-        return [{}]
-
     def _load_networks(self) -> list[dict[str, Any]]:
         self.model, ident = self.load_torch(PIDINET_WEIGHTS, build_pidinet, extract=strip_module)
         return [ident]
@@ -59,18 +59,9 @@ class SoftEdge(LearnedAnnotator):
     def _annotate_batch(
         self, images: list[np.ndarray], rngs: list[np.random.Generator]
     ) -> list[Annotation]:
-        import torch
-
         self.load()
-        results: list[Annotation] = [None] * len(images)  # type: ignore[list-item]
-        for group, batch in self.padded_batches(images, PIDINET_MULTIPLE):
-            height, width = images[group[0]].shape[:2]
-            bgr = batch.flip(1) / 255.0  # the network was trained on BGR
-            with torch.inference_mode(), self.autocast():
-                fused = self.model(bgr)[-1].float()[:, 0, :height, :width]
-            for i, edge in zip(group, fused.cpu().numpy(), strict=True):
-                edges = to_uint8(edge, self.config["safe"])
-                results[i] = Annotation(
-                    maps={"softedge": edges}, stats={"softedge_mean": float(edges.mean()) / 255.0}
-                )
-        return results
+        # the network was trained on BGR; its last output is the fused edge map
+        fused = predict_padded(
+            self, images, PIDINET_MULTIPLE, lambda b: self.model(b.flip(1) / 255.0)[-1]
+        )
+        return gray_annotations("softedge", [to_uint8(p, self.config["safe"]) for p in fused])

@@ -7,6 +7,8 @@ weights folder, then each registered annotator that needs weights (each of its
 
     flock /tmp/hintset-heavy.lock python benchmarks/learned_speed.py
     python benchmarks/learned_speed.py --only depth,seg --tiny --size 128   # quick smoke run
+    python benchmarks/learned_speed.py --only lineart,lineart_anime,softedge \
+        --networks lineart,lineart_anime,pidinet   # write only these networks' weights
 """
 
 from __future__ import annotations
@@ -26,7 +28,7 @@ sys.path.insert(0, str(ROOT))
 from annotators import create, get, list_annotators  # noqa: E402
 from benchmarks.common import PHOTOS  # noqa: E402
 from pipeline.decode import load_image, resize_short_side  # noqa: E402
-from tests.weights import write_all  # noqa: E402
+from tests.weights import WRITERS  # noqa: E402
 
 
 def learned_variants(only: set[str]) -> list[tuple[str, dict[str, Any]]]:
@@ -102,6 +104,11 @@ def main() -> None:
     parser.add_argument("--batch", type=int, default=8, help="batch size compared with 1")
     parser.add_argument("--only", default="", help="comma-separated annotator names")
     parser.add_argument("--repeat", type=int, default=2, help="passes per setting; best kept")
+    parser.add_argument(
+        "--networks",
+        default="",
+        help=f"comma-separated weight writers to run (default all: {','.join(WRITERS)})",
+    )
     parser.add_argument("--tiny", action="store_true", help="tiny configs (smoke test, not speed)")
     parser.add_argument("--weights-dir", help="reuse/keep random weights here (default: temp)")
     args = parser.parse_args()
@@ -114,7 +121,9 @@ def main() -> None:
     with tempfile.TemporaryDirectory(prefix="hintset-bench-") as tmp:
         weights = Path(args.weights_dir or tmp)
         start = time.perf_counter()
-        write_all(weights, tiny=args.tiny)
+        networks = [n.strip() for n in args.networks.split(",") if n.strip()] or list(WRITERS)
+        for network in networks:
+            WRITERS[network](weights, tiny=args.tiny)
         print(f"random weights written to {weights} in {time.perf_counter() - start:.1f}s")
         print(
             f"\nCPU, torch {torch.__version__}, {torch.get_num_threads()} threads, "

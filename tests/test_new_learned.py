@@ -36,8 +36,6 @@ LEARNED = {
     "lineart_anime": ["netG.pth"],
     "softedge": ["table5_pidinet.pth"],
 }
-VARIANTS = [("lineart", {}), ("lineart", {"coarse": True}), ("lineart_anime", {}),
-            ("softedge", {}), ("softedge", {"safe": True})]  # fmt: skip
 
 
 @pytest.fixture(scope="session")
@@ -71,22 +69,17 @@ def make(name: str, weights_dir: Path, **params):
     return create(name, weights_dir=str(weights_dir), device="cpu", **params)
 
 
-@pytest.mark.parametrize(("name", "params"), VARIANTS)
-def test_real_photos_keep_size_and_batch_equals_single(weights_dir, photos, name, params):
-    annotator = make(name, weights_dir, **params)
+@pytest.mark.parametrize("name", sorted(LEARNED))  # coarse / safe: in their own tests below
+def test_real_photos_keep_size_and_batch_equals_single(weights_dir, photos, name):
+    annotator = make(name, weights_dir)
     batch = annotator.annotate_batch(photos, keys=["a", "b"])
     for image, result in zip(photos, batch, strict=True):
         out = result.maps[name]
         assert out.shape == image.shape[:2] and out.dtype == np.uint8
         assert np.array_equal(out, annotator(image))
-        if params.get("safe"):  # random weights give p near 0.5: one level
-            assert set(np.unique(out)) <= {0, 127, 255}
-        else:
-            assert out.std() > 0  # the random network reacts to the photo
+        assert out.std() > 0  # the random network reacts to the photo
     identity = annotator.weights_identity()
-    assert [w["file"] for w in identity] == [
-        "sk_model2.pth" if params.get("coarse") else LEARNED[name][0]
-    ]
+    assert [w["file"] for w in identity] == [LEARNED[name][0]]
     assert len(identity[0]["sha256"]) == 64
 
 
@@ -104,6 +97,7 @@ def test_lineart_is_inverted_sigmoid_of_rgb_over_255(weights_dir, photos):
 def test_lineart_coarse_uses_the_other_file(weights_dir, photos):
     fine, coarse = make("lineart", weights_dir), make("lineart", weights_dir, coarse=True)
     assert not np.array_equal(fine(photos[0]), coarse(photos[0]))
+    assert [w["file"] for w in coarse.weights_identity()] == ["sk_model2.pth"]
 
 
 def test_lineart_anime_resizes_to_256_multiples_and_back(weights_dir, photos):
