@@ -39,7 +39,7 @@ class Pose(LearnedAnnotator):
     """OpenPose 18-keypoint body (+ optional hands and face) on black, and the keypoints as JSON."""
 
     name = "pose"
-    version = "1"
+    version = "2"
     outputs = ("pose",)
     data_outputs = ("pose",)
     description = "OpenPose-style skeleton, RGB on black, + pose.json (OpenPose format)"

@@ -57,6 +57,11 @@ def _px(value: float, size: int) -> int:
     return int(float(value) / float(size) * float(size))
 
 
+def _px32(value: float, size: int) -> int:
+    """As :func:`_px` for hand and face points, which the reference normalises in float32."""
+    return int(float(np.float32(value) / np.float32(size)) * float(size))
+
+
 def draw_limbs(canvas: np.ndarray, people: list[Sequence[Keypoint]]) -> None:
     """Limb ellipses of every person, limb by limb (limb i of all people, then limb i + 1)."""
     height, width = canvas.shape[:2]
@@ -97,7 +102,7 @@ def draw_hand(canvas: np.ndarray, hand: Sequence[Keypoint]) -> None:
     """Draw one 21-point hand: rainbow edges (2 px), blue joints; points truncated to pixels and
     those at pixel row or column 0 skipped, as the reference."""
     height, width = canvas.shape[:2]
-    pixels = [None if p is None else (_px(p[0], width), _px(p[1], height)) for p in hand]
+    pixels = [None if p is None else (_px32(p[0], width), _px32(p[1], height)) for p in hand]
     for i, (a, b) in enumerate(HAND_EDGES):
         pa, pb = pixels[a], pixels[b]
         if pa is not None and pb is not None and min(*pa, *pb) > 0:
@@ -111,8 +116,8 @@ def draw_face(canvas: np.ndarray, face: Sequence[Keypoint]) -> None:
     """Draw face keypoints as white dots (truncated to pixels; row/column 0 skipped)."""
     height, width = canvas.shape[:2]
     for p in face:
-        if p is not None and min(_px(p[0], width), _px(p[1], height)) > 0:
-            cv2.circle(canvas, (_px(p[0], width), _px(p[1], height)), 3, FACE_COLOR, -1)
+        if p is not None and min(_px32(p[0], width), _px32(p[1], height)) > 0:
+            cv2.circle(canvas, (_px32(p[0], width), _px32(p[1], height)), 3, FACE_COLOR, -1)
 
 
 def draw_people(shape: tuple[int, int], people: list[dict]) -> np.ndarray:
