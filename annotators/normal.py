@@ -124,6 +124,7 @@ class Normal(LearnedAnnotator):
             "depth: flat normal where normalised depth is below this (ControlNet 1.0's app: 0.4)",
         ),
         Param("depth_model", "", "depth: model of the depth annotator ('' = its default)"),
+        Param("depth_resolution", 0, "depth: working short side of the depth model (0 = its own)"),
         *LEARNED_PARAMS,
     )
 
@@ -150,6 +151,7 @@ class Normal(LearnedAnnotator):
             self.model, ident = self.load_torch(BAE_WEIGHTS, build_bae, extract=bae_state)
             return [ident]
         extra = {"model": cfg["depth_model"]} if cfg["depth_model"] else {}
+        extra["resolution"] = cfg["depth_resolution"]
         self.depth = create("depth", device=cfg["device"], weights_dir=cfg["weights_dir"], **extra)
         self.depth.load()
         return self.depth.weights_identity()
