@@ -104,10 +104,10 @@ def test_network_maps_are_resized_with_lanczos_and_area():
 def test_body_input_size_is_truncated_as_the_reference():
     from annotators.openpose import network_input
 
-    image = np.zeros((333, 500, 3), np.uint8)
+    image = np.zeros((333, 501, 3), np.uint8)  # 501 * 184 / 333 = 276.8: truncated to 276
     scale = 0.5 * 368 / 333
     tensor, valid = network_input(image, scale)
-    assert valid == (int(333 * scale), int(500 * scale))
+    assert valid == (int(333 * scale), int(501 * scale)) and valid[1] == 276
     assert tensor.shape[1:] == (-(-valid[0] // 8) * 8, -(-valid[1] // 8) * 8)
 
 
