@@ -116,9 +116,12 @@ class Depth(hf_models.HFAnnotator):
             return dpt_hybrid_forward(self._model, pixels)
         return self._model(pixel_values=pixels).predicted_depth.unsqueeze(1)
 
-    def predict_depth(self, images: list[np.ndarray]) -> list[np.ndarray]:
-        """Float32 relative inverse depth (near = large) for each RGB image, at its own HxW."""
-        return [d[0].cpu().numpy().astype(np.float32) for d in self.predict(images)]
+    def predict_depth(
+        self, images: list[np.ndarray], at_image_size: bool = True
+    ) -> list[np.ndarray]:
+        """Float32 relative inverse depth (near = large) for each RGB image, at its own HxW
+        (or at the network's working size)."""
+        return [d[0].cpu().numpy().astype(np.float32) for d in self.predict(images, at_image_size)]
 
     def _annotate_batch(
         self, images: list[np.ndarray], rngs: list[np.random.Generator]

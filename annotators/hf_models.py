@@ -263,9 +263,9 @@ class HFAnnotator(LearnedAnnotator):
         """The network's map output (B, C, h, w) for a pixel batch."""
         raise NotImplementedError
 
-    def predict(self, images: list[np.ndarray]) -> list[Any]:
+    def predict(self, images: list[np.ndarray], at_image_size: bool = True) -> list[Any]:
         """Float32 (C, H, W) output per image: run in batches, crop padding, resize bilinearly
-        to the image's own height and width."""
+        to the image's own height and width (or keep the working size: ``at_image_size=False``)."""
         import torch
 
         results: list[Any] = [None] * len(images)
@@ -278,7 +278,7 @@ class HFAnnotator(LearnedAnnotator):
                 for j, i in enumerate(idx):
                     height, width = images[i].shape[:2]
                     full = out[j : j + 1]
-                    if tuple(full.shape[-2:]) != (height, width):
+                    if at_image_size and tuple(full.shape[-2:]) != (height, width):
                         full = torch.nn.functional.interpolate(
                             full, size=(height, width), mode="bilinear", align_corners=False
                         )

@@ -5,8 +5,9 @@ EfficientNet-B5 encoder from timm + the BAE decoder); rgb = (n + 1) / 2 in the S
 convention: red = left (x), green = up (y), blue = towards the camera (z).
 
 ``backend="depth"``: ControlNet 1.0's recipe on the ``depth`` annotator's relative inverse
-depth: Sobel x/y, z = 2*pi, x/y zeroed where the normalised depth < 0.4, unit length,
-rgb = n * 127.5 + 127.5 with R = x, G = y, B = z.
+depth: Sobel x/y, z = 2*pi, x/y zeroed where the normalised depth < 0.4 (1.0's app default;
+controlnet_aux uses 0.1), unit length, n * 127.5 + 127.5, stored as R = z, G = y, B = x: the
+order ``control_sd15_normal`` was fed (1.0's app reverses the annotator's x, y, z channels).
 """
 
 from __future__ import annotations
@@ -38,9 +39,9 @@ CONVENTIONS = {
     },
     "depth": {
         "name": "controlnet10_sobel",
-        "channels": "R=Sobel x of inverse depth, G=Sobel y of inverse depth, B=2*pi",
+        "channels": "R=2*pi (z), G=Sobel y of inverse depth, B=Sobel x of inverse depth",
         "encoding": "rgb = n / |n| * 127.5 + 127.5; x, y = 0 where normalised depth < bg_threshold",
-        "source": "ControlNet 1.0 normal (MiDaS depth)",
+        "source": "ControlNet 1.0 normal (MiDaS depth), channels as fed to control_sd15_normal",
     },
 }
 
@@ -48,10 +49,11 @@ CONVENTIONS = {
 def normal_from_depth(
     depth: np.ndarray, bg_threshold: float = 0.4, z: float = 2.0 * math.pi
 ) -> np.ndarray:
-    """ControlNet 1.0 normals from relative inverse depth (near = large): HxWx3 uint8, R=x G=y B=z.
+    """ControlNet 1.0 normals from relative inverse depth (near = large): HxWx3 uint8, R=z G=y B=x.
 
     x, y = 3x3 Sobel of the depth; z = 2*pi; x and y are zeroed where the depth normalised
-    to 0..1 is below ``bg_threshold`` (background faces the camera); then unit length, *127.5+127.5.
+    to 0..1 is below ``bg_threshold`` (background faces the camera); then unit length,
+    *127.5+127.5; channels reversed as 1.0's app fed them to the model (``[:, :, ::-1]``).
     """
     depth = np.asarray(depth, dtype=np.float32)
     span = float(depth.max() - depth.min())
@@ -61,9 +63,10 @@ def normal_from_depth(
     background = relative < bg_threshold
     gx[background] = 0
     gy[background] = 0
-    normal = np.stack([gx, gy, np.full_like(gx, z)], axis=2)
-    normal /= np.sqrt(np.sum(normal**2, axis=2, keepdims=True))
-    return (normal * 127.5 + 127.5).clip(0, 255).astype(np.uint8)
+    normal = np.stack([gx, gy, np.full_like(gx, z)], axis=2)  # summed in this order below
+    normal /= np.sum(normal**2.0, axis=2, keepdims=True) ** 0.5
+    rgb = (normal * 127.5 + 127.5).clip(0, 255).astype(np.uint8)
+    return np.ascontiguousarray(rgb[:, :, ::-1])
 
 
 def build_bae() -> Any:
@@ -105,7 +108,7 @@ class Normal(LearnedAnnotator):
     """Surface normals as RGB: NormalBAE (``bae``, ControlNet 1.1) or from depth (``depth``, 1.0)."""
 
     name = "normal"
-    version = "1"
+    version = "2"
     outputs = ("normal",)
     description = "surface normals, RGB; bae needs scannet.pt, depth needs the depth model"
     params = (
@@ -115,8 +118,13 @@ class Normal(LearnedAnnotator):
             "bae (NormalBAE network) or depth (Sobel on depth)",
             choices=("bae", "depth"),
         ),
-        Param("bg_threshold", 0.4, "depth: flat normal where normalised depth is below this"),
+        Param(
+            "bg_threshold",
+            0.4,
+            "depth: flat normal where normalised depth is below this (ControlNet 1.0's app: 0.4)",
+        ),
         Param("depth_model", "", "depth: model of the depth annotator ('' = its default)"),
+        Param("depth_resolution", 0, "depth: working short side of the depth model (0 = its own)"),
         *LEARNED_PARAMS,
     )
 
@@ -143,6 +151,7 @@ class Normal(LearnedAnnotator):
             self.model, ident = self.load_torch(BAE_WEIGHTS, build_bae, extract=bae_state)
             return [ident]
         extra = {"model": cfg["depth_model"]} if cfg["depth_model"] else {}
+        extra["resolution"] = cfg["depth_resolution"]
         self.depth = create("depth", device=cfg["device"], weights_dir=cfg["weights_dir"], **extra)
         self.depth.load()
         return self.depth.weights_identity()
@@ -180,8 +189,15 @@ class Normal(LearnedAnnotator):
         if self.config["backend"] == "bae":
             maps = [normals_to_rgb(n) for n in self.predict_normals(images)]
         else:
-            depths = self.depth.predict_depth(images)
-            maps = [normal_from_depth(d, self.config["bg_threshold"]) for d in depths]
+            # as 1.0's app: normals at the depth network's working size, then resized (linear)
+            depths = self.depth.predict_depth(images, at_image_size=False)
+            maps = []
+            for image, d in zip(images, depths, strict=True):
+                rgb = normal_from_depth(d, self.config["bg_threshold"])
+                height, width = image.shape[:2]
+                if rgb.shape[:2] != (height, width):
+                    rgb = cv2.resize(rgb, (width, height), interpolation=cv2.INTER_LINEAR)
+                maps.append(rgb)
         return [
             Annotation(maps={"normal": m}, stats={"normal_mean_z": float(m[..., 2].mean()) / 255.0})
             for m in maps

@@ -26,9 +26,27 @@ PAF_CHANNELS = ((12, 13), (20, 21), (14, 15), (16, 17), (22, 23), (24, 25), (0, 
                 (36, 37), (18, 19), (26, 27))  # fmt: skip
 
 
-def network_input(rgb: np.ndarray, scale: float) -> tuple[np.ndarray, tuple[int, int]]:
-    """BGR image scaled by ``scale``, padded (value 128) to a multiple of 8, in [-0.5, 0.5)."""
-    bgr = cv2.resize(rgb[:, :, ::-1], (0, 0), fx=scale, fy=scale, interpolation=cv2.INTER_CUBIC)
+def smart_resize(image: np.ndarray, size: tuple[int, int]) -> np.ndarray:
+    """Resize to (height, width) as ControlNet 1.1's OpenPose does: area when the sides shrink
+    on average, Lanczos-4 when they grow; maps with more than 3 channels one channel at a time."""
+    height, width = size
+    if image.ndim == 3 and image.shape[2] not in (1, 3):
+        return np.stack([smart_resize(image[:, :, c], size) for c in range(image.shape[2])], 2)
+    grow = (height + width) / (image.shape[0] + image.shape[1])
+    method = cv2.INTER_AREA if grow < 1 else cv2.INTER_LANCZOS4
+    return cv2.resize(image, (width, height), interpolation=method)
+
+
+def network_input(
+    rgb: np.ndarray, scale: float | tuple[int, int]
+) -> tuple[np.ndarray, tuple[int, int]]:
+    """BGR image resized (by ``scale``, sides truncated as the reference, or to a (h, w) size),
+    padded (value 128) at the bottom/right to a multiple of 8, in [-0.5, 0.5)."""
+    if isinstance(scale, tuple):
+        size = scale
+    else:
+        size = (int(rgb.shape[0] * scale), int(rgb.shape[1] * scale))
+    bgr = smart_resize(np.ascontiguousarray(rgb[:, :, ::-1]), size)
     h, w = bgr.shape[:2]
     hp, wp = -(-h // STRIDE) * STRIDE, -(-w // STRIDE) * STRIDE
     padded = np.full((hp, wp, 3), PAD_VALUE, np.uint8)
@@ -37,23 +55,56 @@ def network_input(rgb: np.ndarray, scale: float) -> tuple[np.ndarray, tuple[int,
 
 
 def to_image_size(maps: np.ndarray, valid: tuple[int, int], shape: tuple[int, int]) -> np.ndarray:
-    """CxHxW network output -> HxWxC at the image size (upsample x8, crop padding, resize)."""
-    up = cv2.resize(
-        maps.transpose(1, 2, 0), (0, 0), fx=STRIDE, fy=STRIDE, interpolation=cv2.INTER_CUBIC
-    )
-    up = up[: valid[0], : valid[1]]
-    return cv2.resize(up, (shape[1], shape[0]), interpolation=cv2.INTER_CUBIC)
+    """CxHxW network output -> HxWxC float64 at ``shape`` (upsample x8, crop padding, resize)."""
+    up = maps.transpose(1, 2, 0)
+    up = smart_resize(up, (up.shape[0] * STRIDE, up.shape[1] * STRIDE))
+    up = smart_resize(up[: valid[0], : valid[1]], shape)
+    return up.astype(np.float64)
 
 
 def find_peaks(heatmap: np.ndarray, threshold: float) -> list[tuple[int, int, float]]:
-    """Local maxima (x, y, score) of a smoothed heatmap above ``threshold``."""
-    smooth = cv2.GaussianBlur(heatmap, (0, 0), 3)
-    padded = np.pad(smooth, 1, constant_values=-np.inf)
+    """Local maxima (x, y, score) above ``threshold`` of the heatmap smoothed with
+    ``scipy.ndimage.gaussian_filter`` (sigma 3, reflected borders), as the reference."""
+    from scipy.ndimage import gaussian_filter
+
+    smooth = gaussian_filter(heatmap.astype(np.float64), sigma=3)
+    padded = np.pad(smooth, 1, constant_values=0.0)  # the reference shifts in zeros
     center = padded[1:-1, 1:-1]
     is_peak = ((center >= padded[:-2, 1:-1]) & (center >= padded[2:, 1:-1])
                & (center >= padded[1:-1, :-2]) & (center >= padded[1:-1, 2:]) & (center > threshold))  # fmt: skip
     ys, xs = np.nonzero(is_peak)
     return [(int(x), int(y), float(heatmap[y, x])) for x, y in zip(xs, ys, strict=True)]
+
+
+#: hand keypoints: the crop is run at these box sizes (x 368), heatmaps averaged at 128x128
+HAND_SCALES = (0.5, 1.0, 1.5, 2.0)
+HAND_MAP_SIZE = 128
+HAND_BLUR = 0.8  # Gaussian pre-blur of the crop
+HAND_THRESHOLD = 0.05
+
+
+def hand_peaks(heatmaps: np.ndarray, crop_shape: tuple[int, int]) -> list[tuple | None]:
+    """21 hand keypoints (x, y, score) in crop pixels from averaged 128x128x22 heatmaps, as
+    ControlNet 1.1: per part, the largest (by heat) 8-connected blob where the sigma-3 smoothed
+    map exceeds 0.05, its maximum, scaled and truncated to the crop; None when not found
+    (including x = 0, which the reference treats as missing)."""
+    from scipy.ndimage import gaussian_filter, label
+
+    points: list[tuple | None] = []
+    for part in range(21):
+        heat = heatmaps[:, :, part].astype(np.float64)
+        binary = gaussian_filter(heat, sigma=3) > HAND_THRESHOLD
+        if not binary.any():
+            points.append(None)
+            continue
+        labels, count = label(binary, structure=np.ones((3, 3), int))
+        sums = [heat[labels == i].sum() for i in range(1, count + 1)]
+        kept = np.where(labels == int(np.argmax(sums)) + 1, heat, 0.0)
+        py, px = np.unravel_index(int(np.argmax(kept)), kept.shape)
+        y = int(float(py) * float(crop_shape[0]) / float(HAND_MAP_SIZE))
+        x = int(float(px) * float(crop_shape[1]) / float(HAND_MAP_SIZE))
+        points.append((x, y, float(kept[py, px])) if x > 0 and y > 0 else None)
+    return points
 
 
 def limb_score(paf: np.ndarray, a: tuple, b: tuple, image_height: int) -> float | None:

@@ -39,7 +39,7 @@ class Pose(LearnedAnnotator):
     """OpenPose 18-keypoint body (+ optional hands and face) on black, and the keypoints as JSON."""
 
     name = "pose"
-    version = "1"
+    version = "2"
     outputs = ("pose",)
     data_outputs = ("pose",)
     description = "OpenPose-style skeleton, RGB on black, + pose.json (OpenPose format)"
@@ -191,24 +191,38 @@ class Pose(LearnedAnnotator):
         return results
 
     def _hands(self, rgb: np.ndarray, body: list) -> dict[str, list]:
-        """21 hand keypoints per detected hand box (heatmap maxima above 0.05)."""
+        """21 keypoints per hand box, as ControlNet 1.1: the crop blurred (sigma 0.8), run at 4
+        box sizes, heatmaps averaged at 128x128, largest blob per part (see ``hand_peaks``)."""
         import cv2
         import torch
 
-        from annotators.openpose import BOX_SIZE, hand_boxes, network_input, to_image_size
+        from annotators.openpose import (
+            BOX_SIZE,
+            HAND_BLUR,
+            HAND_MAP_SIZE,
+            HAND_SCALES,
+            hand_boxes,
+            hand_peaks,
+            network_input,
+            to_image_size,
+        )  # fmt: skip
 
         hands = {}
         for side, x, y, width in hand_boxes(body, rgb.shape[:2]):
             crop = rgb[y : y + width, x : x + width]
-            tensor, valid = network_input(crop, BOX_SIZE / width)
-            with torch.no_grad():
-                heat = self._hand(torch.from_numpy(tensor[None]).to(self.device))[0]
-            heat = to_image_size(heat.float().cpu().numpy(), valid, crop.shape[:2])
-            points = []
-            for part in range(21):
-                smooth = cv2.GaussianBlur(heat[:, :, part], (0, 0), 3)
-                py, px = np.unravel_index(int(np.argmax(smooth)), smooth.shape)
-                score = float(smooth[py, px])
-                points.append((float(px + x), float(py + y), score) if score > 0.05 else None)
-            hands[f"{side}_hand"] = points
+            blurred = cv2.GaussianBlur(crop, (0, 0), HAND_BLUR)
+            average = np.zeros((HAND_MAP_SIZE, HAND_MAP_SIZE, 22))
+            for scale in HAND_SCALES:
+                side_px = int(scale * BOX_SIZE)
+                tensor, valid = network_input(blurred, (side_px, side_px))
+                with torch.no_grad():
+                    heat = self._hand(torch.from_numpy(tensor[None]).to(self.device))[0]
+                heat = heat.float().cpu().numpy()
+                average += to_image_size(heat, valid, (HAND_MAP_SIZE, HAND_MAP_SIZE)) / len(
+                    HAND_SCALES
+                )
+            points = hand_peaks(average, crop.shape[:2])
+            hands[f"{side}_hand"] = [
+                None if p is None else (float(p[0] + x), float(p[1] + y), p[2]) for p in points
+            ]
         return hands

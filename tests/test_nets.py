@@ -262,11 +262,12 @@ def test_bae_accepts_data_parallel_prefix():
 
 
 def _decode(rgb: np.ndarray) -> np.ndarray:
-    return rgb.astype(np.float32) / 127.5 - 1.0
+    """x, y, z from a from-depth normal map (stored R = z, G = y, B = x)."""
+    return rgb[:, :, ::-1].astype(np.float32) / 127.5 - 1.0
 
 
 def test_normal_from_depth_on_a_plane():
-    """Inverse depth rising to the right (right side nearer): the surface faces left, R > 128."""
+    """Inverse depth rising to the right (right side nearer): the surface faces left, x > 128."""
     slope = 0.05
     depth = np.tile(np.arange(64, dtype=np.float32) * slope, (48, 1))
     rgb = normal.normal_from_depth(depth, bg_threshold=0.4)
@@ -274,12 +275,12 @@ def test_normal_from_depth_on_a_plane():
     gx = 8 * slope  # the 3x3 Sobel of a unit ramp is 8
     norm = math.hypot(gx, 2 * math.pi)
     inside = rgb[5:-5, 40:-2]  # normalised depth > 0.4 there
-    assert np.all(inside[..., 0] == int(gx / norm * 127.5 + 127.5))
+    assert np.all(inside[..., 2] == int(gx / norm * 127.5 + 127.5))  # B = x
     assert np.all(inside[..., 1] == 127) and np.all(
-        inside[..., 2] == int(2 * math.pi / norm * 127.5 + 127.5)
+        inside[..., 0] == int(2 * math.pi / norm * 127.5 + 127.5)  # R = z
     )
     background = rgb[:, : int(0.4 * 63) - 1]  # normalised depth < 0.4: x, y zeroed
-    assert np.all(background == (127, 127, 255))
+    assert np.all(background == (255, 127, 127))
 
 
 def test_normal_from_depth_on_a_sphere():
@@ -312,10 +313,11 @@ def test_normal_depth_backend_end_to_end(tmp_path, photos):
     write_depth(tmp_path, tiny=True, models=("dpt-hybrid",))
     annotator = create("normal", backend="depth", weights_dir=str(tmp_path), device="cpu")
     results = annotator.annotate_batch(photos)
-    depths = annotator.depth.predict_depth(photos)
+    depths = annotator.depth.predict_depth(photos, at_image_size=False)  # at the working size
     for image, result, d in zip(photos, results, depths, strict=True):
         assert result.maps["normal"].shape == (*image.shape[:2], 3)
-        assert np.array_equal(result.maps["normal"], normal.normal_from_depth(d, 0.4))
+        expected = cv2.resize(normal.normal_from_depth(d, 0.4), image.shape[1::-1])
+        assert np.array_equal(result.maps["normal"], expected)
 
 
 # -- loading errors ------------------------------------------------------------------------

@@ -98,6 +98,26 @@ def save_random(
     return sorted(p for p in folder.iterdir() if p.is_file())
 
 
+def write_models(
+    family: Any,
+    build: Callable[[Any, bool], Any],
+    processor: Callable[[Any], Any],
+    folder: Path,
+    tiny: bool,
+    models: tuple[str, ...] | list[str] | None,
+) -> list[Path]:
+    """Random weights for ``models`` of an annotator family (``family.MODELS`` short names)."""
+    written: list[Path] = []
+    for name in models or family.BENCHMARK_MODELS:
+        spec = family.MODELS[name]
+        written += save_random(
+            Path(folder) / spec.repo_id,
+            lambda spec=spec: build(spec, tiny),
+            lambda spec=spec: processor(spec),
+        )
+    return written
+
+
 # -- depth: configs written from code (published values, or tiny ones with the same classes) ----
 #: Depth Anything V2 backbone (DINOv2) sizes: hidden, layers, heads, out_indices, fusion, neck
 _DA_SIZES = {
@@ -228,20 +248,10 @@ def build_depth_model(spec: Any, tiny: bool = False) -> Any:
 def write_depth(
     folder: Path, *, tiny: bool = False, models: tuple[str, ...] | list[str] | None = None
 ) -> list[Path]:
-    """Random weights for depth models as ``folder/<hub id>/`` (config, safetensors, processor).
-
-    ``tiny`` uses tiny configs with the same architecture classes; otherwise the published
-    sizes (no download). ``models`` defaults to the ones the speed benchmark runs.
-    """
-    written: list[Path] = []
-    for name in models or depth.BENCHMARK_MODELS:
-        spec = depth.MODELS[name]
-        written += save_random(
-            Path(folder) / spec.repo_id,
-            lambda spec=spec: build_depth_model(spec, tiny),
-            lambda spec=spec: depth_processor(spec.family),
-        )
-    return written
+    """Random depth models as ``folder/<hub id>/`` (config, safetensors, processor); ``tiny``
+    configs of the same classes, or the published sizes; ``models`` defaults to the benchmark's."""
+    return write_models(depth, build_depth_model, lambda spec: depth_processor(spec.family),
+                        folder, tiny, models)  # fmt: skip
 
 
 # -- seg ------------------------------------------------------------------------------
@@ -325,20 +335,8 @@ def build_seg_model(spec: Any, tiny: bool = False) -> Any:
 def write_seg(
     folder: Path, *, tiny: bool = False, models: tuple[str, ...] | list[str] | None = None
 ) -> list[Path]:
-    """Random weights for seg models as ``folder/<hub id>/`` (config, safetensors, processor).
-
-    ``tiny`` uses tiny configs with the same architecture classes; otherwise the published
-    sizes (no download). ``models`` defaults to the ones the speed benchmark runs.
-    """
-    written: list[Path] = []
-    for name in models or seg.BENCHMARK_MODELS:
-        spec = seg.MODELS[name]
-        written += save_random(
-            Path(folder) / spec.repo_id,
-            lambda spec=spec: build_seg_model(spec, tiny),
-            seg_processor,
-        )
-    return written
+    """Random ADE20K seg models as ``folder/<hub id>/``, as :func:`write_depth`."""
+    return write_models(seg, build_seg_model, lambda spec: seg_processor(), folder, tiny, models)
 
 
 def write_lineart(folder: Path, *, tiny: bool = False) -> list[Path]:
