@@ -1,8 +1,8 @@
 """Speed of every learned annotator at its real size: ms per image at 512x512 on CPU, batch 1 vs 8.
 
 Random weights at the published sizes cost the same as the real ones, so no download is
-needed: ``tests.weights.write_all(folder, tiny=False)`` fills a temporary
-weights folder, then each registered annotator that needs weights (each of its
+needed: the writers in ``tests.weights.WRITERS`` (all, or those named by ``--networks``) fill
+a temporary weights folder, then each registered annotator that needs weights (each of its
 ``benchmark_variants()``) runs on real photos cropped to 512x512.
 
     flock /tmp/hintset-heavy.lock python benchmarks/learned_speed.py

@@ -35,23 +35,31 @@ sys.path.insert(0, str(ROOT))
 from annotators import create  # noqa: E402
 from annotators.openpose import hand_boxes  # noqa: E402
 from annotators.pose_draw import draw_people  # noqa: E402
+from annotators.shuffle import content_shuffle  # noqa: E402
 from benchmarks.common import PHOTOS  # noqa: E402
 from pipeline.decode import load_image, resize_short_side  # noqa: E402
 from tests.weights import (  # noqa: E402
     write_bae,
     write_depth,
     write_hed,
+    write_lineart,
+    write_lineart_anime,
     write_mlsd,
     write_openpose,
+    write_pidinet,
 )
 
 SIZE = 512
+#: photos (sorted) in which MediaPipe's face mesh finds a face: the ``face`` row uses these
+FACE_PHOTOS = (3, 8, 10, 11)
 
 
-def photos(count: int) -> list[np.ndarray]:
-    """``count`` photos at short side 512, long side cropped (centred) to a multiple of 64."""
+def photos(count: int, indices: tuple[int, ...] = ()) -> list[np.ndarray]:
+    """``count`` photos (or those at ``indices``) at short side 512, long side cropped (centred)
+    to a multiple of 64."""
     out = []
-    for path in sorted(PHOTOS.glob("*.jpg"))[:count]:
+    paths = sorted(PHOTOS.glob("*.jpg"))
+    for path in [paths[i] for i in indices] if indices else paths[:count]:
         img = resize_short_side(load_image(path), SIZE)
         h, w = (s // 64 * 64 for s in img.shape[:2])
         top, left = (img.shape[0] - h) // 2, (img.shape[1] - w) // 2
@@ -179,16 +187,22 @@ def main() -> None:
     import torch
     from controlnet_aux.canny import CannyDetector
     from controlnet_aux.hed import HEDdetector
+    from controlnet_aux.lineart import LineartDetector
+    from controlnet_aux.lineart_anime import LineartAnimeDetector
+    from controlnet_aux.mediapipe_face import MediapipeFaceDetector
     from controlnet_aux.mlsd import MLSDdetector
     from controlnet_aux.normalbae import NormalBaeDetector
     from controlnet_aux.open_pose import Body, Hand, OpenposeDetector
+    from controlnet_aux.pidi import PidiNetDetector
+    from controlnet_aux.shuffle import ContentShuffleDetector
 
     torch.set_num_threads(2)
     only = set(filter(None, args.only.split(",")))
     images = photos(args.photos)
     res = {"detect_resolution": SIZE, "image_resolution": SIZE, "output_type": "np"}
     with tempfile.TemporaryDirectory() as tmp:
-        for write in (write_hed, write_mlsd, write_bae, write_openpose):
+        for write in (write_hed, write_mlsd, write_bae, write_openpose, write_lineart,
+                      write_lineart_anime, write_pidinet):  # fmt: skip
             write(Path(tmp))
         ours = {
             name: create(name, device="cpu", weights_dir=tmp, **params) if name != "canny" else
@@ -205,10 +219,25 @@ def main() -> None:
         ours["depth"] = create("depth", resolution=SIZE, device="cpu", weights_dir=tmp)
         ours["normal_from_depth"] = create("normal", backend="depth", depth_resolution=SIZE,
                                            device="cpu", weights_dir=tmp)  # fmt: skip
+        for name, params in (("lineart", {}), ("lineart_anime", {}), ("softedge", {})):
+            ours[name] = create(name, device="cpu", weights_dir=tmp, **params)
+        ours["lineart_coarse"] = create("lineart", coarse=True, device="cpu", weights_dir=tmp)
+        ours["softedge_safe"] = create("softedge", safe=True, device="cpu", weights_dir=tmp)
+        # shuffle with ControlNet's legacy global draws (np.random.seed(0) before each image)
+        ours["shuffle"] = lambda im: content_shuffle(im, np.random.RandomState(0))
+        ours["face"] = create("face")
         midas = depth_references(tmp) if not only or {"depth", "normal_from_depth"} & only else None
         hed = HEDdetector.from_pretrained(tmp)
         ref_hand = Hand(f"{tmp}/hand_pose_model.pth")  # its strict loader: published key set
         openpose = OpenposeDetector(Body(f"{tmp}/body_pose_model.pth"), ref_hand)
+        lineart = LineartDetector.from_pretrained(tmp)
+        anime = LineartAnimeDetector.from_pretrained(tmp)
+        pidi = PidiNetDetector.from_pretrained(tmp)
+
+        def ref_shuffle(im: np.ndarray) -> np.ndarray:
+            np.random.seed(0)
+            return ContentShuffleDetector()(im, **res)
+
         refs: dict[str, Callable[[np.ndarray], np.ndarray]] = {
             "canny": lambda im: first_channel(CannyDetector()(im, 100, 200, **res)),
             "hed": lambda im: first_channel(hed(im, **res)),
@@ -225,14 +254,22 @@ def main() -> None:
             "depth": lambda im: first_channel(midas(im, **res)),
             # 1.0's app threshold (0.4); controlnet_aux's own default is 0.1
             "normal_from_depth": lambda im: midas(im, bg_th=0.4, depth_and_normal=True, **res)[1],
+            "lineart": lambda im: first_channel(lineart(im, **res)),
+            "lineart_coarse": lambda im: first_channel(lineart(im, coarse=True, **res)),
+            "lineart_anime": lambda im: first_channel(anime(im, **res)),
+            "softedge": lambda im: first_channel(pidi(im, **res)),
+            "softedge_safe": lambda im: first_channel(pidi(im, safe=True, **res)),
+            "shuffle": ref_shuffle,
+            "face": lambda im: MediapipeFaceDetector()(im, max_faces=1, min_confidence=0.5, **res),
         }
+        face_images = photos(0, FACE_PHOTOS)
         rows = []
         for name, annotator in ours.items():
             if only and name not in only:
                 continue
             start = time.perf_counter()
             results = []
-            for im in images:
+            for im in face_images if name == "face" else images:
                 mine = annotator(im)
                 results.append((*compare(mine, refs[name](im)), np.mean(mine > 0) * 100))
             rows.append((name, results, time.perf_counter() - start))
