@@ -22,6 +22,8 @@ from annotators.weights import WeightsError, WeightsFile, sha256_file
 from pipeline.decode import load_image, resize_short_side
 from tests.weights import write_bae, write_depth, write_hed, write_mlsd
 
+#: offline, no user weights, an empty Hugging Face cache (tests/conftest.py)
+pytestmark = pytest.mark.usefixtures("offline_weights")
 WRITERS = {"hed": write_hed, "mlsd": write_mlsd, "bae": write_bae}
 FILES = {"hed": "ControlNetHED.pth", "mlsd": "mlsd_large_512_fp32.pth", "bae": "scannet.pt"}
 LOADERS = {"hed": hed.load_hed, "mlsd": mlsd.load_mlsd, "bae": normal.load_bae}
@@ -36,24 +38,6 @@ def weights_dir(tmp_path_factory) -> Path:
         assert [p.name for p in paths] == [FILES[net]]
     yield folder
     clear_cache()
-
-
-@pytest.fixture(autouse=True)
-def offline(monkeypatch, tmp_path):
-    """Never touch the network or the user's weights; an empty Hugging Face cache."""
-    import huggingface_hub.constants
-
-    monkeypatch.setenv("HINTSET_OFFLINE", "1")
-    monkeypatch.delenv("HINTSET_WEIGHTS_DIR", raising=False)
-    monkeypatch.setattr(huggingface_hub.constants, "HF_HUB_CACHE", str(tmp_path / "hf"))
-
-
-@pytest.fixture(scope="module")
-def photos(photo_paths) -> list[np.ndarray]:
-    """Two real photos at a small size with odd widths (padding must be cropped back)."""
-    first = resize_short_side(load_image(photo_paths[2]), 72)
-    second = resize_short_side(load_image(photo_paths[5]), 80)
-    return [first[:, :101].copy(), second[:77, :].copy()]
 
 
 def test_published_layout_file_names():

@@ -21,7 +21,6 @@ from annotators import create
 from annotators.learned import clear_cache
 from annotators.nets.pidinet import pdc_conv
 from annotators.weights import WeightsError, load_state_dict
-from pipeline.decode import load_image, resize_short_side
 from tests.weights import write_lineart, write_lineart_anime, write_pidinet
 
 
@@ -30,6 +29,9 @@ def assert_close(ours: np.ndarray, expected: np.ndarray) -> None:
     diff = np.abs(ours.astype(int) - expected.astype(int))
     assert diff.max() <= 1 and np.mean(diff > 0) < 0.01, (diff.max(), np.mean(diff > 0))
 
+
+#: offline, no user weights, an empty Hugging Face cache (tests/conftest.py)
+pytestmark = pytest.mark.usefixtures("offline_weights")
 
 LEARNED = {
     "lineart": ["sk_model.pth", "sk_model2.pth"],
@@ -45,24 +47,6 @@ def weights_dir(tmp_path_factory) -> Path:
         write(folder)
     yield folder
     clear_cache()
-
-
-@pytest.fixture(autouse=True)
-def offline(monkeypatch, tmp_path):
-    """Never touch the network or the user's weights; an empty Hugging Face cache."""
-    import huggingface_hub.constants
-
-    monkeypatch.setenv("HINTSET_OFFLINE", "1")
-    monkeypatch.delenv("HINTSET_WEIGHTS_DIR", raising=False)
-    monkeypatch.setattr(huggingface_hub.constants, "HF_HUB_CACHE", str(tmp_path / "hf"))
-
-
-@pytest.fixture(scope="module")
-def photos(photo_paths) -> list[np.ndarray]:
-    """Two real photos at small, odd sizes (padding / resizing must come back exactly)."""
-    first = resize_short_side(load_image(photo_paths[2]), 72)[:, :101]
-    second = resize_short_side(load_image(photo_paths[5]), 80)[:77, :]
-    return [np.ascontiguousarray(first), np.ascontiguousarray(second)]
 
 
 def make(name: str, weights_dir: Path, **params):
