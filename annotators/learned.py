@@ -177,6 +177,7 @@ class LearnedAnnotator(Annotator):
         if self._loaded is None:
             if self.uses_weights():
                 self.device = resolve_device(self.config["device"])
+                resolve_dtype(self.config["precision"], self.device)  # fp16 on CPU: fail now
             self._loaded = self._load_networks()
 
     def load_torch(

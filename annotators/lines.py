@@ -90,7 +90,7 @@ class Lines(LearnedAnnotator):
         Param("canny_high", 200, "hough: Canny high threshold"),
         Param("hough_threshold", 50, "hough: accumulator votes needed"),
         Param("max_gap", 5, "hough: largest gap bridged inside one segment"),
-        Param("score_threshold", 0.1, "mlsd: segment score threshold"),
+        Param("score_threshold", 0.1, "mlsd: segment score threshold", maximum=1),
         Param("distance_threshold", 0.1, "mlsd: segment length threshold (half-resolution px)"),
         # thresholds are tuned in fp32, so M-LSD runs in fp32 unless asked otherwise
         *learned_params("mlsd: ", precision="fp32"),
@@ -119,6 +119,11 @@ class Lines(LearnedAnnotator):
         from annotators.mlsd import MLSD_WEIGHTS
 
         return [MLSD_WEIGHTS]
+
+    @classmethod
+    def weights_by_backend(cls) -> dict[str, list[Any]]:
+        """Only backend mlsd needs weights."""
+        return {"lsd": [], "hough": [], "mlsd": cls.weights_files()}
 
     @classmethod
     def benchmark_variants(cls) -> list[dict[str, Any]]:

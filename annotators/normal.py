@@ -122,6 +122,7 @@ class Normal(LearnedAnnotator):
             "bg_threshold",
             0.4,
             "depth: flat normal where normalised depth is below this (ControlNet 1.0's app: 0.4)",
+            maximum=1,
         ),
         Param("depth_model", "", "depth: model of the depth annotator ('' = its default)"),
         Param("depth_resolution", 0, "depth: working short side of the depth model (0 = its own)"),
@@ -139,6 +140,13 @@ class Normal(LearnedAnnotator):
     def weights_files(cls) -> list[WeightsFile]:
         """``scannet.pt`` for backend bae (backend depth needs the depth annotator's files)."""
         return [BAE_WEIGHTS]
+
+    @classmethod
+    def weights_by_backend(cls) -> dict[str, list[Any]]:
+        """bae: scannet.pt; depth: the default depth model's files."""
+        from annotators.registry import get
+
+        return {"bae": [BAE_WEIGHTS], "depth": get("depth").weights_files()}
 
     @classmethod
     def benchmark_variants(cls) -> list[dict[str, Any]]:

@@ -16,6 +16,7 @@ import numpy as np
 from annotators.base import Annotation, Param
 from annotators.learned import LEARNED_PARAMS, LearnedAnnotator, groups_by_size
 from annotators.pose_draw import draw_people, openpose_json
+from annotators.quiet import filter_native_logs
 from annotators.registry import register
 
 #: OpenPose body keypoint i <- MediaPipe pose landmark (neck, None, is the mid-shoulder)
@@ -47,7 +48,7 @@ class Pose(LearnedAnnotator):
         Param("backend", "mediapipe", "keypoint detector", choices=("mediapipe", "openpose")),
         Param("hands", False, "detect and draw hands (21 points each)"),
         Param("face", False, "detect and draw face points (mediapipe only)"),
-        Param("min_confidence", 0.5, "mediapipe: drop keypoints less visible than this"),
+        Param("min_confidence", 0.5, "mediapipe: drop keypoints less visible than this", maximum=1),
         Param("model_complexity", 1, "mediapipe pose model (0 lite, 1 full)", choices=(0, 1)),
         *LEARNED_PARAMS,
     )
@@ -65,6 +66,11 @@ class Pose(LearnedAnnotator):
         return [BODY_WEIGHTS, HAND_WEIGHTS]
 
     @classmethod
+    def weights_by_backend(cls) -> dict[str, list[Any]]:
+        """mediapipe's models ship in its wheel; openpose needs the body (and hand) networks."""
+        return {"mediapipe": [], "openpose": cls.weights_files()}
+
+    @classmethod
     def needs_weights(cls) -> bool:
         """False: the default mediapipe backend needs none (the openpose backend does)."""
         return False
@@ -79,6 +85,7 @@ class Pose(LearnedAnnotator):
 
     def _load_networks(self) -> list[dict[str, Any]]:
         if self.config["backend"] == "mediapipe":
+            filter_native_logs()  # absl / TF Lite lines would break progress bars
             import mediapipe as mp
 
             solutions = mp.solutions

@@ -25,7 +25,6 @@ sys.path.insert(0, str(ROOT))
 from benchmarks.common import PHOTOS, run_hintset  # noqa: E402
 
 
-
 def make_inputs(folder: Path, count: int) -> list[Path]:
     """``count`` hard links to the test photos (distinct paths, no extra disk)."""
     photos = sorted(PHOTOS.glob("*.jpg"))

@@ -60,6 +60,21 @@ def is_done(task: Task, suffixes: list[str]) -> bool:
     return all(os.path.exists(f"{task.out_base}.{s}") for s in suffixes)
 
 
+def spare_inputs(tasks: list[Task], suffixes: list[str]) -> tuple[list[Task], list[dict[str, Any]]]:
+    """Split off tasks whose output would overwrite one of the inputs (failed records for them)."""
+    inputs = {os.path.realpath(t.source) for t in tasks}
+    kept, failed = [], []
+    for task in tasks:
+        clash = next((f"{task.out_base}.{s}" for s in suffixes
+                      if os.path.realpath(f"{task.out_base}.{s}") in inputs), None)  # fmt: skip
+        if clash:
+            failed.append(record(task, "failed", f"write: {clash} is an input file; "
+                                 "hintset never overwrites inputs (use another -o folder)"))  # fmt: skip
+        else:
+            kept.append(task)
+    return kept, failed
+
+
 # -- worker process side -----------------------------------------------------
 _WORKER: Worker | None = None
 _WORKER_ERROR = ""
@@ -169,10 +184,14 @@ def run_annotate(
     workers = workers or os.cpu_count() or 1
     suffixes = output_suffixes(specs)
     tasks = plan(find_images(inputs), out)
+    tasks, records = spare_inputs(tasks, suffixes + ["image.jpg"] * save_image)
     todo = tasks if overwrite else [t for t in tasks if not is_done(t, suffixes)]
-    records: list[dict[str, Any]] = []
     if on_plan:
         on_plan(len(tasks), len(todo))
+
+    for rec in records:
+        if on_record:
+            on_record(rec)
 
     def collect(rec: dict[str, Any]) -> None:
         records.append(rec)

@@ -11,9 +11,9 @@ import hashlib
 import io
 import os
 import tarfile
-import tempfile
 from typing import Any
 
+from pipeline.atomic import temp_file
 from pipeline.encode import encode_json
 from pipeline.storage import Storage
 
@@ -54,7 +54,7 @@ def write_tar(
     folder = os.path.dirname(storage.path(rel)) if storage.local else None
     if folder:
         os.makedirs(folder, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=folder, prefix=f".{os.path.basename(rel)}.", suffix=".tmp")
+    fd, tmp = temp_file(folder, os.path.basename(rel))
     try:
         with os.fdopen(fd, "wb") as raw:
             hashed = HashingWriter(raw)

@@ -6,11 +6,12 @@ whole-object puts (atomic by nature). All cluster nodes must see the same root.
 
 from __future__ import annotations
 
+import json
 import os
 import shutil
 from pathlib import Path
 
-from pipeline.atomic import atomic_write
+from pipeline.atomic import atomic_write, is_temp_name
 
 
 class Storage:
@@ -61,8 +62,54 @@ class Storage:
             Path(self.path(rel)).mkdir(parents=True, exist_ok=True)
 
     def remove_all(self) -> None:
-        """Delete the whole dataset (for --overwrite)."""
-        if self.local:
-            shutil.rmtree(self.base, ignore_errors=True)
-        elif self.fs.exists(self.base):
-            self.fs.rm(self.base, recursive=True)
+        """Delete what hintset wrote here (for --overwrite): the dataset layout and hintset temps.
+
+        Refuses (NotHintsetOutput) a non-empty folder that holds no hintset manifest or
+        report, and leaves every other file in the folder alone.
+        """
+        owned = dataset_entries()
+        names = self.list("")
+        if not names:
+            return
+        if not self.is_hintset_output():
+            other = [n for n in names if n not in owned - {"manifest.json"} and not is_temp_name(n)]
+            if other:
+                raise NotHintsetOutput(
+                    f"{self.root} is not a hintset output (no hintset manifest.json or report.json "
+                    f"but {len(other)} other entries, e.g. {other[0]!r}); --overwrite deletes "
+                    "only hintset outputs: choose an empty or new folder"
+                )
+        for name in names:
+            if name in owned or is_temp_name(name):
+                target = self.path(name)
+                if self.local:
+                    path = Path(target)
+                    if path.is_dir() and not path.is_symlink():
+                        shutil.rmtree(path)
+                    else:
+                        path.unlink(missing_ok=True)
+                else:
+                    self.fs.rm(target, recursive=True)
+
+    def is_hintset_output(self) -> bool:
+        """True when the root holds a manifest.json (build) or report.json (annotate) hintset wrote."""
+        for name, key in (("manifest.json", "format_version"), ("report.json", "hintset_version")):
+            try:
+                if key in json.loads(self.read_bytes(name)):
+                    return True
+            except (OSError, ValueError, TypeError):
+                continue
+        return False
+
+
+class NotHintsetOutput(ValueError):
+    """--overwrite was pointed at a folder hintset did not make (one-line message)."""
+
+
+def dataset_entries() -> set[str]:
+    """Top-level names a build writes: manifest.json, plan/, shards/, index/, stats/."""
+    from pipeline.manifest import MANIFEST
+    from pipeline.plan import PLAN_DIR
+    from pipeline.shard_writer import INDEX, SHARDS, STATS
+
+    return {MANIFEST, PLAN_DIR, SHARDS, INDEX, STATS}

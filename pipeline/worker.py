@@ -15,7 +15,7 @@ import numpy as np
 
 from annotators import create
 from annotators.base import Annotation, Annotator
-from pipeline.decode import MAX_PIXELS, DecodeError, decode_image, resize_short_side
+from pipeline.decode import MAX_PIXELS, DecodeError, decode, resize_short_side
 from pipeline.encode import encode_json, encode_png
 
 
@@ -106,17 +106,18 @@ class Worker:
         ]
 
     def prepare(self, key: str, data: bytes) -> Result:
-        """Decode and resize one sample (no annotation yet)."""
+        """Decode and resize one sample (no annotation yet); any failure fails only this sample."""
         result = Result(key=key)
         start = time.perf_counter()
+        stage = "decode"
         try:
-            rgb = decode_image(data, max_pixels=self.max_pixels, draft_short_side=self.resolution)
-        except DecodeError as err:
-            return result.fail("decode", err)
+            rgb, result.original_size = decode(
+                data, max_pixels=self.max_pixels, draft_short_side=self.resolution
+            )
+            stage = "resize"
+            result.image = resize_short_side(rgb, self.resolution, max_pixels=self.max_pixels)
         except Exception as err:  # noqa: BLE001 - never let one input stop the job
-            return result.fail("decode", err)
-        result.original_size = (rgb.shape[1], rgb.shape[0])
-        result.image = resize_short_side(rgb, self.resolution)
+            return result.fail(stage, err)
         result.timings["decode"] = time.perf_counter() - start
         return result
 

@@ -418,3 +418,9 @@ def test_cli_runs_every_network(cli, photo_paths, weights_dir, tmp_path):
     assert by_name["lines"]["weights"][0]["sha256"] == sha256_file(
         weights_dir / "mlsd_large_512_fp32.pth"
     )
+
+
+# -- the base for learned annotators ----------------------------------------------------------
+def test_fp16_on_cpu_fails_at_load_with_one_line(tmp_path):
+    with pytest.raises(WeightsError, match="precision fp16 needs a CUDA device"):
+        create("hed", device="cpu", precision="fp16", weights_dir=str(tmp_path)).load()

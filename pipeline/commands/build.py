@@ -59,7 +59,7 @@ from pipeline.commands.options import annotator_options, quiet_option, specs_fro
     "--gpus-per-worker",
     default=0.0,
     show_default=True,
-    type=float,
+    type=click.FloatRange(min=0),
     help="GPUs each worker asks Ray for (learned annotators then run on cuda).",
 )
 @click.option(
@@ -83,7 +83,12 @@ from pipeline.commands.options import annotator_options, quiet_option, specs_fro
     metavar="MODULE",
     help="Import MODULE on every worker first (registers extra annotators).",
 )
-@click.option("--overwrite", is_flag=True, help="Delete the output and start over.")
+@click.option(
+    "--overwrite",
+    is_flag=True,
+    help="Delete what hintset wrote in OUT (manifest, plan, shards, index, stats) and start "
+    "over; other files stay, and a folder hintset did not make is refused.",
+)
 @annotator_options
 @quiet_option
 def build(inputs, out, names, params, captions, shard_size, resolution, keep_original, workers,
@@ -110,6 +115,11 @@ def build(inputs, out, names, params, captions, shard_size, resolution, keep_ori
     from pipeline.ray_runner import BuildFailed
 
     specs = specs_from(names, params, weights_dir, tuple(imports))
+    try:
+        check_options(inputs, out, address, gpus_per_worker, overwrite)
+    except (BuildFailed, ValueError) as err:
+        click.echo(f"error: {' '.join(str(err).split())}", err=True)
+        sys.exit(2)
     bar = tqdm(total=0, unit="sample", disable=quiet, dynamic_ncols=True, desc="build",
                smoothing=0.1)  # fmt: skip
 
@@ -138,3 +148,24 @@ def build(inputs, out, names, params, captions, shard_size, resolution, keep_ori
     t = manifest["totals"]
     click.echo(f"{t['ok']} ok, {t['failed']} failed, {t['no_caption']} without caption in "
                f"{t['shards']} shards -> {out}", err=True)  # fmt: skip
+
+
+def check_options(
+    inputs: tuple[str, ...], out: str, address: str | None, gpus_per_worker: float, overwrite: bool
+) -> None:
+    """Refuse, in one line and before any work, options that would hang, fail late or lose data."""
+    import os
+
+    from pipeline.ray_runner import check_address, check_resources
+    from pipeline.storage import Storage, dataset_entries
+
+    check_address(address)
+    check_resources(address, gpus_per_worker)
+    storage = Storage(out)
+    if overwrite and storage.local:
+        owned = [os.path.join(os.path.abspath(storage.base), name) for name in dataset_entries()]
+        for item in inputs:
+            path = os.path.abspath(item)
+            if any(path == o or path.startswith(o + os.sep) for o in owned):
+                raise ValueError(f"input {item} lies in what --overwrite would delete in {out}; "
+                                 "copy it elsewhere or write to another folder")  # fmt: skip

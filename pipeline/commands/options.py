@@ -37,6 +37,9 @@ def specs_from(names: str, params: tuple[str, ...], weights_dir: str | None,
 
     if weights_dir:
         os.environ[ENV_DIR] = os.path.abspath(weights_dir)  # inherited by every worker
+    listed = [n.strip() for n in names.split(",") if n.strip()]
+    if repeated := sorted({n for n in listed if listed.count(n) > 1}):
+        raise click.UsageError(f"--annotators lists {', '.join(repeated)} more than once")
     try:
         for module in imports:
             importlib.import_module(module)
