@@ -102,8 +102,8 @@ class Face(Annotator):
     outputs = ("face",)
     description = "MediaPipe face-mesh contours + pupils on black (RGB), controlnet_aux colours"
     params = (
-        Param("max_faces", 1, "most faces drawn per image (controlnet_aux default 1)"),
-        Param("min_confidence", 0.5, "FaceMesh min_detection_confidence"),
+        Param("max_faces", 1, "most faces drawn per image (controlnet_aux default 1)", minimum=1),
+        Param("min_confidence", 0.5, "FaceMesh min_detection_confidence", maximum=1.0),
         Param("min_face_size", 64, "drop faces whose landmark box is smaller (pixels, short side)"),
     )
 
@@ -111,14 +111,6 @@ class Face(Annotator):
         super().__init__(**params)
         self._mesh: Any = None
         self._spec: dict | None = None
-
-    def _validate(self) -> None:
-        if self.config["max_faces"] < 1:
-            raise ValueError(f"face: max_faces must be >= 1, got {self.config['max_faces']}")
-        if not 0.0 <= self.config["min_confidence"] <= 1.0:
-            raise ValueError(
-                f"face: min_confidence must be in [0, 1], got {self.config['min_confidence']}"
-            )
 
     def load(self) -> None:
         """Create MediaPipe's FaceMesh (its model ships inside the mediapipe 0.10.21 wheel)."""

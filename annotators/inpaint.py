@@ -94,14 +94,12 @@ class Inpaint(Annotator):
     )
     params = (
         Param("kind", "mixed", "mask kind", choices=("mixed", *KINDS)),
-        Param("max_shapes", 4, "strokes/boxes: at most this many per mask"),
+        Param("max_shapes", 4, "strokes/boxes: at most this many per mask", minimum=1),
         Param("masked_image", False, "also write inpaintmasked.png: the image, masked pixels 0"),
         Param("seed", 0, "base seed, combined with the sample key"),
     )
 
     def _validate(self) -> None:
-        if self.config["max_shapes"] < 1:
-            raise ValueError(f"inpaint: max_shapes must be >= 1, got {self.config['max_shapes']}")
         if self.config["masked_image"]:
             self.outputs = ("inpaint", "inpaintmasked")
 

@@ -49,13 +49,14 @@ class Shuffle(Annotator):
     outputs = ("shuffle",)
     description = "content shuffle: the image remapped by a random smooth flow (RGB), seeded"
     params = (
-        Param("f", 256, "noise grid spacing in pixels (ControlNet 1.1: 256); smaller = finer"),
+        Param(
+            "f",
+            256,
+            "noise grid spacing in pixels (ControlNet 1.1: 256); smaller = finer",
+            minimum=1,
+        ),
         Param("seed", 0, "base seed, combined with the sample key"),
     )
-
-    def _validate(self) -> None:
-        if self.config["f"] < 1:
-            raise ValueError(f"shuffle: f must be >= 1, got {self.config['f']}")
 
     def _annotate(self, rgb: np.ndarray, rng: np.random.Generator) -> Annotation:
         return Annotation(maps={"shuffle": content_shuffle(rgb, rng, self.config["f"])})

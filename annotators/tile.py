@@ -57,20 +57,13 @@ class Tile(Annotator):
         Param("mode", "pyramid", "degradation", choices=("pyramid", "resample", "blur")),
         Param("level", 3, "pyramid: pyrDown/pyrUp levels (ControlNet 1.1: 3)"),
         Param("noise", 16.0, "pyramid: Gaussian noise sigma added at each level (ControlNet: 16)"),
-        Param("factor", 4.0, "resample: downsampling factor (or its upper bound if random)"),
+        Param(
+            "factor", 4.0, "resample: downsampling factor (or its upper bound if random)", minimum=1
+        ),
         Param("random_factor", False, "resample: draw the factor per sample in [1, factor]"),
-        Param("sigma", 3.0, "blur: Gaussian sigma in pixels"),
+        Param("sigma", 3.0, "blur: Gaussian sigma in pixels", minimum=0.1),
         Param("seed", 0, "base seed for noise / random factors, combined with the sample key"),
     )
-
-    def _validate(self) -> None:
-        cfg = self.config
-        if cfg["level"] < 0 or cfg["noise"] < 0 or cfg["sigma"] <= 0 or cfg["factor"] < 1:
-            raise ValueError(
-                "tile: need level >= 0, noise >= 0, sigma > 0 and factor >= 1, got "
-                f"level={cfg['level']} noise={cfg['noise']} sigma={cfg['sigma']} "
-                f"factor={cfg['factor']}"
-            )
 
     def _annotate(self, rgb: np.ndarray, rng: np.random.Generator) -> Annotation:
         cfg = self.config

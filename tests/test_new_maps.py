@@ -118,7 +118,7 @@ def test_tile_random_factor_is_seeded_and_recorded(photo):
 
 
 def test_tile_rejects_bad_params():
-    with pytest.raises(ValueError, match="tile: need"):
+    with pytest.raises(ValueError, match="factor: 0.5 is outside the allowed range"):
         create("tile", factor=0.5)
 
 
@@ -220,8 +220,10 @@ def test_face_filters_small_faces_and_draws_black_without_faces(face_photos, pho
 
 
 def test_face_rejects_bad_params():
-    with pytest.raises(ValueError, match="max_faces"):
+    with pytest.raises(ValueError, match="max_faces: 0 is outside"):
         create("face", max_faces=0)
+    with pytest.raises(ValueError, match="min_confidence: 1.5 is outside"):
+        create("face", min_confidence=1.5)
 
 
 # -- CLI ----------------------------------------------------------------------------------
