@@ -22,6 +22,7 @@ import cv2
 import numpy as np
 
 from annotators.base import Annotation, Annotator, AnnotatorError, Param
+from annotators.quiet import filter_native_logs
 from annotators.registry import register
 
 THICKNESS = 2
@@ -116,6 +117,7 @@ class Face(Annotator):
         """Create MediaPipe's FaceMesh (its model ships inside the mediapipe 0.10.21 wheel)."""
         if self._mesh is not None:
             return
+        filter_native_logs()  # absl / TF Lite lines would break progress bars
         try:
             from mediapipe.python.solutions import face_mesh
         except ImportError as err:
