@@ -250,3 +250,28 @@ def test_cli_lists_and_writes_the_new_maps(cli, photo_paths, tmp_path):
     expected = create("shuffle", seed=3)(image, key="a")
     written = cv2.cvtColor(cv2.imread(str(out / "a.shuffle.png")), cv2.COLOR_BGR2RGB)
     assert np.array_equal(written, expected)
+
+
+def test_build_writes_both_inpaint_maps_and_verifies(cli, photo_paths, tmp_path):
+    """Through ``hintset build`` (real Ray): the optional second map lands in the shards."""
+    import io
+    import tarfile
+
+    src = tmp_path / "in"
+    src.mkdir()
+    for path in photo_paths[:3]:
+        (src / path.name).write_bytes(path.read_bytes())
+    out = tmp_path / "ds"
+    cli(
+        "build", src, "-o", out, "-a", "inpaint,shuffle", "-p", "inpaint.masked_image=true",
+        "--resolution", "96", "--workers", "1", "-q", check=True,
+    )  # fmt: skip
+    assert cli("verify", out).returncode == 0
+    names = []
+    for shard in sorted((out / "shards").glob("*.tar")):
+        with tarfile.open(fileobj=io.BytesIO(shard.read_bytes())) as tar:
+            names += tar.getnames()
+    for suffix in ("inpaint.png", "inpaintmasked.png", "shuffle.png"):
+        assert sum(n.endswith(suffix) for n in names) == 3, suffix
+    manifest = json.loads((out / "manifest.json").read_text())
+    assert "inpaintmasked" in json.dumps(manifest)
