@@ -59,6 +59,11 @@ class Lineart(LearnedAnnotator):
     def weights_files(cls) -> list[WeightsFile]:
         return [LINEART_WEIGHTS, LINEART_COARSE_WEIGHTS]
 
+    @classmethod
+    def weights_by_backend(cls) -> dict[str, list[WeightsFile]]:
+        """The default (fine) model needs sk_model.pth; ``coarse=true`` needs sk_model2.pth."""
+        return {"fine": [LINEART_WEIGHTS], "coarse": [LINEART_COARSE_WEIGHTS]}
+
     def _load_networks(self) -> list[dict[str, Any]]:
         spec = LINEART_COARSE_WEIGHTS if self.config["coarse"] else LINEART_WEIGHTS
         self.model, ident = self.load_torch(spec, build_lineart)

@@ -176,8 +176,9 @@ def test_cli_lists_learned_files_and_runs_them(cli, weights_dir, photo_paths, tm
     found = {(r["annotator"], r["name"]): r["present"] for r in rows}
     for name, files in LEARNED.items():
         assert all(found[(name, f)] for f in files), name
-    listed = json.loads(cli("annotators", "--json", check=True).stdout)
-    assert {r["name"] for r in listed} >= set(LEARNED)
+    listed = {r["name"]: r for r in json.loads(cli("annotators", "--json", check=True).stdout)}
+    assert set(listed) >= set(LEARNED)
+    assert list(listed["lineart"]["weights_by_backend"]) == ["fine", "coarse"]
     src = tmp_path / "in"
     src.mkdir()
     shutil.copy(photo_paths[0], src / "a.jpg")
