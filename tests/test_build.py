@@ -310,10 +310,10 @@ def test_output_as_fsspec_url(photo_paths, tmp_path):
 
 def test_learned_annotator_runs_on_ray_workers(photo_paths, tmp_path):
     """HED with random weights in the published layout, through --weights-dir, on CPU workers."""
-    from annotators.hed import write_random_weights
+    from tests.weights import write_hed
 
     weights = tmp_path / "weights"
-    write_random_weights(weights)
+    write_hed(weights)
     folder = tmp_path / "in"
     folder.mkdir()
     for path in photo_paths[:3]:
