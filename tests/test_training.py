@@ -96,7 +96,10 @@ def test_data_skips_and_ranges(shards):
     assert "000000000" not in keys and "000010004" not in keys  # failed status, missing map
     assert ds.skipped["status"] >= 1 and ds.skipped["missing_map"] >= 1
     s = got[0]
-    assert s["pixel_values"].shape == (3, 64, 64) and s["conditioning"].shape == (1, 64, 64)
+    # one 1-channel map repeated to RGB, as ControlNet 1.0/1.1 prepare hints
+    assert s["pixel_values"].shape == (3, 64, 64) and s["conditioning"].shape == (3, 64, 64)
+    assert np.array_equal(s["conditioning"][0], s["conditioning"][1])
+    assert np.array_equal(s["conditioning"][0], s["conditioning"][2])
     assert s["pixel_values"].min() >= -1 and s["pixel_values"].max() <= 1
     assert 0 <= s["conditioning"].min() and s["conditioning"].max() <= 1
     again = iter(ShardDataset(str(shards), ["canny"], 64, seed=1, shuffle_buffer=2))
@@ -144,12 +147,16 @@ def test_stacked_conditions_train(shards, tiny_base, tmp_path):
     from training.data import ShardDataset
     from training.trainer import Trainer
 
-    both = next(iter(ShardDataset(str(shards), ["canny", "seg"], 64, seed=3, shuffle_buffer=1)))
+    with pytest.raises(ValueError, match="--stack-conditions"):
+        ShardDataset(str(shards), ["canny", "seg"], 64)
+    both = next(iter(ShardDataset(str(shards), ["canny", "seg"], 64, seed=3, shuffle_buffer=1,
+                                  stack=True)))  # fmt: skip
     seg = next(iter(ShardDataset(str(shards), ["seg"], 64, seed=3, shuffle_buffer=1)))
     assert both["key"] == seg["key"] and both["conditioning"].shape == (4, 64, 64)
     np.testing.assert_array_equal(both["conditioning"][1:], seg["conditioning"])
     assert set(np.unique(both["conditioning"][0])) <= {0.0, 1.0}  # canny stays binary
-    t = Trainer(_config(shards, tiny_base, tmp_path / "run", condition="canny,seg"), device="cpu")
+    cfg = _config(shards, tiny_base, tmp_path / "run", condition="canny,seg", stack_conditions=True)
+    t = Trainer(cfg, device="cpu")
     assert t.controlnet.config.conditioning_channels == 4
     losses = t.train()
     assert len(losses) == 2 and all(np.isfinite(losses))
@@ -186,7 +193,7 @@ def test_zero_init_output_unchanged(shards, tiny_base, tmp_path):
     g = torch.Generator().manual_seed(0)
     latents = torch.randn(2, 4, 8, 8, generator=g)
     text = torch.randn(2, 16, 32, generator=g)
-    cond = torch.rand(2, 1, 64, 64, generator=g)
+    cond = torch.rand(2, 3, 64, 64, generator=g)
     ts = torch.tensor([10, 500])
     with torch.no_grad():
         down, mid = t.controlnet(latents, ts, text, controlnet_cond=cond, return_dict=False)
