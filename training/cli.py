@@ -108,13 +108,24 @@ def train(ctx: click.Context, config_file: Path | None, print_config: bool, **va
 
 @click.command("export")
 @click.argument("checkpoint", type=click.Path(exists=True, file_okay=False, path_type=Path))
-@click.option("-o", "--output", required=True, type=click.Path(path_type=Path))
+@click.option(
+    "-o", "--output", required=True, type=click.Path(path_type=Path), help="export folder"
+)
 @click.option("--fp16", is_flag=True, help="store weights as float16")
 @click.option("--ema", is_flag=True, help="export the EMA weights when the run kept them")
-def export(checkpoint: Path, output: Path, fp16: bool, ema: bool) -> None:
-    """Export RUN/checkpoint-N: a diffusers folder and an original-layout .safetensors file."""
+@click.option(
+    "--samples",
+    type=int,
+    default=2,
+    show_default=True,
+    help="validation samples rendered into the model card's grid (0: none)",
+)
+def export(checkpoint: Path, output: Path, fp16: bool, ema: bool, samples: int) -> None:
+    """Export RUN/checkpoint-N: a diffusers folder with a model card, and one .safetensors
+    (original ControlNet layout for SD 1.x/2.x, diffusers layout for SDXL) with metadata."""
     from training.export import export as run_export
 
-    done = run_export(checkpoint, output, fp16=fp16, ema=ema)
-    click.echo(f"diffusers folder: {done['diffusers']}")
-    click.echo(f"single file: {done['single_file']} ({done['tensors']} tensors)")
+    done = run_export(checkpoint, output, fp16=fp16, ema=ema, samples=samples)
+    click.echo(f"diffusers folder: {done['diffusers']} (model card README.md)")
+    click.echo(f"single file: {done['single_file']} ({done['tensors']} tensors, "
+               f"{done['metadata']['hintset.layout']} keys)")  # fmt: skip

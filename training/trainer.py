@@ -6,6 +6,7 @@ import json
 import os
 import random
 import shutil
+import sys
 from pathlib import Path
 
 import numpy as np
@@ -174,9 +175,7 @@ class Trainer:
         self.run = Path(config.output)
         self.device = torch.device(device or ("cuda" if torch.cuda.is_available() else "cpu"))
         self.rank = int(os.environ.get("RANK", 0))
-        self.train_urls, self.validation_urls = split_validation(
-            shard_urls(config.data), config.validation_shards
-        )
+        self.train_urls, _ = split_validation(shard_urls(config.data), config.validation_shards)
         # per-rank seeds: ranks draw different noise; DDP broadcasts rank 0's weights anyway
         random.seed(config.seed + self.rank)
         np.random.seed(config.seed + self.rank)
@@ -242,15 +241,6 @@ class Trainer:
         if not sample:
             raise ValueError(f"no sample with maps {c.condition} in {c.data}")
         return int(sample[0]["conditioning"].shape[0])
-
-    def validation_source(self) -> tuple[str, list[str] | None, bool]:
-        """(data, shard urls, held out?) the validation grids sample from."""
-        c = self.config
-        if c.validation_data:
-            return c.validation_data, None, True
-        if self.validation_urls:
-            return c.data, self.validation_urls, True
-        return c.data, self.train_urls, False
 
     def text_conditioning(self, captions: list[str]) -> dict:
         """U-Net/ControlNet text inputs: ``encoder_hidden_states`` (+ SDXL pooled embeddings)."""
@@ -388,6 +378,12 @@ class Trainer:
             if found:
                 self.load_checkpoint(found[-1])
         c.save(self.run / "config.json")
+        if self.rank == 0 and c.validate_every:
+            from training.validate import validation_source
+
+            if not validation_source(c)[2]:
+                print("warning: validation samples come from the training shards; hold some out "
+                      "with --validation-shards N or --validation-data", file=sys.stderr)  # fmt: skip
         self.dataset = ShardDataset(
             c.data, c.conditions, c.resolution, seed=c.seed, shuffle_buffer=c.shuffle_buffer,
             stack=c.stack_conditions, urls=self.train_urls,

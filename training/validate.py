@@ -35,46 +35,66 @@ def make_pipeline(trainer):
     return pipe
 
 
+def validation_source(config) -> tuple[str, list[str] | None, bool]:
+    """(data, shard urls, held out?) validation samples come from: ``--validation-data``, the
+    ``--validation-shards`` held out of ``--data``, or else (not held out) the training shards."""
+    from training.data import shard_urls, split_validation
+
+    if config.validation_data:
+        return config.validation_data, None, True
+    train, held = split_validation(shard_urls(config.data), config.validation_shards)
+    return (config.data, held, True) if held else (config.data, train, False)
+
+
+def read_validation(config, n: int) -> list[dict]:
+    """The first ``n`` validation samples (see ``validation_source``)."""
+    from training.data import read_samples
+
+    data, urls, _ = validation_source(config)
+    return read_samples(data, config.conditions, config.resolution, n,
+                        stack=config.stack_conditions, urls=urls)  # fmt: skip
+
+
+def generate_rows(
+    pipe, samples: list[dict], resolution: int, *, steps: int = 20, guidance: float = 9.0,
+    seed: int = 0,
+) -> np.ndarray:  # fmt: skip
+    """Rows of condition | generated | original (uint8), one per sample, seeded per row."""
+    import torch
+
+    rows = []
+    for i, s in enumerate(samples):
+        img = pipe(
+            s["caption"],
+            image=torch.from_numpy(s["conditioning"])[None],
+            num_inference_steps=steps,
+            guidance_scale=guidance,
+            height=resolution,
+            width=resolution,
+            generator=torch.Generator().manual_seed(seed + i),
+            output_type="np",
+        ).images[0]
+        hint = s["conditioning"][:3] if s["conditioning"].shape[0] >= 3 else s["conditioning"][:1]
+        cond_rgb = np.broadcast_to(hint, (3, *hint.shape[1:])).transpose(1, 2, 0)
+        orig = (s["pixel_values"].transpose(1, 2, 0) + 1) / 2
+        rows.append(np.concatenate([cond_rgb, img, orig], axis=1))
+    return (np.clip(np.concatenate(rows, axis=0), 0, 1) * 255).round().astype(np.uint8)
+
+
 def sample_grid(
     trainer, *, steps: int = 20, guidance: float = 9.0, seed: int = 0
 ) -> tuple[np.ndarray, list[dict]]:
     """Rows of condition | generated | original for validation samples (uint8), and the
     samples used (key, caption)."""
-    import torch
-
-    from training.data import read_samples
-
-    c = trainer.config
-    data, urls, _ = trainer.validation_source()
-    samples = read_samples(data, c.conditions, c.resolution, c.num_validation,
-                           stack=c.stack_conditions, urls=urls)  # fmt: skip
+    samples = read_validation(trainer.config, trainer.config.num_validation)
     pipe = make_pipeline(trainer)
-    rows = []
     was_training = trainer.controlnet.training
     trainer.controlnet.eval()
     try:
-        for i, s in enumerate(samples):
-            cond = torch.from_numpy(s["conditioning"])[None]
-            gen = torch.Generator().manual_seed(seed + i)
-            img = pipe(
-                s["caption"],
-                image=cond,
-                num_inference_steps=steps,
-                guidance_scale=guidance,
-                height=c.resolution,
-                width=c.resolution,
-                generator=gen,
-                output_type="np",
-            ).images[0]
-            hint = (
-                s["conditioning"][:3] if s["conditioning"].shape[0] >= 3 else s["conditioning"][:1]
-            )
-            cond_rgb = np.broadcast_to(hint, (3, *hint.shape[1:])).transpose(1, 2, 0)
-            orig = (s["pixel_values"].transpose(1, 2, 0) + 1) / 2
-            rows.append(np.concatenate([cond_rgb, img, orig], axis=1))
+        grid = generate_rows(pipe, samples, trainer.config.resolution, steps=steps,
+                             guidance=guidance, seed=seed)  # fmt: skip
     finally:
         trainer.controlnet.train(was_training)
-    grid = (np.clip(np.concatenate(rows, axis=0), 0, 1) * 255).round().astype(np.uint8)
     return grid, [{"key": s["key"], "caption": s["caption"]} for s in samples]
 
 
@@ -131,7 +151,7 @@ def validate(trainer) -> Path:
     grid, used = sample_grid(trainer)
     labelled = label_grid(grid, [u["caption"] for u in used], trainer.step)
     Image.fromarray(labelled).save(out)
-    held_out = trainer.validation_source()[2]
+    held_out = validation_source(trainer.config)[2]
     info = {"step": trainer.step, "held_out": held_out, "samples": used}
     atomic_write(out.with_suffix(".json"), json.dumps(info, indent=1).encode())
     if getattr(trainer, "tracker", None):
