@@ -379,18 +379,36 @@ def test_cli_build_train_export(cli, photos_dir, tmp_path):
     assert (exp / "controlnet-checkpoint-2.safetensors").stat().st_size > 0
 
 
-def test_validation_grid_and_loss_plot(shards, tiny_base, tmp_path):
+def test_validation_held_out_labelled_and_tensorboard(shards, tiny_base, tmp_path):
+    """--validation-shards 1: validation samples come only from the held-out shard, training
+    never sees it; the grid is labelled; TensorBoard gets the scalars and the grid image."""
     from PIL import Image
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 
     from training.trainer import Trainer
 
-    cfg = _config(shards, tiny_base, tmp_path / "run", steps=2, validate_every=2)
-    cfg.num_validation = 2
-    Trainer(cfg, device="cpu").train()
+    cfg = _config(shards, tiny_base, tmp_path / "run", steps=2, validate_every=2,
+                  validation_shards=1, num_validation=2)  # fmt: skip
+    t = Trainer(cfg, device="cpu")
+    t.train()
+    info = json.loads((tmp_path / "run" / "validation" / "step-000002.json").read_text())
+    held = {s["key"] for s in info["samples"]}
+    assert info["held_out"] and len(held) == 2 and all(k.startswith("00001") for k in held)
+    stream = iter(t.dataset)
+    trained = {next(stream)["key"] for _ in range(24)}
+    assert trained and not trained & held
+    assert all(k.startswith("00000") for k in trained)
     grid = np.asarray(Image.open(tmp_path / "run" / "validation" / "step-000002.png"))
-    assert grid.shape == (2 * 64, 3 * 64, 3)
-    assert grid[:, 64:128].std() > 0  # generated column is an image, not blank
+    assert grid.shape == (3 * 12 + 2 * 64, 3 * 64, 3)  # header + a caption strip per row
+    assert grid[:12].min() < 128  # the header has text in it
+    assert grid[24:88, 64:128].std() > 0  # generated column is an image, not blank
     assert (tmp_path / "run" / "loss.png").stat().st_size > 1000
+    events = EventAccumulator(str(tmp_path / "run" / "tensorboard"))
+    events.Reload()
+    scalars = set(events.Tags()["scalars"])
+    assert {"train/loss", "train/lr", "train/grad_norm", "train/samples_per_s"} <= scalars
+    assert [e.step for e in events.Scalars("train/loss")] == [1, 2]
+    assert events.Tags()["images"] == ["validation"]
 
 
 def _train_two_steps_in_a_process(launcher: list[str], shards, tiny_base, run, *extra: str):
@@ -441,4 +459,4 @@ def test_ray_train_two_workers(shards, tiny_base, tmp_path):
     import sys
 
     _train_two_steps_in_a_process([sys.executable], shards, tiny_base, tmp_path / "run",
-                                  "--num-workers", "2")  # fmt: skip
+                                  "--ray-workers", "2")  # fmt: skip

@@ -158,3 +158,18 @@ def test_crafted_pickle_state_is_refused_without_running(shards, tiny_base, tmp_
     assert "Traceback" not in r.stderr
     pickle.loads((ckpt / "training_state.pt").read_bytes())  # the crafted file really would
     assert marker.exists()
+
+
+def test_gpu_smoke_skips_cleanly_without_a_gpu():
+    import subprocess
+    import sys
+
+    import torch
+
+    if torch.cuda.is_available():
+        pytest.skip("a GPU is here: the smoke run would really run")
+    root = Path(__file__).resolve().parents[1]
+    done = subprocess.run([sys.executable, str(root / "benchmarks" / "gpu_smoke.py")],
+                          capture_output=True, text=True, timeout=300)  # fmt: skip
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.splitlines() == ["gpu_smoke: skipped (no CUDA GPU)"]

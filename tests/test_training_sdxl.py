@@ -37,6 +37,7 @@ def test_sdxl_time_ids_use_true_original_size_and_crop(tiny_sdxl, cli, photo_pat
     from safetensors import safe_open
 
     from pipeline import cli as hcli
+    from pipeline.shard_writer import read_index
     from training.data import ShardDataset, collate
     from training.trainer import sdxl_time_ids
 
@@ -46,15 +47,17 @@ def test_sdxl_time_ids_use_true_original_size_and_crop(tiny_sdxl, cli, photo_pat
     r = cli("build", *photo_paths[:6], "-o", out, "-a", "canny", "--resolution", "64",
             "--shard-size", "6", "-q")  # fmt: skip
     assert r.returncode == 0, r.stderr
-    true_sizes = set()
-    for path in photo_paths[:6]:
-        with Image.open(path) as im:
-            true_sizes.add((im.height, im.width))
+    recorded = {  # what the build recorded as each photo's original size
+        row["key"]: (row["original_height"], row["original_width"])
+        for p in sorted((out / "index").glob("*.parquet"))
+        for row in read_index(p.read_bytes())
+    }
     dataset = ShardDataset(str(out), ["canny"], 64, seed=0, shuffle_buffer=1)
     stream = iter(dataset)
     batch = collate([next(stream) for _ in range(6)])
-    for (h, w), (top, left) in zip(batch["original_size"], batch["crop_top_left"], strict=True):
-        assert (h, w) in true_sizes  # the photo's size, not the 64 px image stored in the tar
+    pairs = zip(batch["key"], batch["original_size"], batch["crop_top_left"], strict=True)
+    for key, (h, w), (top, left) in pairs:
+        assert (h, w) == recorded[key] and min(h, w) > 64  # not the 64 px image in the tar
         assert min(top, left) == 0 and max(top, left) <= 64  # short side resized to 64
     ids = sdxl_time_ids(batch, 64, "cpu", torch.float32)
     assert ids.shape == (6, 6) and ids[:, 4:].eq(64).all()
