@@ -317,8 +317,9 @@ def test_export_folder_runs_in_pipeline_and_single_file_roundtrips(
     pipe = StableDiffusionControlNetPipeline.from_pretrained(
         str(tiny_base), controlnet=folder, safety_checker=None, requires_safety_checker=False
     )
-    # a 1-channel edge map as a tensor in [0, 1] (PIL input would be converted to RGB)
+    # an edge map repeated to 3 channels, as a tensor in [0, 1] (PIL: test_training_export.py)
     cond = (torch.rand(1, 1, 64, 64, generator=torch.Generator().manual_seed(0)) > 0.8).float()
+    cond = cond.repeat(1, 3, 1, 1)
     out = pipe(
         "a photo",
         image=cond,

@@ -52,17 +52,22 @@ def load_base(base_model: str, dtype=None) -> dict:
     return parts
 
 
-def encode_prompts(tokenizer, text_encoder, captions: list[str], device):
-    """CLIP last hidden states for captions, without an autograd graph."""
-    import torch
-
-    ids = tokenizer(
+def token_ids(tokenizer, captions: list[str], device):
+    """Token ids padded/truncated to the tokenizer's length (77 for SD's CLIP)."""
+    return tokenizer(
         captions,
         padding="max_length",
         max_length=tokenizer.model_max_length,
         truncation=True,
         return_tensors="pt",
     ).input_ids.to(device)
+
+
+def encode_prompts(tokenizer, text_encoder, captions: list[str], device):
+    """CLIP last hidden states for captions, without an autograd graph."""
+    import torch
+
+    ids = token_ids(tokenizer, captions, device)
     with torch.no_grad():
         return text_encoder(ids)[0]
 
@@ -76,14 +81,7 @@ def encode_prompts_sdxl(tokenizers, text_encoders, captions: list[str], device):
     pooled = None
     with torch.no_grad():
         for tokenizer, encoder in zip(tokenizers, text_encoders, strict=True):
-            ids = tokenizer(
-                captions,
-                padding="max_length",
-                max_length=tokenizer.model_max_length,
-                truncation=True,
-                return_tensors="pt",
-            ).input_ids.to(device)
-            out = encoder(ids, output_hidden_states=True)
+            out = encoder(token_ids(tokenizer, captions, device), output_hidden_states=True)
             pooled = out[0]
             states.append(out.hidden_states[-2])
     return torch.cat(states, dim=-1), pooled.reshape(len(captions), -1)
