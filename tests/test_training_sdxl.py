@@ -29,6 +29,7 @@ def test_tiny_sdxl_is_sdxl(tiny_sdxl):
     assert type(parts["text_encoder_2"]).__name__ == "CLIPTextModelWithProjection"
 
 
+@pytest.mark.timeout(1800)  # four CLI processes; slow on a loaded 2-core machine
 def test_sdxl_time_ids_use_true_original_size_and_crop(tiny_sdxl, cli, photo_paths, tmp_path):
     """build -> train (CLI) -> export -> StableDiffusionXLControlNetPipeline samples; the time ids
     carry each photo's true size (index) and the crop actually taken."""
