@@ -23,13 +23,18 @@ def opt(default: Any, help: str, choices: tuple[str, ...] | None = None) -> Any:
 class TrainConfig:
     """Every knob of ``hintset train``; saved next to the run so it can be reproduced."""
 
-    data: str = opt("", "build output folder (OUT) or shard URL pattern (.../{00000..00009}.tar)")
-    condition: str = opt(
-        "", "map name (canny, depth, ...); several, comma separated, need --stack-conditions"
+    data: str = opt(
+        "", "required: build output folder (OUT) or shard URL pattern (.../{00000..00009}.tar)"
     )
-    base_model: str = opt("", "diffusers folder or hub id of the base: SD 1.x/2.x or SDXL")
+    condition: str = opt(
+        "",
+        "required: map name (canny, depth, ...); several, comma separated, need --stack-conditions",
+    )
+    base_model: str = opt(
+        "", "required: diffusers folder or hub id of the base: SD 1.x/2.x or SDXL"
+    )
     output: str = opt(
-        "", "run folder (checkpoints, log.jsonl, TensorBoard events, validation grids)"
+        "", "required: run folder (checkpoints, log.jsonl, TensorBoard events, validation grids)"
     )
     steps: int = opt(1000, "optimiser steps")
     batch_size: int = opt(4, "samples per step per rank")
