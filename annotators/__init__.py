@@ -6,7 +6,22 @@
 
 # Each family module registers itself on import; family modules import heavy
 # libraries (torch, mediapipe) lazily, so this stays cheap.
-from annotators import canny, depth, hed, lines, normal, pose, seg  # noqa: F401
+from annotators import (  # noqa: F401
+    canny,
+    depth,
+    face,
+    hed,
+    inpaint,
+    lineart,
+    lineart_anime,
+    lines,
+    normal,
+    pose,
+    seg,
+    shuffle,
+    softedge,
+    tile,
+)
 from annotators.base import Annotation, Annotator, AnnotatorError, Param
 from annotators.registry import create, get, list_annotators, register
 

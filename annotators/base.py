@@ -10,6 +10,7 @@ import, so ``import annotators`` stays light.
 from __future__ import annotations
 
 import hashlib
+import math
 from dataclasses import dataclass, field
 from typing import Any, ClassVar
 
@@ -22,12 +23,18 @@ class AnnotatorError(RuntimeError):
 
 @dataclass(frozen=True)
 class Param:
-    """One annotator parameter: its name, default, type and a one-line help."""
+    """One annotator parameter: its name, default, type, a one-line help and allowed values.
+
+    Numbers must lie in [``minimum``, ``maximum``]; ``minimum`` defaults to 0 for numeric
+    parameters (no annotator parameter here means anything when negative).
+    """
 
     name: str
     default: Any
     help: str = ""
     choices: tuple[Any, ...] | None = None
+    minimum: float | None = 0
+    maximum: float | None = None
 
     def coerce(self, value: Any) -> Any:
         """Convert ``value`` (possibly a CLI string) to the default's type and validate it."""
@@ -52,7 +59,18 @@ class Param:
             value = float(value)
         if self.choices is not None and value not in self.choices:
             raise ValueError(f"{self.name}: {value!r} is not one of {list(self.choices)}")
+        if isinstance(value, int | float) and not isinstance(value, bool):
+            low = -math.inf if self.minimum is None else self.minimum
+            high = math.inf if self.maximum is None else self.maximum
+            if not low <= value <= high:  # also rejects nan
+                raise ValueError(f"{self.name}: {value!r} is outside {_range_text(low, high)}")
         return value
+
+
+def _range_text(low: float, high: float) -> str:
+    if high == math.inf:
+        return f"the allowed range (>= {low:g})"
+    return f"the allowed range [{low:g}, {high:g}]"
 
 
 @dataclass
@@ -112,10 +130,13 @@ class Annotator:
         unknown = sorted(set(params) - set(known))
         if unknown:
             raise ValueError(f"{self.name}: unknown parameter(s) {unknown}; known: {sorted(known)}")
-        self.config: dict[str, Any] = {
-            name: spec.coerce(params[name]) if name in params else spec.default
-            for name, spec in known.items()
-        }
+        try:
+            self.config: dict[str, Any] = {
+                name: spec.coerce(params[name]) if name in params else spec.default
+                for name, spec in known.items()
+            }
+        except ValueError as err:  # "min_length: ..." -> "lines.min_length: ..."
+            raise ValueError(f"{self.name}.{err}") from None
         self._validate()
 
     # -- to override -------------------------------------------------------
@@ -134,6 +155,11 @@ class Annotator:
     def weights_files(cls) -> list[Any]:
         """Files (``annotators.weights.WeightsFile``) this annotator needs; empty for classical ones."""
         return []
+
+    @classmethod
+    def weights_by_backend(cls) -> dict[str, list[Any]]:
+        """Weights each backend needs, default backend first (one key ``""`` without backends)."""
+        return {"": cls.weights_files()}
 
     def weights_identity(self) -> list[dict[str, Any]]:
         """Name and sha256 of the weights actually loaded (for the manifest); empty if none."""

@@ -7,72 +7,25 @@ is the sigmoid of the mean of the five side outputs, each resized to the input s
 
 from __future__ import annotations
 
-from pathlib import Path
 from typing import Any
 
 import cv2
 import numpy as np
 
 from annotators.base import Annotation, Param, edge_density
-from annotators.inference import (
-    TORCH_PARAMS,
-    TorchAnnotator,
-    autocast,
-    groups_by_size,
-    load_network,
-    random_state,
-    to_tensor,
-    write_state,
-)
+from annotators.learned import LEARNED_PARAMS, LearnedAnnotator, load_network
 from annotators.registry import register
 from annotators.weights import WeightsFile
 
 #: published as float16 tensors (29.4 MB for 14.7 M parameters); loaded into a float32 network
 HED_WEIGHTS = WeightsFile("ControlNetHED.pth", size_hint="29 MB")
-#: (input channels, output channels, convolutions) of block1..block5
-HED_BLOCKS = ((3, 64, 2), (64, 128, 2), (128, 256, 3), (256, 512, 3), (512, 512, 3))
 #: blocks 2-5 start with a 2x2 max pool, so the input is padded to a multiple of 16
 HED_MULTIPLE = 16
 
 
 def build_hed() -> Any:
     """The ControlNetHED_Apache2 network (parameter names as in the published checkpoint)."""
-    import torch
-    from torch import nn
-
-    class SideBlock(nn.Module):
-        """3x3 conv + ReLU stack (``convs``) and a 1x1 side output (``projection``)."""
-
-        def __init__(self, cin: int, cout: int, layers: int) -> None:
-            super().__init__()
-            self.convs = nn.Sequential(
-                *[nn.Conv2d(cin if i == 0 else cout, cout, 3, padding=1) for i in range(layers)]
-            )
-            self.projection = nn.Conv2d(cout, 1, 1)
-
-        def forward(self, x: torch.Tensor, pool: bool) -> tuple[torch.Tensor, torch.Tensor]:
-            if pool:
-                x = nn.functional.max_pool2d(x, kernel_size=2, stride=2)
-            for conv in self.convs:
-                x = nn.functional.relu(conv(x))
-            return x, self.projection(x)
-
-    class HED(nn.Module):
-        """Input: RGB 0..255 float; output: five side maps at strides 1, 2, 4, 8, 16."""
-
-        def __init__(self) -> None:
-            super().__init__()
-            self.norm = nn.Parameter(torch.zeros(1, 3, 1, 1))
-            for index, (cin, cout, layers) in enumerate(HED_BLOCKS, start=1):
-                self.add_module(f"block{index}", SideBlock(cin, cout, layers))
-
-        def forward(self, x: torch.Tensor) -> list[torch.Tensor]:
-            h = x - self.norm
-            sides = []
-            for index in range(1, len(HED_BLOCKS) + 1):
-                h, side = getattr(self, f"block{index}")(h, pool=index > 1)
-                sides.append(side)
-            return sides
+    from annotators.nets.hed import HED
 
     return HED()
 
@@ -87,42 +40,10 @@ def load_hed(
     return load_network(spec, build_hed, weights_dir=weights_dir, device=device, offline=offline)
 
 
-def write_random_weights(folder: Path, *, tiny: bool = False) -> list[Path]:
-    """Write a random ``ControlNetHED.pth`` in the published layout: real size, float16."""
-    path = Path(folder) / HED_WEIGHTS.filename
-    write_state(path, {k: v.half() for k, v in random_state(build_hed).items()})
-    return [path]
-
-
 def safe_step(edges: np.ndarray, step: int = 2) -> np.ndarray:
     """ControlNet's "safe" quantisation of a 0..1 soft-edge map into ``step`` + 1 levels."""
     levels = (edges.astype(np.float32) * float(step + 1)).astype(np.int32)
     return levels.astype(np.float32) / float(step)
-
-
-def soft_edges(
-    model: Any, images: list[np.ndarray], device: str, precision: str, batch_size: int = 8
-) -> list[np.ndarray]:
-    """Float64 0..1 soft-edge maps (sigmoid of the mean of the side outputs), one per image."""
-    import torch
-
-    maps: list[np.ndarray] = [np.empty(0)] * len(images)
-    for group in groups_by_size(images, batch_size):
-        height, width = images[group[0]].shape[:2]
-        batch = to_tensor([images[i] for i in group], HED_MULTIPLE, device)
-        with torch.inference_mode(), autocast(device, precision):
-            sides = model(batch)
-        size = batch.shape[-2:]
-        resized = [
-            torch.nn.functional.interpolate(
-                s.float(), size=size, mode="bilinear", align_corners=False
-            )
-            for s in sides
-        ]
-        fused = torch.sigmoid(torch.stack(resized).mean(dim=0).double())[:, 0, :height, :width]
-        for i, edge in zip(group, fused.cpu().numpy(), strict=True):
-            maps[i] = edge
-    return maps
 
 
 def to_uint8(edges: np.ndarray, safe: bool) -> np.ndarray:
@@ -164,7 +85,7 @@ def scribble_from_soft_edges(
     return np.where(blurred > cutoff, 255, 0).astype(np.uint8)
 
 
-class _HEDBase(TorchAnnotator):
+class _HEDBase(LearnedAnnotator):
     """Holds the HED network (shared per process between ``hed`` and ``scribble``)."""
 
     @classmethod
@@ -177,16 +98,34 @@ class _HEDBase(TorchAnnotator):
         return [{}]
 
     def _load_networks(self) -> list[dict[str, Any]]:
-        self.model, ident = load_hed(self.config["weights_dir"], self.device)
+        self.model, ident = self.load_torch(HED_WEIGHTS, build_hed)
         return [ident]
+
+    def soft_edges(self, images: list[np.ndarray]) -> list[np.ndarray]:
+        """Float64 0..1 soft-edge maps (sigmoid of the mean of the side outputs), one per image."""
+        import torch
+
+        self.load()
+        maps: list[np.ndarray] = [np.empty(0)] * len(images)
+        for group, batch in self.padded_batches(images, HED_MULTIPLE):
+            height, width = images[group[0]].shape[:2]
+            with torch.inference_mode(), self.autocast():
+                sides = self.model(batch)
+            size = batch.shape[-2:]
+            resized = [
+                torch.nn.functional.interpolate(
+                    s.float(), size=size, mode="bilinear", align_corners=False
+                )
+                for s in sides
+            ]
+            fused = torch.sigmoid(torch.stack(resized).mean(dim=0).double())[:, 0, :height, :width]
+            for i, edge in zip(group, fused.cpu().numpy(), strict=True):
+                maps[i] = edge
+        return maps
 
     def edges_batch(self, images: list[np.ndarray]) -> list[np.ndarray]:
         """uint8 soft-edge maps for a batch of images."""
-        self.load()
-        soft = soft_edges(
-            self.model, images, self.device, self.precision, self.config["batch_size"]
-        )
-        return [to_uint8(e, self.config["safe"]) for e in soft]
+        return [to_uint8(e, self.config["safe"]) for e in self.soft_edges(images)]
 
 
 @register
@@ -199,7 +138,7 @@ class HEDEdges(_HEDBase):
     description = "HED soft edges, grey on black (1 channel); needs ControlNetHED.pth"
     params = (
         Param("safe", False, 'ControlNet "safe" quantisation (3 levels) before scaling to 0..255'),
-        *TORCH_PARAMS,
+        *LEARNED_PARAMS,
     )
 
     def _annotate_batch(
@@ -225,7 +164,7 @@ class Scribble(_HEDBase):
         Param("blur", 3.0, "Gaussian blur sigma after thinning"),
         Param("cutoff", 4, "pixels above this after the blur become 255, the rest 0"),
         Param("safe", False, "quantise the HED map first (as hed.safe)"),
-        *TORCH_PARAMS,
+        *LEARNED_PARAMS,
     )
 
     def _annotate_batch(

@@ -3,7 +3,7 @@
 Load a resolved model folder strictly (a missing key or a wrong shape is a one-line
 :class:`~annotators.weights.WeightsError`, never a silent random init), read the image
 processor config as plain data, resize images to the model's working size in batches of
-equal shape, and write random weights from a config for tests and benchmarks.
+equal shape (or pad to a multiple and crop back), and return outputs at each image's size.
 torch and transformers are imported inside functions so ``import annotators`` stays light.
 """
 
@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import json
 import re
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, ClassVar
@@ -19,7 +19,8 @@ from typing import Any, ClassVar
 import cv2
 import numpy as np
 
-from annotators.base import Annotator, Param
+from annotators.base import Param
+from annotators.learned import LEARNED_PARAMS, LearnedAnnotator, groups_by_size, padded_size
 from annotators.weights import (
     MODEL_FILES,
     PROCESSOR_CONFIG,
@@ -27,7 +28,6 @@ from annotators.weights import (
     WeightsFile,
     model_identity,
     model_weights_file,
-    resolve_device,
     resolve_model_dir,
 )
 
@@ -42,8 +42,6 @@ AUTO_CLASSES = {
     "seg": "AutoModelForSemanticSegmentation",
 }
 
-PRECISIONS = ("auto", "fp32", "fp16", "bf16")
-
 
 def quiet_transformers() -> None:
     """No progress bars or load warnings from transformers (workers log one line per error)."""
@@ -51,17 +49,6 @@ def quiet_transformers() -> None:
 
     transformers.logging.set_verbosity_error()
     transformers.logging.disable_progress_bar()
-
-
-def resolve_dtype(precision: str, device: str) -> Any:
-    """torch dtype for ``precision``: auto = fp16 on CUDA (safe for these conv/ViT nets), else fp32."""
-    import torch
-
-    if precision == "auto":
-        return torch.float16 if device.startswith("cuda") else torch.float32
-    if precision == "fp16" and not device.startswith("cuda"):
-        raise WeightsError("precision fp16 needs a CUDA device; use fp32 or bf16 on CPU")
-    return {"fp32": torch.float32, "fp16": torch.float16, "bf16": torch.bfloat16}[precision]
 
 
 def _short_list(keys: Any) -> str:
@@ -120,10 +107,14 @@ class Preprocess:
     multiple: int  # sides are rounded to a multiple of this
     mean: tuple[float, float, float]
     std: tuple[float, float, float]
-    fixed: bool = False  # the network only accepts exactly ``size`` (DPT-hybrid)
+    fixed: bool = False  # the network only accepts exactly ``size``
+    #: keep the aspect ratio exactly: scale the short side, pad to ``multiple``, crop back
+    pad: bool = False
 
     @classmethod
-    def from_folder(cls, folder: Path, *, fixed: bool = False, multiple: int = 32) -> Preprocess:
+    def from_folder(
+        cls, folder: Path, *, fixed: bool = False, multiple: int = 32, pad: bool = False
+    ) -> Preprocess:
         """Read ``preprocessor_config.json`` as plain data."""
         path = Path(folder) / PROCESSOR_CONFIG
         try:
@@ -147,6 +138,7 @@ class Preprocess:
             mean=mean,  # type: ignore[arg-type]
             std=std,  # type: ignore[arg-type]
             fixed=fixed,
+            pad=pad,
         )
 
     def working_shape(self, height: int, width: int, short_side: int = 0) -> tuple[int, int]:
@@ -155,68 +147,45 @@ class Preprocess:
             return self.size
         target = short_side or min(self.size)
         scale = target / min(height, width)
+        if self.pad:
+            return (max(1, round(height * scale)), max(1, round(width * scale)))
         return (self._round(height * scale), self._round(width * scale))
 
     def _round(self, value: float) -> int:
         return max(self.multiple, int(round(value / self.multiple)) * self.multiple)
 
     def to_batch(self, images: list[np.ndarray], shape: tuple[int, int]) -> np.ndarray:
-        """Resize RGB uint8 images to ``shape`` and normalise into an NCHW float32 array."""
+        """Resize RGB uint8 images to ``shape`` (area when shrinking, Lanczos when growing, as
+        ControlNet's ``resize_image``), pad by edge replication to ``multiple`` when ``pad``,
+        and normalise into an NCHW float32 array."""
         h, w = shape
-        out = np.empty((len(images), 3, h, w), np.float32)
+        hp, wp = padded_size(h, w, self.multiple) if self.pad else (h, w)
+        out = np.empty((len(images), 3, hp, wp), np.float32)
         mean = np.asarray(self.mean, np.float32)
         std = np.asarray(self.std, np.float32)
         for i, img in enumerate(images):
             if img.shape[:2] != (h, w):
                 shrink = h * w < img.shape[0] * img.shape[1]
                 img = cv2.resize(
-                    img, (w, h), interpolation=cv2.INTER_AREA if shrink else cv2.INTER_CUBIC
+                    img, (w, h), interpolation=cv2.INTER_AREA if shrink else cv2.INTER_LANCZOS4
                 )
+            if (hp, wp) != (h, w):
+                img = np.pad(img, ((0, hp - h), (0, wp - w), (0, 0)), mode="edge")
             out[i] = ((img.astype(np.float32) / 255.0 - mean) / std).transpose(2, 0, 1)
         return out
 
 
-def group_by_shape(shapes: list[tuple[int, int]], chunk: int) -> list[list[int]]:
-    """Indices grouped by equal working shape, each group split into chunks of at most ``chunk``."""
-    groups: dict[tuple[int, int], list[int]] = {}
-    for i, shape in enumerate(shapes):
-        groups.setdefault(shape, []).append(i)
-    return [
-        idx[start : start + chunk] for idx in groups.values() for start in range(0, len(idx), chunk)
-    ]
-
-
-def save_random(
-    folder: Path, build_model: Callable[[], Any], build_processor: Callable[[], Any], seed: int = 0
-) -> list[Path]:
-    """Build a model from its config with random weights and ``save_pretrained`` it (+ processor)."""
-    import torch
-
-    quiet_transformers()
-    folder = Path(folder)
-    folder.mkdir(parents=True, exist_ok=True)
-    torch.manual_seed(seed)
-    model = build_model()
-    model.save_pretrained(str(folder), safe_serialization=True)
-    build_processor().save_pretrained(str(folder))
-    return sorted(p for p in folder.iterdir() if p.is_file())
-
-
 #: params every transformers annotator takes, after its own ``model`` and ``resolution``
 HF_PARAMS = (
-    Param("batch_size", 8, "largest batch run through the network at once"),
-    Param("device", "auto", "cpu, cuda or auto", choices=("auto", "cpu", "cuda")),
-    Param("precision", "auto", "auto = fp16 on CUDA, fp32 on CPU", choices=PRECISIONS),
+    *LEARNED_PARAMS,
     Param("sha256", "", "expected sha256 of the weights file (checked when given)"),
-    Param("weights_dir", "", "folder holding <hub id>/ model folders (else $HINTSET_WEIGHTS_DIR)"),
 )
 
 
-class HFAnnotator(Annotator):
+class HFAnnotator(LearnedAnnotator):
     """An annotator backed by a transformers model picked with ``model`` (short name, hub id
     or local folder): resolved offline-first, hash recorded, loaded once, run in batches."""
 
-    wants_gpu = True
     task: ClassVar[str] = ""  # key of AUTO_CLASSES
     models: ClassVar[dict[str, Any]] = {}  # short name -> spec with a ``repo_id``
     default_model: ClassVar[str] = ""
@@ -226,11 +195,11 @@ class HFAnnotator(Annotator):
         super().__init__(**params)
         self._model: Any = None
         self._pre: Preprocess | None = None
-        self._identity: list[dict[str, Any]] = []
 
     def _validate(self) -> None:
-        if self.config["resolution"] < 0 or self.config["batch_size"] < 1:
-            raise ValueError(f"{self.name}: resolution must be >= 0 and batch_size >= 1")
+        super()._validate()
+        if self.config["resolution"] < 0:
+            raise ValueError(f"{self.name}: resolution must be >= 0")
 
     def model_id(self) -> str:
         """Hub id (or folder) of the configured model."""
@@ -255,40 +224,63 @@ class HFAnnotator(Annotator):
 
     def weights_identity(self) -> list[dict[str, Any]]:
         """Model id, weights file and sha256; resolved without loading the network if need be."""
-        if not self._identity:
-            repo = self.model_id()
-            try:
-                folder = resolve_model_dir(repo, self.config["weights_dir"] or None, offline=True)
-                self._identity = [model_identity(repo, folder, self.config["sha256"])]
-            except WeightsError:
-                return []
-        return list(self._identity)
+        if self._loaded is not None:
+            return list(self._loaded)
+        repo = self.model_id()
+        try:
+            folder = resolve_model_dir(repo, self.config["weights_dir"] or None, offline=True)
+            return [model_identity(repo, folder, self.config["sha256"])]
+        except WeightsError:
+            return []
 
     def _prepare(self, model: Any, folder: Path, repo: str) -> Preprocess:
         """Check the loaded model for this annotator and return its preprocessing."""
         raise NotImplementedError
 
-    def load(self) -> None:
-        """Resolve the model folder, check/record the weights hash, load the network once."""
-        if self._model is not None:
-            return
+    def _load_networks(self) -> list[dict[str, Any]]:
+        """Resolve the model folder, check/record the weights hash, load the network."""
         repo = self.model_id()
         folder = resolve_model_dir(repo, self.config["weights_dir"] or None)
-        identity = model_identity(repo, folder, self.config["sha256"])
-        device = resolve_device(self.config["device"])
-        dtype = resolve_dtype(self.config["precision"], device)
-        model = load_pretrained(self.task, folder, repo, device, dtype)
+        ident = model_identity(repo, folder, self.config["sha256"])
+        model = load_pretrained(self.task, folder, repo, self.device, self.dtype)
         self._pre = self._prepare(model, folder, repo)
-        self._model, self._device, self._dtype = model, device, dtype
-        self._identity = [identity]
+        self._model = model
+        return [ident]
 
-    def batches(self, images: list[np.ndarray]) -> Iterator[tuple[list[int], Any]]:
-        """(indices, pixel tensor) per group of images sharing a working size."""
+    def batches(self, images: list[np.ndarray]) -> Iterator[tuple[list[int], Any, tuple[int, int]]]:
+        """(indices, pixel tensor, working shape) per group of images sharing a working shape;
+        the tensor may be padded beyond the working shape (crop outputs back to it)."""
         import torch
 
         self.load()
         pre = self._pre
         shapes = [pre.working_shape(*img.shape[:2], self.config["resolution"]) for img in images]
-        for idx in group_by_shape(shapes, self.config["batch_size"]):
+        for idx in groups_by_size(shapes, self.config["batch_size"]):
             batch = pre.to_batch([images[i] for i in idx], shapes[idx[0]])
-            yield idx, torch.from_numpy(batch).to(self._device, self._dtype)
+            yield idx, torch.from_numpy(batch).to(self.device, self.dtype), shapes[idx[0]]
+
+    def forward(self, pixels: Any) -> Any:
+        """The network's map output (B, C, h, w) for a pixel batch."""
+        raise NotImplementedError
+
+    def predict(self, images: list[np.ndarray], at_image_size: bool = True) -> list[Any]:
+        """Float32 (C, H, W) output per image: run in batches, crop padding, resize bilinearly
+        to the image's own height and width (or keep the working size: ``at_image_size=False``)."""
+        import torch
+
+        results: list[Any] = [None] * len(images)
+        for idx, pixels, (h, w) in self.batches(images):
+            with torch.inference_mode():
+                out = self.forward(pixels).float()
+                # crop the padding back, at the output's own scale (e.g. logits at 1/4)
+                (hp, wp), (oh, ow) = pixels.shape[-2:], out.shape[-2:]
+                out = out[:, :, : round(oh * h / hp), : round(ow * w / wp)]
+                for j, i in enumerate(idx):
+                    height, width = images[i].shape[:2]
+                    full = out[j : j + 1]
+                    if at_image_size and tuple(full.shape[-2:]) != (height, width):
+                        full = torch.nn.functional.interpolate(
+                            full, size=(height, width), mode="bilinear", align_corners=False
+                        )
+                    results[i] = full[0]
+        return results

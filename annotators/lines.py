@@ -13,7 +13,8 @@ from typing import Any
 import cv2
 import numpy as np
 
-from annotators.base import Annotation, Annotator, Param, edge_density
+from annotators.base import Annotation, Param, edge_density
+from annotators.learned import LearnedAnnotator, learned_params
 from annotators.registry import register
 
 #: segments as an (N, 4) float array of x1, y1, x2, y2 in pixel coordinates
@@ -56,9 +57,12 @@ LEARNED_BACKENDS = ("mlsd",)
 
 
 def draw_segments(shape: tuple[int, int], segments: Segments) -> np.ndarray:
-    """Draw segments as 1 px white lines on a black HxW uint8 canvas."""
+    """Draw segments as 1 px white lines on a black HxW uint8 canvas.
+
+    Endpoints are truncated towards zero (``int()``), as ControlNet's M-LSD annotator does.
+    """
     canvas = np.zeros(shape, np.uint8)
-    for x1, y1, x2, y2 in np.rint(segments).astype(np.int32):
+    for x1, y1, x2, y2 in np.trunc(np.asarray(segments, np.float64)).astype(np.int64):
         cv2.line(canvas, (int(x1), int(y1)), (int(x2), int(y2)), 255, 1, cv2.LINE_8)
     return canvas
 
@@ -72,11 +76,11 @@ def filter_short(segments: Segments, min_length: float) -> Segments:
 
 
 @register
-class Lines(Annotator):
+class Lines(LearnedAnnotator):
     """Straight line segments (MLSD-style map) from a pluggable detector backend."""
 
     name = "lines"
-    version = "1"
+    version = "2"
     outputs = ("lines",)
     description = "straight line segments, 1 px white on black (1 channel)"
     params = (
@@ -86,27 +90,18 @@ class Lines(Annotator):
         Param("canny_high", 200, "hough: Canny high threshold"),
         Param("hough_threshold", 50, "hough: accumulator votes needed"),
         Param("max_gap", 5, "hough: largest gap bridged inside one segment"),
-        Param("score_threshold", 0.1, "mlsd: segment score threshold"),
+        Param("score_threshold", 0.1, "mlsd: segment score threshold", maximum=1),
         Param("distance_threshold", 0.1, "mlsd: segment length threshold (half-resolution px)"),
-        Param("device", "auto", "mlsd: cpu, cuda or auto", choices=("auto", "cpu", "cuda")),
-        Param("weights_dir", "", "mlsd: folder holding mlsd_large_512_fp32.pth"),
-        Param("batch_size", 8, "mlsd: largest batch run through the network at once"),
-        Param(
-            "precision",
-            "fp32",
-            "mlsd: GPU arithmetic (fp32, fp16, bf16); thresholds are tuned in fp32",
-            choices=("auto", "fp32", "fp16", "bf16"),
-        ),
+        # thresholds are tuned in fp32, so M-LSD runs in fp32 unless asked otherwise
+        *learned_params("mlsd: ", precision="fp32"),
     )
 
     def __init__(self, **params: Any) -> None:
         super().__init__(**params)
-        self._model: Any = None
-        self._identity: list[dict[str, Any]] = []
-        self.device = "cpu"
-        self.wants_gpu = self.config["backend"] in LEARNED_BACKENDS
+        self.wants_gpu = self.uses_weights()
 
     def _validate(self) -> None:
+        super()._validate()
         backend = self.config["backend"]
         if backend not in BACKENDS and backend not in LEARNED_BACKENDS:
             raise ValueError(
@@ -114,12 +109,21 @@ class Lines(Annotator):
                 f"(have: {sorted(BACKENDS) + list(LEARNED_BACKENDS)})"
             )
 
+    def uses_weights(self) -> bool:
+        """Only backend mlsd loads a network."""
+        return self.config["backend"] in LEARNED_BACKENDS
+
     @classmethod
     def weights_files(cls) -> list[Any]:
         """The M-LSD checkpoint (needed only by ``backend="mlsd"``)."""
         from annotators.mlsd import MLSD_WEIGHTS
 
         return [MLSD_WEIGHTS]
+
+    @classmethod
+    def weights_by_backend(cls) -> dict[str, list[Any]]:
+        """Only backend mlsd needs weights."""
+        return {"lsd": [], "hough": [], "mlsd": cls.weights_files()}
 
     @classmethod
     def benchmark_variants(cls) -> list[dict[str, Any]]:
@@ -131,28 +135,13 @@ class Lines(Annotator):
         """False: the default backends are classical; backend mlsd loads in :meth:`load`."""
         return False
 
-    def load(self) -> None:
-        """Load M-LSD once (backend mlsd); a no-op for the classical backends."""
-        if self.config["backend"] != "mlsd" or self._model is not None:
-            return
-        from annotators.mlsd import load_mlsd
-        from annotators.weights import resolve_device
-
-        self.device = resolve_device(self.config["device"])
-        self._model, ident = load_mlsd(self.config["weights_dir"], self.device)
-        self._identity = [ident]
-
-    def weights_identity(self) -> list[dict[str, Any]]:
-        """The M-LSD file loaded (or found) for backend mlsd; empty otherwise."""
-        if self.config["backend"] != "mlsd":
+    def _load_networks(self) -> list[dict[str, Any]]:
+        if not self.uses_weights():
             return []
-        if self._identity:
-            return list(self._identity)
-        from annotators.weights import find_local, identity
+        from annotators.mlsd import MLSD_WEIGHTS, build_mlsd
 
-        spec = self.weights_files()[0]
-        path = find_local(spec, self.config["weights_dir"] or None)
-        return [identity(spec, path)] if path is not None else []
+        self._model, ident = self.load_torch(MLSD_WEIGHTS, build_mlsd)
+        return [ident]
 
     def detect(self, images: list[np.ndarray]) -> list[Segments]:
         """Segments for each image with the configured backend."""
@@ -161,14 +150,13 @@ class Lines(Annotator):
             from annotators.mlsd import detect_segments
 
             self.load()
-            precision = "fp16" if cfg["precision"] == "auto" else cfg["precision"]
             return detect_segments(
                 self._model,
                 images,
                 self.device,
                 cfg["score_threshold"],
                 cfg["distance_threshold"],
-                precision,
+                cfg["precision"],
                 cfg["batch_size"],
             )
         detector = BACKENDS[cfg["backend"]]

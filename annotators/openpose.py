@@ -1,21 +1,18 @@
-"""The OpenPose body and hand networks (CMU, as ControlNet ships them) and multi-person grouping.
+"""OpenPose (CMU, as ControlNet ships it) around the networks: input scaling, peaks,
+multi-person grouping with part affinity fields, hand boxes and hand keypoints.
 
 Checkpoints ``body_pose_model.pth`` and ``hand_pose_model.pth`` from lllyasviel/Annotators
-hold flat keys named after the Caffe layers (``conv1_1.weight``, ``Mconv7_stage6_L2.bias``);
-the networks here are built so their state-dict keys are exactly those names. Input is
-BGR scaled to [-0.5, 0.5) at a 368 px box, as in OpenPose.
+hold flat keys named after the Caffe layers; the networks are in :mod:`annotators.nets.openpose`.
+Input is BGR scaled to [-0.5, 0.5) at a 368 px box, as in OpenPose.
 """
 
 from __future__ import annotations
 
 import math
-from pathlib import Path
-from typing import Any
 
 import cv2
 import numpy as np
 
-from annotators.inference import random_state, write_state
 from annotators.pose_draw import LIMB_SEQUENCE
 from annotators.weights import WeightsFile
 
@@ -28,117 +25,28 @@ PAF_CHANNELS = ((12, 13), (20, 21), (14, 15), (16, 17), (22, 23), (24, 25), (0, 
                 (4, 5), (6, 7), (8, 9), (10, 11), (28, 29), (30, 31), (34, 35), (32, 33),
                 (36, 37), (18, 19), (26, 27))  # fmt: skip
 
-# (name, in, out, kernel) of the shared VGG trunks; "pool" entries are 2x2 max pools
-BODY_TRUNK = (("conv1_1", 3, 64, 3), ("conv1_2", 64, 64, 3), "pool", ("conv2_1", 64, 128, 3),
-              ("conv2_2", 128, 128, 3), "pool", ("conv3_1", 128, 256, 3), ("conv3_2", 256, 256, 3),
-              ("conv3_3", 256, 256, 3), ("conv3_4", 256, 256, 3), "pool", ("conv4_1", 256, 512, 3),
-              ("conv4_2", 512, 512, 3), ("conv4_3_CPM", 512, 256, 3), ("conv4_4_CPM", 256, 128, 3))  # fmt: skip
-HAND_TRUNK = BODY_TRUNK[:12] + (("conv4_3", 512, 512, 3), ("conv4_4", 512, 512, 3),
-                                ("conv5_1", 512, 512, 3), ("conv5_2", 512, 512, 3),
-                                ("conv5_3_CPM", 512, 128, 3))  # fmt: skip
+
+def smart_resize(image: np.ndarray, size: tuple[int, int]) -> np.ndarray:
+    """Resize to (height, width) as ControlNet 1.1's OpenPose does: area when the sides shrink
+    on average, Lanczos-4 when they grow; maps with more than 3 channels one channel at a time."""
+    height, width = size
+    if image.ndim == 3 and image.shape[2] not in (1, 3):
+        return np.stack([smart_resize(image[:, :, c], size) for c in range(image.shape[2])], 2)
+    grow = (height + width) / (image.shape[0] + image.shape[1])
+    method = cv2.INTER_AREA if grow < 1 else cv2.INTER_LANCZOS4
+    return cv2.resize(image, (width, height), interpolation=method)
 
 
-def _stage(prefix: str, suffix: str, cin: int, cout: int) -> list[tuple[str, int, int, int]]:
-    """A refinement stage: five 7x7 convs, then two 1x1 convs."""
-    layers = [
-        (f"Mconv{i}_stage{prefix}{suffix}", cin if i == 1 else 128, 128, 7) for i in range(1, 6)
-    ]
-    return layers + [(f"Mconv6_stage{prefix}{suffix}", 128, 128, 1),
-                     (f"Mconv7_stage{prefix}{suffix}", 128, cout, 1)]  # fmt: skip
-
-
-def body_layout() -> dict[str, list]:
-    """Layer lists of the body net: trunk, stage-1 branches, stages 2-6 for PAFs (L1) and heatmaps (L2)."""
-    layout = {"trunk": list(BODY_TRUNK)}
-    for branch, cout in (("L1", 38), ("L2", 19)):
-        layout[f"1_{branch}"] = [(f"conv5_{i}_CPM_{branch}", 128, 128, 3) for i in (1, 2, 3)] + [
-            (f"conv5_4_CPM_{branch}", 128, 512, 1), (f"conv5_5_CPM_{branch}", 512, cout, 1)]  # fmt: skip
-        for stage in range(2, 7):
-            layout[f"{stage}_{branch}"] = _stage(str(stage), f"_{branch}", 185, cout)
-    return layout
-
-
-def hand_layout() -> dict[str, list]:
-    """Layer lists of the hand net: trunk, stage 1, stages 2-6 (22 heatmaps)."""
-    layout = {"trunk": list(HAND_TRUNK),
-              "1": [("conv6_1_CPM", 128, 512, 1), ("conv6_2_CPM", 512, 22, 1)]}  # fmt: skip
-    for stage in range(2, 7):
-        layout[str(stage)] = _stage(str(stage), "", 150, 22)
-    return layout
-
-
-#: layers without a ReLU after them. As in the published code, Mconv7_stage6_L2 (the final
-#: body heatmaps) does keep its ReLU: its no-ReLU list names Mconv7_stage6_L1 twice.
-NO_RELU = {"conv5_5_CPM_L1", "conv5_5_CPM_L2", "conv6_2_CPM",
-           *(f"Mconv7_stage{s}_L1" for s in range(2, 7)),
-           *(f"Mconv7_stage{s}_L2" for s in range(2, 6)),
-           *(f"Mconv7_stage{s}" for s in range(2, 7))}  # fmt: skip
-
-
-def build_network(layout: dict[str, list]) -> Any:
-    """A torch module with one attribute per Caffe layer (state-dict keys = published keys)."""
-    import torch
-    from torch import nn
-
-    class OpenPoseNet(nn.Module):
-        def __init__(self) -> None:
-            super().__init__()
-            self.layout = layout
-            for layers in layout.values():
-                for layer in layers:
-                    if layer != "pool":
-                        name, cin, cout, k = layer
-                        self.add_module(name, nn.Conv2d(cin, cout, k, padding=k // 2))
-
-        def run(self, layers: list, x: torch.Tensor) -> torch.Tensor:
-            for layer in layers:
-                if layer == "pool":
-                    x = nn.functional.max_pool2d(x, 2, 2)
-                    continue
-                x = getattr(self, layer[0])(x)
-                if layer[0] not in NO_RELU:
-                    x = nn.functional.relu(x)
-            return x
-
-        def forward(self, x: torch.Tensor) -> Any:
-            features = self.run(self.layout["trunk"], x)
-            if "1_L1" in self.layout:  # body: returns (PAFs, heatmaps)
-                pafs = self.run(self.layout["1_L1"], features)
-                heat = self.run(self.layout["1_L2"], features)
-                for stage in range(2, 7):
-                    joined = torch.cat([pafs, heat, features], 1)
-                    pafs = self.run(self.layout[f"{stage}_L1"], joined)
-                    heat = self.run(self.layout[f"{stage}_L2"], joined)
-                return pafs, heat
-            heat = self.run(self.layout["1"], features)
-            for stage in range(2, 7):
-                heat = self.run(self.layout[str(stage)], torch.cat([heat, features], 1))
-            return heat
-
-    return OpenPoseNet()
-
-
-def build_body() -> Any:
-    return build_network(body_layout())
-
-
-def build_hand() -> Any:
-    return build_network(hand_layout())
-
-
-def write_random_weights(folder: Path, *, tiny: bool = False) -> list[Path]:
-    """Random ``body_pose_model.pth`` and ``hand_pose_model.pth`` in the published layout (real size)."""
-    paths = []
-    for spec, build in ((BODY_WEIGHTS, build_body), (HAND_WEIGHTS, build_hand)):
-        path = Path(folder) / spec.filename
-        write_state(path, random_state(build))
-        paths.append(path)
-    return paths
-
-
-def network_input(rgb: np.ndarray, scale: float) -> tuple[np.ndarray, tuple[int, int]]:
-    """BGR image scaled by ``scale``, padded (value 128) to a multiple of 8, in [-0.5, 0.5)."""
-    bgr = cv2.resize(rgb[:, :, ::-1], (0, 0), fx=scale, fy=scale, interpolation=cv2.INTER_CUBIC)
+def network_input(
+    rgb: np.ndarray, scale: float | tuple[int, int]
+) -> tuple[np.ndarray, tuple[int, int]]:
+    """BGR image resized (by ``scale``, sides truncated as the reference, or to a (h, w) size),
+    padded (value 128) at the bottom/right to a multiple of 8, in [-0.5, 0.5)."""
+    if isinstance(scale, tuple):
+        size = scale
+    else:
+        size = (int(rgb.shape[0] * scale), int(rgb.shape[1] * scale))
+    bgr = smart_resize(np.ascontiguousarray(rgb[:, :, ::-1]), size)
     h, w = bgr.shape[:2]
     hp, wp = -(-h // STRIDE) * STRIDE, -(-w // STRIDE) * STRIDE
     padded = np.full((hp, wp, 3), PAD_VALUE, np.uint8)
@@ -147,23 +55,56 @@ def network_input(rgb: np.ndarray, scale: float) -> tuple[np.ndarray, tuple[int,
 
 
 def to_image_size(maps: np.ndarray, valid: tuple[int, int], shape: tuple[int, int]) -> np.ndarray:
-    """CxHxW network output -> HxWxC at the image size (upsample x8, crop padding, resize)."""
-    up = cv2.resize(
-        maps.transpose(1, 2, 0), (0, 0), fx=STRIDE, fy=STRIDE, interpolation=cv2.INTER_CUBIC
-    )
-    up = up[: valid[0], : valid[1]]
-    return cv2.resize(up, (shape[1], shape[0]), interpolation=cv2.INTER_CUBIC)
+    """CxHxW network output -> HxWxC float64 at ``shape`` (upsample x8, crop padding, resize)."""
+    up = maps.transpose(1, 2, 0)
+    up = smart_resize(up, (up.shape[0] * STRIDE, up.shape[1] * STRIDE))
+    up = smart_resize(up[: valid[0], : valid[1]], shape)
+    return up.astype(np.float64)
 
 
 def find_peaks(heatmap: np.ndarray, threshold: float) -> list[tuple[int, int, float]]:
-    """Local maxima (x, y, score) of a smoothed heatmap above ``threshold``."""
-    smooth = cv2.GaussianBlur(heatmap, (0, 0), 3)
-    padded = np.pad(smooth, 1, constant_values=-np.inf)
+    """Local maxima (x, y, score) above ``threshold`` of the heatmap smoothed with
+    ``scipy.ndimage.gaussian_filter`` (sigma 3, reflected borders), as the reference."""
+    from scipy.ndimage import gaussian_filter
+
+    smooth = gaussian_filter(heatmap.astype(np.float64), sigma=3)
+    padded = np.pad(smooth, 1, constant_values=0.0)  # the reference shifts in zeros
     center = padded[1:-1, 1:-1]
     is_peak = ((center >= padded[:-2, 1:-1]) & (center >= padded[2:, 1:-1])
                & (center >= padded[1:-1, :-2]) & (center >= padded[1:-1, 2:]) & (center > threshold))  # fmt: skip
     ys, xs = np.nonzero(is_peak)
     return [(int(x), int(y), float(heatmap[y, x])) for x, y in zip(xs, ys, strict=True)]
+
+
+#: hand keypoints: the crop is run at these box sizes (x 368), heatmaps averaged at 128x128
+HAND_SCALES = (0.5, 1.0, 1.5, 2.0)
+HAND_MAP_SIZE = 128
+HAND_BLUR = 0.8  # Gaussian pre-blur of the crop
+HAND_THRESHOLD = 0.05
+
+
+def hand_peaks(heatmaps: np.ndarray, crop_shape: tuple[int, int]) -> list[tuple | None]:
+    """21 hand keypoints (x, y, score) in crop pixels from averaged 128x128x22 heatmaps, as
+    ControlNet 1.1: per part, the largest (by heat) 8-connected blob where the sigma-3 smoothed
+    map exceeds 0.05, its maximum, scaled and truncated to the crop; None when not found
+    (including x = 0, which the reference treats as missing)."""
+    from scipy.ndimage import gaussian_filter, label
+
+    points: list[tuple | None] = []
+    for part in range(21):
+        heat = heatmaps[:, :, part].astype(np.float64)
+        binary = gaussian_filter(heat, sigma=3) > HAND_THRESHOLD
+        if not binary.any():
+            points.append(None)
+            continue
+        labels, count = label(binary, structure=np.ones((3, 3), int))
+        sums = [heat[labels == i].sum() for i in range(1, count + 1)]
+        kept = np.where(labels == int(np.argmax(sums)) + 1, heat, 0.0)
+        py, px = np.unravel_index(int(np.argmax(kept)), kept.shape)
+        y = int(float(py) * float(crop_shape[0]) / float(HAND_MAP_SIZE))
+        x = int(float(px) * float(crop_shape[1]) / float(HAND_MAP_SIZE))
+        points.append((x, y, float(kept[py, px])) if x > 0 and y > 0 else None)
+    return points
 
 
 def limb_score(paf: np.ndarray, a: tuple, b: tuple, image_height: int) -> float | None:

@@ -14,8 +14,9 @@ from typing import Any
 import numpy as np
 
 from annotators.base import Annotation, Param
-from annotators.inference import TORCH_PARAMS, TorchAnnotator, groups_by_size, load_network
+from annotators.learned import LEARNED_PARAMS, LearnedAnnotator, groups_by_size
 from annotators.pose_draw import draw_people, openpose_json
+from annotators.quiet import filter_native_logs
 from annotators.registry import register
 
 #: OpenPose body keypoint i <- MediaPipe pose landmark (neck, None, is the mid-shoulder)
@@ -35,11 +36,11 @@ def landmark(point: Any, shape: tuple[int, int], min_confidence: float, visibili
 
 
 @register
-class Pose(TorchAnnotator):
+class Pose(LearnedAnnotator):
     """OpenPose 18-keypoint body (+ optional hands and face) on black, and the keypoints as JSON."""
 
     name = "pose"
-    version = "1"
+    version = "2"
     outputs = ("pose",)
     data_outputs = ("pose",)
     description = "OpenPose-style skeleton, RGB on black, + pose.json (OpenPose format)"
@@ -47,9 +48,9 @@ class Pose(TorchAnnotator):
         Param("backend", "mediapipe", "keypoint detector", choices=("mediapipe", "openpose")),
         Param("hands", False, "detect and draw hands (21 points each)"),
         Param("face", False, "detect and draw face points (mediapipe only)"),
-        Param("min_confidence", 0.5, "mediapipe: drop keypoints less visible than this"),
+        Param("min_confidence", 0.5, "mediapipe: drop keypoints less visible than this", maximum=1),
         Param("model_complexity", 1, "mediapipe pose model (0 lite, 1 full)", choices=(0, 1)),
-        *TORCH_PARAMS,
+        *LEARNED_PARAMS,
     )
 
     def _validate(self) -> None:
@@ -65,6 +66,11 @@ class Pose(TorchAnnotator):
         return [BODY_WEIGHTS, HAND_WEIGHTS]
 
     @classmethod
+    def weights_by_backend(cls) -> dict[str, list[Any]]:
+        """mediapipe's models ship in its wheel; openpose needs the body (and hand) networks."""
+        return {"mediapipe": [], "openpose": cls.weights_files()}
+
+    @classmethod
     def needs_weights(cls) -> bool:
         """False: the default mediapipe backend needs none (the openpose backend does)."""
         return False
@@ -73,14 +79,13 @@ class Pose(TorchAnnotator):
     def benchmark_variants(cls) -> list[dict[str, Any]]:
         return [{"backend": "openpose"}]
 
-    def load(self) -> None:
-        """Load MediaPipe's bundled models (no torch needed) or the OpenPose networks."""
-        if self._loaded is None and self.config["backend"] == "mediapipe":
-            self._loaded = self._load_networks()
-        super().load()
+    def uses_weights(self) -> bool:
+        """Only backend openpose loads checkpoints (MediaPipe's models ship in its wheel)."""
+        return self.config["backend"] == "openpose"
 
     def _load_networks(self) -> list[dict[str, Any]]:
         if self.config["backend"] == "mediapipe":
+            filter_native_logs()  # absl / TF Lite lines would break progress bars
             import mediapipe as mp
 
             solutions = mp.solutions
@@ -94,15 +99,13 @@ class Pose(TorchAnnotator):
                 {i for edge in solutions.face_mesh.FACEMESH_CONTOURS for i in edge}
             )
             return []
-        from annotators.openpose import BODY_WEIGHTS, HAND_WEIGHTS, build_body, build_hand
+        from annotators.nets.openpose import build_body, build_hand
+        from annotators.openpose import BODY_WEIGHTS, HAND_WEIGHTS
 
-        weights_dir = self.config["weights_dir"]
-        self._body, body_id = load_network(BODY_WEIGHTS, build_body, weights_dir=weights_dir,
-                                           device=self.device)  # fmt: skip
+        self._body, body_id = self.load_torch(BODY_WEIGHTS, build_body)
         loaded = [body_id]
         if self.config["hands"]:
-            self._hand, hand_id = load_network(HAND_WEIGHTS, build_hand, weights_dir=weights_dir,
-                                               device=self.device)  # fmt: skip
+            self._hand, hand_id = self.load_torch(HAND_WEIGHTS, build_hand)
             loaded.append(hand_id)
         return loaded
 
@@ -195,24 +198,38 @@ class Pose(TorchAnnotator):
         return results
 
     def _hands(self, rgb: np.ndarray, body: list) -> dict[str, list]:
-        """21 hand keypoints per detected hand box (heatmap maxima above 0.05)."""
+        """21 keypoints per hand box, as ControlNet 1.1: the crop blurred (sigma 0.8), run at 4
+        box sizes, heatmaps averaged at 128x128, largest blob per part (see ``hand_peaks``)."""
         import cv2
         import torch
 
-        from annotators.openpose import BOX_SIZE, hand_boxes, network_input, to_image_size
+        from annotators.openpose import (
+            BOX_SIZE,
+            HAND_BLUR,
+            HAND_MAP_SIZE,
+            HAND_SCALES,
+            hand_boxes,
+            hand_peaks,
+            network_input,
+            to_image_size,
+        )  # fmt: skip
 
         hands = {}
         for side, x, y, width in hand_boxes(body, rgb.shape[:2]):
             crop = rgb[y : y + width, x : x + width]
-            tensor, valid = network_input(crop, BOX_SIZE / width)
-            with torch.no_grad():
-                heat = self._hand(torch.from_numpy(tensor[None]).to(self.device))[0]
-            heat = to_image_size(heat.float().cpu().numpy(), valid, crop.shape[:2])
-            points = []
-            for part in range(21):
-                smooth = cv2.GaussianBlur(heat[:, :, part], (0, 0), 3)
-                py, px = np.unravel_index(int(np.argmax(smooth)), smooth.shape)
-                score = float(smooth[py, px])
-                points.append((float(px + x), float(py + y), score) if score > 0.05 else None)
-            hands[f"{side}_hand"] = points
+            blurred = cv2.GaussianBlur(crop, (0, 0), HAND_BLUR)
+            average = np.zeros((HAND_MAP_SIZE, HAND_MAP_SIZE, 22))
+            for scale in HAND_SCALES:
+                side_px = int(scale * BOX_SIZE)
+                tensor, valid = network_input(blurred, (side_px, side_px))
+                with torch.no_grad():
+                    heat = self._hand(torch.from_numpy(tensor[None]).to(self.device))[0]
+                heat = heat.float().cpu().numpy()
+                average += to_image_size(heat, valid, (HAND_MAP_SIZE, HAND_MAP_SIZE)) / len(
+                    HAND_SCALES
+                )
+            points = hand_peaks(average, crop.shape[:2])
+            hands[f"{side}_hand"] = [
+                None if p is None else (float(p[0] + x), float(p[1] + y), p[2]) for p in points
+            ]
         return hands

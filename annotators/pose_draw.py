@@ -40,63 +40,98 @@ FACE_COLOR = (255, 255, 255)
 
 
 def limb_color(index: int) -> tuple[int, int, int]:
-    """Colour of limb ``index``: the keypoint colour scaled by 0.6."""
+    """Colour of limb ``index`` once drawn: the keypoint colour scaled by 0.6, truncated."""
     return tuple(int(c * LIMB_SHADE) for c in COLORS[index])
 
 
-def hand_edge_color(index: int) -> tuple[int, int, int]:
-    """HSV rainbow over the 20 hand edges (full saturation and value)."""
-    r, g, b = colorsys.hsv_to_rgb(index / len(HAND_EDGES), 1.0, 1.0)
-    return int(r * 255), int(g * 255), int(b * 255)
+def hand_edge_color(index: int) -> tuple[float, float, float]:
+    """HSV rainbow over the 20 hand edges, as float 0..255 values (OpenCV rounds them when
+    drawing, as in the reference, which passes ``hsv_to_rgb(...) * 255`` to ``cv2.line``)."""
+    r, g, b = colorsys.hsv_to_rgb(index / float(len(HAND_EDGES)), 1.0, 1.0)
+    return r * 255.0, g * 255.0, b * 255.0
+
+
+def _px(value: float, size: int) -> int:
+    """Canvas pixel of a coordinate as the reference computes it: normalised by the canvas
+    size, scaled back and truncated (``int(x / W * W)``)."""
+    return int(float(value) / float(size) * float(size))
+
+
+def _px32(value: float, size: int) -> int:
+    """As :func:`_px` for hand and face points, which the reference normalises in float32."""
+    return int(float(np.float32(value) / np.float32(size)) * float(size))
+
+
+def draw_limbs(canvas: np.ndarray, people: list[Sequence[Keypoint]]) -> None:
+    """Limb ellipses of every person, limb by limb (limb i of all people, then limb i + 1)."""
+    height, width = canvas.shape[:2]
+    for i in range(DRAWN_LIMBS):
+        for body in people:
+            a, b = (body[k - 1] for k in LIMB_SEQUENCE[i])
+            if a is None or b is None:
+                continue
+            xs = [float(a[0]) / width * width, float(b[0]) / width * width]
+            ys = [float(a[1]) / height * height, float(b[1]) / height * height]
+            length = ((ys[0] - ys[1]) ** 2 + (xs[0] - xs[1]) ** 2) ** 0.5
+            angle = math.degrees(math.atan2(ys[0] - ys[1], xs[0] - xs[1]))
+            center = (int(np.mean(xs)), int(np.mean(ys)))
+            polygon = cv2.ellipse2Poly(
+                center, (int(length / 2), STICK_WIDTH), int(angle), 0, 360, 1
+            )
+            cv2.fillConvexPoly(canvas, polygon, limb_color(i))
+
+
+def draw_joints(canvas: np.ndarray, people: list[Sequence[Keypoint]]) -> None:
+    """Joint circles of every person, joint by joint, on top of all limbs."""
+    height, width = canvas.shape[:2]
+    for i in range(len(COLORS)):
+        for body in people:
+            point = body[i] if i < len(body) else None
+            if point is not None:
+                center = (_px(point[0], width), _px(point[1], height))
+                cv2.circle(canvas, center, JOINT_RADIUS, COLORS[i], thickness=-1)
 
 
 def draw_body(canvas: np.ndarray, body: Sequence[Keypoint]) -> None:
     """Draw one person's 18 keypoints: limbs first (ellipses), then joints on top."""
-    for i in range(DRAWN_LIMBS):
-        a, b = (body[k - 1] for k in LIMB_SEQUENCE[i])
-        if a is None or b is None:
-            continue
-        (x1, y1), (x2, y2) = a[:2], b[:2]
-        length = math.hypot(x1 - x2, y1 - y2)
-        angle = math.degrees(math.atan2(y1 - y2, x1 - x2))
-        center = (int(round((x1 + x2) / 2)), int(round((y1 + y2) / 2)))
-        polygon = cv2.ellipse2Poly(center, (int(length / 2), STICK_WIDTH), int(angle), 0, 360, 1)
-        cv2.fillConvexPoly(canvas, polygon, limb_color(i))
-    for i, point in enumerate(body):
-        if point is not None:
-            cv2.circle(canvas, (int(round(point[0])), int(round(point[1]))), JOINT_RADIUS,
-                       COLORS[i], thickness=-1)  # fmt: skip
+    draw_limbs(canvas, [body])
+    draw_joints(canvas, [body])
 
 
 def draw_hand(canvas: np.ndarray, hand: Sequence[Keypoint]) -> None:
-    """Draw one 21-point hand: rainbow edges (2 px), blue joints."""
+    """Draw one 21-point hand: rainbow edges (2 px), blue joints; points truncated to pixels and
+    those at pixel row or column 0 skipped, as the reference."""
+    height, width = canvas.shape[:2]
+    pixels = [None if p is None else (_px32(p[0], width), _px32(p[1], height)) for p in hand]
     for i, (a, b) in enumerate(HAND_EDGES):
-        if hand[a] is not None and hand[b] is not None:
-            p1 = (int(round(hand[a][0])), int(round(hand[a][1])))
-            p2 = (int(round(hand[b][0])), int(round(hand[b][1])))
-            cv2.line(canvas, p1, p2, hand_edge_color(i), thickness=2)
-    for point in hand:
-        if point is not None:
-            cv2.circle(canvas, (int(round(point[0])), int(round(point[1]))), JOINT_RADIUS,
-                       HAND_JOINT_COLOR, thickness=-1)  # fmt: skip
+        pa, pb = pixels[a], pixels[b]
+        if pa is not None and pb is not None and min(*pa, *pb) > 0:
+            cv2.line(canvas, pa, pb, hand_edge_color(i), thickness=2)
+    for point in pixels:
+        if point is not None and min(point) > 0:
+            cv2.circle(canvas, point, JOINT_RADIUS, HAND_JOINT_COLOR, thickness=-1)
 
 
 def draw_face(canvas: np.ndarray, face: Sequence[Keypoint]) -> None:
-    """Draw face keypoints as white dots."""
-    for point in face:
-        if point is not None:
-            cv2.circle(canvas, (int(round(point[0])), int(round(point[1]))), 3, FACE_COLOR, -1)
+    """Draw face keypoints as white dots (truncated to pixels; row/column 0 skipped)."""
+    height, width = canvas.shape[:2]
+    for p in face:
+        if p is not None and min(_px32(p[0], width), _px32(p[1], height)) > 0:
+            cv2.circle(canvas, (_px32(p[0], width), _px32(p[1], height)), 3, FACE_COLOR, -1)
 
 
 def draw_people(shape: tuple[int, int], people: list[dict]) -> np.ndarray:
-    """An HxWx3 RGB canvas with every person's body, hands and face drawn on black."""
+    """An HxWx3 RGB canvas drawn in ControlNet 1.1's order: the limbs of all people, the joints
+    of all people, then every hand, then every face, on black."""
     canvas = np.zeros((*shape, 3), np.uint8)
-    for person in people:
-        draw_body(canvas, person["body"])
+    bodies = [person["body"] for person in people]
+    draw_limbs(canvas, bodies)
+    draw_joints(canvas, bodies)
     for person in people:
         for hand in (person.get("left_hand"), person.get("right_hand")):
             if hand:
                 draw_hand(canvas, hand)
+    for person in people:
         if person.get("face"):
             draw_face(canvas, person["face"])
     return canvas

@@ -16,9 +16,7 @@ import numpy as np
 from annotators import ade20k, hf_models
 from annotators.base import Annotation, Param
 from annotators.registry import register
-from annotators.weights import (
-    WeightsError,
-)
+from annotators.weights import WeightsError
 
 
 @dataclass(frozen=True)
@@ -40,99 +38,6 @@ MODELS: dict[str, SegModel] = {
 DEFAULT_MODEL = "upernet-convnext-small"
 BENCHMARK_MODELS = ("upernet-convnext-small", "segformer-b0")
 PERSON = ade20k.CLASSES.index("person")
-
-#: ConvNeXt sizes of the UperNet checkpoints: depths, hidden sizes, auxiliary head input
-_CONVNEXT = {
-    "tiny": ([3, 3, 9, 3], [96, 192, 384, 768], 384),
-    "small": ([3, 3, 27, 3], [96, 192, 384, 768], 384),
-    "base": ([3, 3, 27, 3], [128, 256, 512, 1024], 512),
-}
-
-
-def _labels() -> dict[str, Any]:
-    id2label = dict(enumerate(ade20k.CLASSES))
-    return {"id2label": id2label, "label2id": {v: k for k, v in id2label.items()}}
-
-
-def upernet_convnext_config(size: str = "small", tiny: bool = False) -> Any:
-    """UperNet + ConvNeXt on ADE20K (values of openmmlab/upernet-convnext-*)."""
-    from transformers import ConvNextConfig, UperNetConfig
-
-    stages = ["stage1", "stage2", "stage3", "stage4"]
-    if tiny:
-        backbone = ConvNextConfig(
-            depths=[1, 1, 1, 1], hidden_sizes=[8, 16, 32, 64], out_features=stages
-        )
-        return UperNetConfig(
-            backbone_config=backbone,
-            hidden_size=16,
-            auxiliary_in_channels=32,
-            auxiliary_channels=8,
-            num_labels=150,
-            **_labels(),
-        )
-    depths, hidden, aux_in = _CONVNEXT[size]
-    backbone = ConvNextConfig(depths=depths, hidden_sizes=hidden, out_features=stages)
-    return UperNetConfig(
-        backbone_config=backbone, auxiliary_in_channels=aux_in, num_labels=150, **_labels()
-    )
-
-
-def segformer_config(tiny: bool = False) -> Any:
-    """SegFormer MiT-B0 with the all-MLP decoder, 150 ADE20K classes (transformers' defaults are B0)."""
-    from transformers import SegformerConfig
-
-    if tiny:
-        return SegformerConfig(
-            depths=[1, 1, 1, 1],
-            hidden_sizes=[8, 16, 24, 32],
-            num_attention_heads=[1, 1, 1, 1],
-            decoder_hidden_size=16,
-            num_labels=150,
-            **_labels(),
-        )
-    return SegformerConfig(
-        depths=[2, 2, 2, 2],
-        hidden_sizes=[32, 64, 160, 256],
-        num_attention_heads=[1, 2, 5, 8],
-        sr_ratios=[8, 4, 2, 1],
-        decoder_hidden_size=256,
-        num_labels=150,
-        **_labels(),
-    )
-
-
-def image_processor() -> Any:
-    """The published processor settings: 512x512, ImageNet normalisation."""
-    from transformers import SegformerImageProcessor
-
-    return SegformerImageProcessor(size={"height": 512, "width": 512})
-
-
-def build_model(spec: SegModel, tiny: bool = False) -> Any:
-    """A randomly initialised network of ``spec``'s architecture."""
-    from transformers import SegformerForSemanticSegmentation, UperNetForSemanticSegmentation
-
-    if spec.family == "segformer":
-        return SegformerForSemanticSegmentation(segformer_config(tiny))
-    return UperNetForSemanticSegmentation(upernet_convnext_config(spec.size, tiny))
-
-
-def write_random_weights(
-    folder: Path, *, tiny: bool = False, models: tuple[str, ...] | list[str] | None = None
-) -> list[Path]:
-    """Random weights for seg models as ``folder/<hub id>/`` (config, safetensors, processor).
-
-    ``tiny`` uses tiny configs with the same architecture classes; otherwise the published
-    sizes (no download). ``models`` defaults to the ones the speed benchmark runs.
-    """
-    written: list[Path] = []
-    for name in models or BENCHMARK_MODELS:
-        spec = MODELS[name]
-        written += hf_models.save_random(
-            Path(folder) / spec.repo_id, lambda spec=spec: build_model(spec, tiny), image_processor
-        )
-    return written
 
 
 @register
@@ -171,24 +76,13 @@ class Seg(hf_models.HFAnnotator):
             )
         return hf_models.Preprocess.from_folder(folder, multiple=32)
 
+    def forward(self, pixels: Any) -> Any:
+        """(B, 150, h, w) class logits."""
+        return self._model(pixel_values=pixels).logits
+
     def predict_labels(self, images: list[np.ndarray]) -> list[np.ndarray]:
         """HxW uint8 ADE20K class indices for each RGB image (argmax of logits at full size)."""
-        import torch
-
-        results: list[np.ndarray | None] = [None] * len(images)
-        for idx, pixels in self.batches(images):
-            with torch.inference_mode():
-                logits = self._model(pixel_values=pixels).logits  # (B, 150, h, w)
-                for j, i in enumerate(idx):
-                    height, width = images[i].shape[:2]
-                    full = torch.nn.functional.interpolate(
-                        logits[j : j + 1].float(),
-                        size=(height, width),
-                        mode="bilinear",
-                        align_corners=False,
-                    )
-                    results[i] = full[0].argmax(0).to(torch.uint8).cpu().numpy()
-        return results  # type: ignore[return-value]
+        return [logits.argmax(0).cpu().numpy().astype(np.uint8) for logits in self.predict(images)]
 
     def _annotate_batch(
         self, images: list[np.ndarray], rngs: list[np.random.Generator]

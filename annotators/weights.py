@@ -332,3 +332,8 @@ def model_identity(
             f"expected {expected_sha256[:12]}... (corrupt or a different file)"
         )
     return {"model": model, "file": path.name, "path": str(path), "sha256": actual}
+
+
+def strip_module(state: dict[str, Any]) -> dict[str, Any]:
+    """Keys without the ``module.`` prefix that DataParallel training leaves in published files."""
+    return {key.removeprefix("module."): value for key, value in state.items()}

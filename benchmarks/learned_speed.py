@@ -1,19 +1,19 @@
 """Speed of every learned annotator at its real size: ms per image at 512x512 on CPU, batch 1 vs 8.
 
 Random weights at the published sizes cost the same as the real ones, so no download is
-needed: every family module's ``write_random_weights(folder, tiny=False)`` fills a temporary
-weights folder, then each registered annotator that needs weights (each of its
+needed: the writers in ``tests.weights.WRITERS`` (all, or those named by ``--networks``) fill
+a temporary weights folder, then each registered annotator that needs weights (each of its
 ``benchmark_variants()``) runs on real photos cropped to 512x512.
 
     flock /tmp/hintset-heavy.lock python benchmarks/learned_speed.py
     python benchmarks/learned_speed.py --only depth,seg --tiny --size 128   # quick smoke run
+    python benchmarks/learned_speed.py --only lineart,lineart_anime,softedge \
+        --networks lineart,lineart_anime,pidinet   # write only these networks' weights
 """
 
 from __future__ import annotations
 
 import argparse
-import importlib
-import pkgutil
 import sys
 import tempfile
 import time
@@ -25,20 +25,10 @@ import numpy as np
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-import annotators  # noqa: E402
 from annotators import create, get, list_annotators  # noqa: E402
 from benchmarks.common import PHOTOS  # noqa: E402
 from pipeline.decode import load_image, resize_short_side  # noqa: E402
-
-
-def family_modules() -> list[Any]:
-    """Every ``annotators.*`` module that can write random weights (imports them all)."""
-    found = []
-    for info in pkgutil.iter_modules(annotators.__path__):
-        module = importlib.import_module(f"annotators.{info.name}")
-        if callable(getattr(module, "write_random_weights", None)):
-            found.append(module)
-    return found
+from tests.weights import WRITERS  # noqa: E402
 
 
 def learned_variants(only: set[str]) -> list[tuple[str, dict[str, Any]]]:
@@ -114,6 +104,11 @@ def main() -> None:
     parser.add_argument("--batch", type=int, default=8, help="batch size compared with 1")
     parser.add_argument("--only", default="", help="comma-separated annotator names")
     parser.add_argument("--repeat", type=int, default=2, help="passes per setting; best kept")
+    parser.add_argument(
+        "--networks",
+        default="",
+        help=f"comma-separated weight writers to run (default all: {','.join(WRITERS)})",
+    )
     parser.add_argument("--tiny", action="store_true", help="tiny configs (smoke test, not speed)")
     parser.add_argument("--weights-dir", help="reuse/keep random weights here (default: temp)")
     args = parser.parse_args()
@@ -126,8 +121,9 @@ def main() -> None:
     with tempfile.TemporaryDirectory(prefix="hintset-bench-") as tmp:
         weights = Path(args.weights_dir or tmp)
         start = time.perf_counter()
-        for module in family_modules():
-            module.write_random_weights(weights, tiny=args.tiny)
+        networks = [n.strip() for n in args.networks.split(",") if n.strip()] or list(WRITERS)
+        for network in networks:
+            WRITERS[network](weights, tiny=args.tiny)
         print(f"random weights written to {weights} in {time.perf_counter() - start:.1f}s")
         print(
             f"\nCPU, torch {torch.__version__}, {torch.get_num_threads()} threads, "

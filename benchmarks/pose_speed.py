@@ -17,9 +17,9 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 from annotators import create  # noqa: E402
-from annotators.openpose import write_random_weights  # noqa: E402
 from benchmarks.common import PHOTOS  # noqa: E402
 from pipeline.decode import load_image, resize_short_side  # noqa: E402
+from tests.weights import write_openpose  # noqa: E402
 
 
 def ms_per_image(annotator, images, batch: int) -> float:
@@ -39,7 +39,7 @@ def main() -> None:
     images = [photo] * args.images  # same size, so the network can batch them
     rows = [("mediapipe (body)", "1 per call", ms_per_image(create("pose"), images, 1))]
     with tempfile.TemporaryDirectory() as tmp:
-        write_random_weights(Path(tmp))
+        write_openpose(Path(tmp))
         for batch in (1, 4):
             annotator = create("pose", backend="openpose", weights_dir=tmp, batch_size=batch,
                                device="cpu")  # fmt: skip

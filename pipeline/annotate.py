@@ -1,149 +1,69 @@
-"""``hintset annotate``: condition maps for a folder of photos, mirrored into an output tree.
+"""``hintset annotate``: condition maps for files and folders of photos, mirrored into an output tree.
 
-Plan (find files, skip finished ones) -> distribute batches to worker processes
-(each holds one :class:`~pipeline.worker.Worker`) -> each worker writes its
-maps atomically -> the parent gathers one record per input into ``report.json``.
+The same engine as ``hintset build``: sources (the listed images) -> units (chunks of
+them) -> the pipelined worker in a local process pool -> the files writer. The parent
+keeps ``made_by.jsonl`` (which settings made each output) and writes ``report.json``.
 """
 
 from __future__ import annotations
 
-import multiprocessing as mp
+import math
 import os
 import time
 from collections.abc import Callable, Iterator
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 from annotators import create
 from pipeline.atomic import atomic_write, remove_stale_temps
-from pipeline.encode import encode_jpeg, encode_json
-from pipeline.worker import AnnotatorSpec, Worker
+from pipeline.encode import encode_json
+from pipeline.engine import FilesJob, WorkerSetup
+from pipeline.local_pool import run_local
+from pipeline.sample_ref import SampleRef
+from pipeline.worker import AnnotatorSpec
+from pipeline.writers.files import MadeBy, output_bases, output_groups, record, settings_id
 
 REPORT_NAME = "report.json"
+#: most inputs per unit of work (smaller units: the progress bar moves more often)
+MAX_UNIT = 256
 
 
-@dataclass(frozen=True)
-class Task:
-    """One input file and the stem its outputs get (``OUT/<rel dir>/<stem>``)."""
-
-    source: str
-    out_base: str
+class SettingsConflict(ValueError):
+    """Outputs in the folder were made with other settings (one-line message)."""
 
 
-def output_suffixes(specs: list[AnnotatorSpec]) -> list[str]:
-    """Suffixes each finished input has, e.g. ``canny.png``, ``pose.json`` (no model loading)."""
-    suffixes = []
-    for spec in specs:
-        annotator = create(spec.name, **spec.params)
-        suffixes += [f"{s}.png" for s in annotator.outputs]
-        suffixes += [f"{s}.json" for s in annotator.data_outputs]
-    return suffixes
+def list_refs(inputs: list[str], exclude: list[str] = ()) -> list[SampleRef]:
+    """One SampleRef per input image (none below ``exclude``), keyed by its output base (``sub/dog``)."""
+    from pipeline.sources import find_images
+
+    files = find_images(inputs, exclude=exclude)
+    bases = output_bases([rel for _, rel in files])
+    return [SampleRef(key=base, source=str(path), rel=rel.as_posix(), url=str(path))
+            for (path, rel), base in zip(files, bases, strict=True)]  # fmt: skip
 
 
-def plan(files: list[tuple[Path, Path]], out: Path) -> list[Task]:
-    """Map each input to its output stem; inputs sharing a stem keep their extension in it."""
-    bases: dict[Path, list[Path]] = {}
-    for path, rel in files:
-        bases.setdefault(rel.with_suffix(""), []).append(path)
-    tasks = []
-    for path, rel in files:
-        base = rel.with_suffix("")
-        if len(bases[base]) > 1:
-            base = rel.with_name(rel.name.replace(".", "_"))
-        tasks.append(Task(str(path), str(out / base)))
-    return tasks
+def units(refs: list[SampleRef], processes: int, batch_size: int) -> Iterator[list[SampleRef]]:
+    """Chunks of whole batches, about four per process, at most MAX_UNIT inputs each."""
+    size = min(MAX_UNIT, math.ceil(len(refs) / (4 * processes)) if refs else 1)
+    size = max(batch_size, math.ceil(size / batch_size) * batch_size)
+    for first in range(0, len(refs), size):
+        yield refs[first : first + size]
 
 
-def is_done(task: Task, suffixes: list[str]) -> bool:
-    """True when every output of ``task`` exists (writes are atomic, so existing means complete)."""
-    return all(os.path.exists(f"{task.out_base}.{s}") for s in suffixes)
-
-
-# -- worker process side -----------------------------------------------------
-_WORKER: Worker | None = None
-_WORKER_ERROR = ""
-_SAVE_IMAGE = False
-
-
-def init_worker(specs: list[AnnotatorSpec], resolution: int, save_image: bool) -> None:
-    """Pool initializer: build the annotators once per process (errors are kept, not raised)."""
-    global _WORKER, _WORKER_ERROR, _SAVE_IMAGE
-    import cv2
-
-    cv2.setNumThreads(1)  # one process per core; no oversubscription
-    _SAVE_IMAGE = save_image
-    try:
-        _WORKER = Worker(specs, resolution=resolution)
-    except Exception as err:  # noqa: BLE001 - reported per task as a one-line failure
-        _WORKER_ERROR = " ".join(str(err).split()) or type(err).__name__
-
-
-def run_batch(batch: list[Task]) -> list[dict[str, Any]]:
-    """Process a batch of inputs in this worker and write their outputs; one record each."""
-    if _WORKER is None:
-        return [record(t, "failed", f"setup: {_WORKER_ERROR}") for t in batch]
-    items, read_errors = [], {}
-    for task in batch:
-        try:
-            items.append((task, Path(task.source).read_bytes()))
-        except OSError as err:
-            read_errors[task] = f"read: {err.strerror or err}"
-    results = _WORKER.process_batch([(Path(t.source).stem, data) for t, data in items])
-    records = [record(t, "failed", e) for t, e in read_errors.items()]
-    for (task, _), result in zip(items, results, strict=True):
-        if result.status != "ok":
-            records.append(record(task, "failed", result.error))
-            continue
-        start = time.perf_counter()
-        try:
-            for suffix, data in result.files.items():
-                atomic_write(f"{task.out_base}.{suffix}", data, fsync=False)
-            if _SAVE_IMAGE:
-                atomic_write(f"{task.out_base}.image.jpg", encode_jpeg(result.image), fsync=False)
-        except OSError as err:
-            records.append(record(task, "failed", f"write: {err}"))
-            continue
-        result.timings["write"] = time.perf_counter() - start
-        height, width = result.image.shape[:2]
-        records.append(
-            record(task, "ok", timings=result.timings, stats=result.stats, size=[width, height])
-        )
-    return records
-
-
-def record(task: Task, status: str, error: str = "", **extra: Any) -> dict[str, Any]:
-    """One line of the report for one input."""
-    return {"source": task.source, "status": status, "error": error, **extra}
-
-
-# -- parent side ---------------------------------------------------------------
-def batches(tasks: list[Task], size: int) -> Iterator[list[Task]]:
-    """Consecutive batches of ``size`` tasks."""
-    for start in range(0, len(tasks), size):
-        yield tasks[start : start + size]
-
-
-def distribute(
-    tasks: list[Task],
-    init_args: tuple,
-    workers: int,
-    batch_size: int,
-    on_record: Callable[[dict[str, Any]], None],
-) -> None:
-    """Run batches in ``workers`` processes (in this process when 1), calling ``on_record``."""
-    chunks = list(batches(tasks, batch_size))
-    if workers <= 1:
-        init_worker(*init_args)
-        for chunk in chunks:
-            for rec in run_batch(chunk):
-                on_record(rec)
-        return
-    # spawn, not fork: learned annotators hold thread pools (torch, OpenMP) that fork breaks
-    with mp.get_context("spawn").Pool(workers, initializer=init_worker, initargs=init_args) as pool:
-        for recs in pool.imap_unordered(run_batch, chunks):
-            for rec in recs:
-                on_record(rec)
+def spare_inputs(refs: list[SampleRef], out: Path,
+                 suffixes: list[str]) -> tuple[list[SampleRef], list[dict[str, Any]]]:  # fmt: skip
+    """Split off inputs whose output would overwrite one of the inputs (failed records for them)."""
+    inputs = {os.path.realpath(ref.source) for ref in refs}
+    kept, failed = [], []
+    for ref in refs:
+        outputs = (out / f"{ref.key}.{suffix}" for suffix in suffixes)
+        clash = next((o for o in outputs if os.path.realpath(o) in inputs), None)
+        if clash:
+            failed.append(record(ref.source, "failed", f"write: {clash} is an input file; "
+                                 "hintset never overwrites inputs (use another -o folder)"))  # fmt: skip
+        else:
+            kept.append(ref)
+    return kept, failed
 
 
 def run_annotate(
@@ -153,37 +73,72 @@ def run_annotate(
     *,
     resolution: int = 512,
     workers: int = 0,
+    cpus_per_worker: int = 1,
     batch_size: int = 8,
     overwrite: bool = False,
     save_image: bool = False,
     on_record: Callable[[dict[str, Any]], None] | None = None,
     on_plan: Callable[[int, int], None] | None = None,
 ) -> dict[str, Any]:
-    """Annotate every image below ``inputs`` into ``out``; return (and write) the report."""
-    from pipeline.sources import find_images
+    """Annotate every image below ``inputs`` into ``out``; return (and write) the report.
 
+    Raises SettingsConflict when existing outputs were made with other settings and
+    ``overwrite`` is off (a rerun never keeps maps under another run's settings).
+    """
     started = time.time()
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
     remove_stale_temps(out)
-    workers = workers or os.cpu_count() or 1
-    suffixes = output_suffixes(specs)
-    tasks = plan(find_images(inputs, exclude=[str(out)]), out)
-    todo = tasks if overwrite else [t for t in tasks if not is_done(t, suffixes)]
-    records: list[dict[str, Any]] = []
+    refs = list_refs(inputs, exclude=[str(out)])
+    groups = output_groups(specs, resolution, save_image)
+    refs, records = spare_inputs(
+        refs, out, [s for _, suffixes in groups.values() for s in suffixes]
+    )
+    ids = {group: settings_id(settings) for group, (settings, _) in groups.items()}
+    made = MadeBy(out)
+    todo = refs
+    if not overwrite:
+        states = [made.state(ref.key, out, groups, ids) for ref in refs]
+        conflicts = [group for state, group in states if state == "conflict"]
+        if conflicts:
+            group = conflicts[0]
+            raise SettingsConflict(
+                f"{out} holds {group} outputs of {conflicts.count(group)} input(s) made with "
+                f"other settings ({made.describe_change(group, groups[group][0])}); use "
+                "--overwrite to redo them, or another output folder"
+            )
+        todo = [ref for ref, (state, _) in zip(refs, states, strict=True) if state != "done"]
     if on_plan:
-        on_plan(len(tasks), len(todo))
-
-    def collect(rec: dict[str, Any]) -> None:
-        records.append(rec)
+        on_plan(len(refs), len(todo))
+    for rec in records:
         if on_record:
             on_record(rec)
 
-    workers = max(1, min(workers, len(todo)))
-    distribute(todo, (specs, resolution, save_image), workers, batch_size, collect)
-    todo_sources = {t.source for t in todo}
-    records += [record(t, "skipped") for t in tasks if t.source not in todo_sources]
-    report = build_report(inputs, out, specs, resolution, workers, records, time.time() - started)
+    def collect(unit_records: list[dict[str, Any]]) -> None:
+        for rec in unit_records:
+            if rec["status"] == "ok":  # count only outputs that really exist
+                base = rec.pop("output")
+                missing = [f"{base}.{suffix}" for _, suffixes in groups.values()
+                           for suffix in suffixes if not (out / f"{base}.{suffix}").exists()]  # fmt: skip
+                if missing:
+                    rec.update(status="failed", error=f"write: {missing[0]} missing after writing")
+                else:
+                    made.record(base, ids)
+            records.append(rec)
+            if on_record:
+                on_record(rec)
+
+    processes = max(1, min(workers or os.cpu_count() or 1, len(todo)))
+    setup = WorkerSetup(specs, resolution=resolution, cpus=cpus_per_worker, batch_size=batch_size)
+    jobs = (FilesJob(unit, str(out), save_image) for unit in units(todo, processes, batch_size))
+    made.start(groups, ids)
+    try:
+        run_local(jobs, setup, processes, collect)
+    finally:
+        made.finish()
+    redone = {ref.key for ref in todo}
+    records += [record(ref.source, "skipped") for ref in refs if ref.key not in redone]
+    report = build_report(inputs, out, specs, resolution, processes, records, time.time() - started)
     atomic_write(out / REPORT_NAME, encode_json(report) + b"\n")
     return report
 

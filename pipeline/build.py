@@ -1,8 +1,9 @@
 """``hintset build``: plan -> Ray workers build shards -> manifest. Resumable and incremental.
 
 Rerunning the same command skips shards that are complete (stats, tar and index all
-there); inputs added later are planned into new shards; ``overwrite`` removes what
-hintset wrote and starts again. One build at a time holds the output's lock.
+there); inputs added later are planned into new shards; ``retry_failed`` rebuilds shards
+with failed samples (the others stay byte-identical); ``overwrite`` removes what hintset
+wrote and starts again. One build at a time holds the output's lock.
 """
 
 from __future__ import annotations
@@ -14,14 +15,15 @@ from typing import Any
 
 from pipeline import layout
 from pipeline.atomic import remove_stale_temps
+from pipeline.engine import WorkerSetup
 from pipeline.lock import BuildLock
 from pipeline.manifest import incompatibility, read_manifest, totals, write_manifest
 from pipeline.plan import plan
 from pipeline.ray_runner import BuildFailed, RunOptions, connect, run_shards
-from pipeline.shard_builder import done_shards
 from pipeline.sources import absolute
 from pipeline.storage import Storage
 from pipeline.worker import AnnotatorSpec
+from pipeline.writers.webdataset import done_shards
 
 FORMAT_VERSION = 1
 
@@ -45,10 +47,13 @@ def run_build(
     captions: str | None = None,
     shard_size: int = 1000,
     resolution: int = 512,
+    min_size: int = 0,
     keep_original: bool = False,
     workers: int = 0,
     address: str | None = None,
+    cpus_per_worker: int = 1,
     gpus_per_worker: float = 0.0,
+    retry_failed: bool = False,
     max_retries: int = 3,
     batch_size: int = 8,
     overwrite: bool = False,
@@ -67,8 +72,9 @@ def run_build(
     storage = Storage(out)
     with BuildLock(storage):
         return _build(storage, inputs, out, specs, captions=captions, shard_size=shard_size,
-                      resolution=resolution, keep_original=keep_original, workers=workers,
-                      address=address, gpus_per_worker=gpus_per_worker,
+                      resolution=resolution, min_size=min_size, keep_original=keep_original,
+                      workers=workers, address=address, cpus_per_worker=cpus_per_worker,
+                      gpus_per_worker=gpus_per_worker, retry_failed=retry_failed,
                       max_retries=max_retries, batch_size=batch_size, overwrite=overwrite,
                       imports=imports, on_plan=on_plan, on_samples=on_samples,
                       on_shard=on_shard, on_message=on_message or (lambda _: None),
@@ -76,8 +82,8 @@ def run_build(
 
 
 def _build(storage: Storage, inputs: list[str], out: str, specs: list[AnnotatorSpec], *,
-           captions, shard_size, resolution, keep_original, workers, address, gpus_per_worker,
-           max_retries, batch_size, overwrite, imports, on_plan, on_samples, on_shard,
+           captions, shard_size, resolution, min_size, keep_original, workers, address,
+           cpus_per_worker, gpus_per_worker, retry_failed, max_retries, batch_size, overwrite, imports, on_plan, on_samples, on_shard,
            on_message, max_shards) -> dict[str, Any]:  # fmt: skip
     started = time.time()
     if overwrite:
@@ -85,6 +91,7 @@ def _build(storage: Storage, inputs: list[str], out: str, specs: list[AnnotatorS
     config = {
         "annotators": [{"name": s.name, "params": dict(sorted(s.params.items()))} for s in specs],
         "resolution": resolution,
+        "min_size": min_size,
         "keep_original": keep_original,
         "jpeg_quality": 95,
         "shard_size": shard_size,
@@ -92,6 +99,8 @@ def _build(storage: Storage, inputs: list[str], out: str, specs: list[AnnotatorS
         "captions": captions,
     }
     old = read_manifest(storage)
+    if old is not None:
+        old["config"].setdefault("min_size", 0)  # manifests from before --min-size
     if old is not None and (why := incompatibility(old["config"], config)):
         raise BuildFailed(f"{out} holds a build with other options ({why}); use --overwrite "
                           "or another output folder")  # fmt: skip
@@ -105,6 +114,8 @@ def _build(storage: Storage, inputs: list[str], out: str, specs: list[AnnotatorS
     for shard_id in sorted(broken):
         on_message(f"shard {layout.shard_name(shard_id)}: tar or index missing; building it again")
         storage.remove(layout.stats_path(shard_id))
+    if retry_failed:
+        complete -= failed_shards(storage, complete)
     shards = plan(storage, inputs, shard_size, captions=captions, exclude=[str(out)],
                   done=complete)  # fmt: skip
     pending = [s for s in shards if s.id not in complete]
@@ -128,9 +139,12 @@ def _build(storage: Storage, inputs: list[str], out: str, specs: list[AnnotatorS
         on_message("starting Ray" + (f" (joining {address})" if address else "") + " ...")
         connect(address, num_cpus=None)
         gpus_per_worker = gpus_per_worker or default_gpus(specs)
-        options = RunOptions(root=str(out), specs=specs, resolution=resolution,
-                             keep_original=keep_original, batch_size=batch_size,
-                             imports=tuple(imports), gpus_per_worker=gpus_per_worker)  # fmt: skip
+        setup = WorkerSetup(specs, resolution=0 if keep_original else resolution,
+                            min_size=min_size, cpus=cpus_per_worker, batch_size=batch_size,
+                            imports=tuple(imports))  # fmt: skip
+        options = RunOptions(root=str(out), setup=setup, keep_original=keep_original,
+                             cpus_per_worker=cpus_per_worker,
+                             gpus_per_worker=gpus_per_worker)  # fmt: skip
         run_shards(todo, options, workers=workers, max_retries=max_retries,
                    on_shard=shard_finished, on_samples=on_samples, on_ready=ready)  # fmt: skip
     if len(todo) < len(pending):
@@ -145,6 +159,7 @@ def _build(storage: Storage, inputs: list[str], out: str, specs: list[AnnotatorS
                 "samples": s["samples"],
                 "ok": s["ok"],
                 "failed": s["failed"],
+                "filtered": s.get("filtered", 0),
                 "tar_sha256": s["tar_sha256"],
                 "tar_bytes": s["tar_bytes"],
             }
@@ -159,3 +174,14 @@ def _build(storage: Storage, inputs: list[str], out: str, specs: list[AnnotatorS
     )
     write_manifest(storage, manifest)
     return manifest
+
+
+def failed_shards(storage: Storage, complete: set[int]) -> set[int]:
+    """Complete shards with failed samples, marked incomplete again (stats removed first)."""
+    retry = set()
+    for shard_id in sorted(complete):
+        rel = layout.stats_path(shard_id)
+        if json.loads(storage.read_bytes(rel)).get("failed"):
+            storage.remove(rel)
+            retry.add(shard_id)
+    return retry

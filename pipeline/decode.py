@@ -10,6 +10,7 @@ from __future__ import annotations
 import io
 import warnings
 from pathlib import Path
+from typing import Any, NamedTuple
 
 import cv2
 import numpy as np
@@ -29,14 +30,27 @@ class DecodeError(ValueError):
     """An input could not be turned into an RGB image; ``str(err)`` is a one-line reason."""
 
 
-def decode_image(
+class Decoded(NamedTuple):
+    """A decoded image and its true size: ``size`` is (width, height) of the full decode,
+    EXIF-upright, even when ``rgb`` was decoded at a reduced (draft) size."""
+
+    rgb: np.ndarray
+    size: tuple[int, int]
+
+
+def decode_image(data: bytes, **kwargs: Any) -> np.ndarray:
+    """Decode encoded image bytes to an upright HxWx3 uint8 RGB array (see :func:`decode`)."""
+    return decode(data, **kwargs).rgb
+
+
+def decode(
     data: bytes,
     *,
     max_pixels: int = MAX_PIXELS,
     min_side: int = MIN_SIDE,
     draft_short_side: int = 0,
-) -> np.ndarray:
-    """Decode encoded image bytes to an upright HxWx3 uint8 RGB array.
+) -> Decoded:
+    """Decode encoded image bytes to an upright HxWx3 uint8 RGB array and its full size.
 
     ``draft_short_side`` lets JPEG decoding skip detail it would throw away: the
     result's short side stays >= that value (pass the target resolution).
@@ -59,19 +73,79 @@ def decode_image(
         )
     if min(width, height) < min_side:
         raise DecodeError(f"image too small: {width}x{height} (minimum side {min_side})")
+    if img.format == "JPEG":
+        check_jpeg_data(data, width, height)
+    size = (height, width) if _orientation(img) in (5, 6, 7, 8) else (width, height)
     fast = _decode_jpeg_with_opencv(data, img, draft_short_side)
     if fast is not None:
-        return fast
+        return Decoded(fast, size)
     if draft_short_side and img.format == "JPEG" and img.mode in ("RGB", "L"):
         scale = min(width, height) / draft_short_side
         if scale >= 2:
             img.draft(img.mode, (int(width / scale) + 1, int(height / scale) + 1))
     try:
         img.load()
-        img = ImageOps.exif_transpose(img, in_place=False) if _rotated(img) else img
+        img = ImageOps.exif_transpose(img, in_place=False) if _orientation(img) > 1 else img
     except Exception as err:  # noqa: BLE001 - truncated/corrupt data raises OSError & co
         raise DecodeError(f"corrupt or truncated image data ({img.format}): {err}") from None
-    return to_rgb(img)
+    return Decoded(to_rgb(img), size)
+
+
+#: Huffman-coded JPEG frame types -> fewest bits one 8x8 block can take (sequential: a DC
+#: code and an end-of-block code of >= 1 bit each; progressive: the DC scan's code)
+_MIN_BITS_PER_BLOCK = {0xC0: 2, 0xC1: 2, 0xC2: 1}
+
+
+def check_jpeg_data(data: bytes, width: int, height: int) -> None:
+    """Raise DecodeError when the file is too short to hold the image its header declares.
+
+    Decoders (OpenCV and Pillow alike) pad such data with grey and only warn; a header
+    patched to 12000x12000 would otherwise become a flat image with status ok.
+    """
+    frame = _jpeg_frame(data)
+    if frame is None or frame[0] not in _MIN_BITS_PER_BLOCK:
+        return
+    marker, sampling = frame
+    h_max = max(h for h, _ in sampling)
+    v_max = max(v for _, v in sampling)
+    if len(sampling) == 1:
+        blocks = -(-width // 8) * -(-height // 8)
+    else:
+        mcus = -(-width // (8 * h_max)) * -(-height // (8 * v_max))
+        blocks = mcus * sum(h * v for h, v in sampling)
+    needed = blocks * _MIN_BITS_PER_BLOCK[marker] // 8
+    if needed > len(data):
+        raise DecodeError(
+            f"corrupt JPEG data: the header declares {width}x{height} ({blocks:,} blocks, "
+            f"at least {needed:,} bytes) but the file has {len(data):,} bytes"
+        )
+
+
+def _jpeg_frame(data: bytes) -> tuple[int, list[tuple[int, int]]] | None:
+    """(SOF marker, per-component (h, v) sampling factors) from a JPEG header, or None."""
+    pos = 2
+    while pos + 4 <= len(data):
+        if data[pos] != 0xFF:
+            return None
+        marker = data[pos + 1]
+        if marker == 0xFF:  # fill byte
+            pos += 1
+            continue
+        if marker in (0xD8, 0x01) or 0xD0 <= marker <= 0xD7:  # no length field
+            pos += 2
+            continue
+        length = int.from_bytes(data[pos + 2 : pos + 4], "big")
+        if 0xC0 <= marker <= 0xCF and marker not in (0xC4, 0xC8, 0xCC):
+            count = data[pos + 9] if pos + 9 < len(data) else 0
+            comps = data[pos + 10 : pos + 10 + 3 * count]
+            sampling = [(b >> 4, b & 15) for b in comps[1::3]]
+            if len(sampling) != count or not count or not all(h and v for h, v in sampling):
+                return None
+            return marker, sampling
+        if marker in (0xDA, 0xD9):  # scan or end before any frame header
+            return None
+        pos += 2 + length
+    return None
 
 
 _REDUCED = ((8, cv2.IMREAD_REDUCED_COLOR_8), (4, cv2.IMREAD_REDUCED_COLOR_4),
@@ -103,9 +177,11 @@ def _decode_jpeg_with_opencv(
     return cv2.cvtColor(bgr, cv2.COLOR_BGR2RGB)
 
 
-def _rotated(img: Image.Image) -> bool:
-    """True when the EXIF orientation asks for a flip or rotation (most photos: no)."""
-    return img.getexif().get(0x0112, 1) not in (0, 1)
+def _orientation(img: Image.Image) -> int:
+    """The EXIF orientation (1 = upright, 5-8 swap width and height); 1 without EXIF."""
+    if "exif" not in img.info:
+        return 1
+    return int(img.getexif().get(0x0112, 1) or 1)
 
 
 def to_rgb(img: Image.Image) -> np.ndarray:
@@ -140,12 +216,28 @@ def load_image(path: str | Path, **kwargs) -> np.ndarray:
     return decode_image(data, **kwargs)
 
 
-def resize_short_side(rgb: np.ndarray, resolution: int) -> np.ndarray:
-    """Resize so the short side equals ``resolution`` (0 keeps the size); aspect ratio kept."""
-    height, width = rgb.shape[:2]
+def resized_size(width: int, height: int, resolution: int) -> tuple[int, int]:
+    """(width, height) after scaling the short side to ``resolution`` (0: unchanged)."""
     if resolution <= 0 or min(height, width) == resolution:
-        return rgb
+        return width, height
     scale = resolution / min(height, width)
-    size = (max(1, round(width * scale)), max(1, round(height * scale)))
-    interpolation = cv2.INTER_AREA if scale < 1 else cv2.INTER_CUBIC
+    return max(1, round(width * scale)), max(1, round(height * scale))
+
+
+def resize_short_side(rgb: np.ndarray, resolution: int, max_pixels: int = MAX_PIXELS) -> np.ndarray:
+    """Resize so the short side equals ``resolution`` (0 keeps the size); aspect ratio kept.
+
+    The target size is checked against ``max_pixels`` first (DecodeError if larger): a
+    2000000x8 strip at 512 would otherwise ask OpenCV for 196 GB.
+    """
+    height, width = rgb.shape[:2]
+    size = resized_size(width, height, resolution)
+    if size == (width, height):
+        return rgb
+    if size[0] * size[1] > max_pixels:
+        raise DecodeError(
+            f"resized image too large: {width}x{height} at short side {resolution} becomes "
+            f"{size[0]}x{size[1]} = {size[0] * size[1]:,} pixels, over the limit of {max_pixels:,}"
+        )
+    interpolation = cv2.INTER_AREA if size[0] < width else cv2.INTER_CUBIC
     return cv2.resize(rgb, size, interpolation=interpolation)

@@ -29,7 +29,7 @@ IMAGE_EXTS = ("jpg", "jpeg", "png", "webp")
 MAX_MEMBER_BYTES = 512 * 1024 * 1024
 #: index columns besides ``stats`` (a JSON object of per-map numbers, e.g. canny_density)
 CORE_COLUMNS = ("key", "source", "status", "error", "caption", "width", "height",
-                "original_width", "original_height")  # fmt: skip
+                "original_width", "original_height", "upscaled")  # fmt: skip
 
 
 def shard_name(shard_id: int) -> str:
@@ -72,8 +72,9 @@ def index_schema():
     import pyarrow as pa
 
     text = [(c, pa.string()) for c in CORE_COLUMNS[:5]]
-    sizes = [(c, pa.int64()) for c in CORE_COLUMNS[5:]]
-    return pa.schema(text + sizes + [("stats", pa.string())])
+    sizes = [(c, pa.int64()) for c in CORE_COLUMNS[5:9]]
+    flags = [(c, pa.bool_()) for c in CORE_COLUMNS[9:]]  # upscaled: enlarged to --resolution
+    return pa.schema(text + sizes + flags + [("stats", pa.string())])
 
 
 def index_table(rows: list[dict[str, Any]]):

@@ -9,7 +9,7 @@ from pipeline.storage import Storage
 
 MANIFEST = "manifest.json"
 #: config fields that must match for a rerun to resume into the same folder
-COMPATIBLE = ("annotators", "resolution", "keep_original", "jpeg_quality")
+COMPATIBLE = ("annotators", "resolution", "min_size", "keep_original", "jpeg_quality")
 
 
 def read_manifest(storage: Storage) -> dict[str, Any] | None:
@@ -44,6 +44,8 @@ def totals(stats: list[dict[str, Any]]) -> dict[str, Any]:
         "samples": sum(s["samples"] for s in stats),
         "ok": sum(s["ok"] for s in stats),
         "failed": sum(s["failed"] for s in stats),
+        "filtered": sum(s.get("filtered", 0) for s in stats),
+        "upscaled": sum(s.get("upscaled", 0) for s in stats),
         "no_caption": sum(s["no_caption"] for s in stats),
         "tar_bytes": sum(s["tar_bytes"] for s in stats),
         "stats": {

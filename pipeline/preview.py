@@ -8,6 +8,7 @@ import html
 import cv2
 import numpy as np
 
+from pipeline.atomic import atomic_write
 from pipeline.decode import decode_image
 from pipeline.layout import SHARDS, iter_tar_samples
 from pipeline.storage import Storage
@@ -59,8 +60,7 @@ def write_html(samples: list[dict[str, bytes]], path: str) -> None:
     style = ("body{font-family:sans-serif;background:#222;color:#eee}div{display:flex;gap:6px}"
              "figure{margin:0}figcaption{font-size:12px;text-align:center}")  # fmt: skip
     page = f"<!doctype html><meta charset=utf-8><style>{style}</style>{''.join(rows)}"
-    with open(path, "w", encoding="utf-8") as handle:
-        handle.write(page)
+    atomic_write(path, page.encode("utf-8"))
 
 
 def write_png(samples: list[dict[str, bytes]], path: str) -> None:
@@ -75,8 +75,10 @@ def write_png(samples: list[dict[str, bytes]], path: str) -> None:
                     cv2.FONT_HERSHEY_SIMPLEX, 0.45, (255, 255, 255), 1, cv2.LINE_AA)  # fmt: skip
         body = np.pad(strip, ((0, 4), (0, width - strip.shape[1]), (0, 0)))
         rows.append(np.vstack([header, body]))
-    sheet = np.vstack(rows)
-    cv2.imwrite(path, cv2.cvtColor(sheet, cv2.COLOR_RGB2BGR))
+    ok, png = cv2.imencode(".png", cv2.cvtColor(np.vstack(rows), cv2.COLOR_RGB2BGR))
+    if not ok:
+        raise ValueError("the contact sheet could not be encoded as PNG")
+    atomic_write(path, png.tobytes())
 
 
 def _jpeg_b64(rgb: np.ndarray) -> str:

@@ -1,21 +1,23 @@
-"""Run shards on Ray: local by default, a cluster by address; actors hold the annotators.
+"""The Ray distributor: local Ray by default, a cluster by address; actors hold the pipeline.
 
-Each actor builds whole shards (the unit of work and of retry). A shard whose actor
-dies (crash, OOM kill, node removed) is queued again, up to ``max_retries`` times,
-on a surviving or replacement actor.
+Each actor holds one pipelined worker (:mod:`pipeline.stages`, annotators loaded once)
+and builds whole shards (the unit of work and of retry). A shard whose actor dies
+(crash, OOM kill, node removed) is queued again, up to ``max_retries`` times, on a
+surviving or replacement actor. Actors ask Ray for ``cpus_per_worker`` CPUs (the
+pipeline's CPU threads) and ``gpus_per_worker`` GPUs (fractions share a GPU).
 """
 
 from __future__ import annotations
 
-import importlib
+import logging
 import os
 import time
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any
 
+from pipeline.engine import WorkerSetup
 from pipeline.units import Unit
-from pipeline.worker import AnnotatorSpec
 
 #: environment variables forwarded to workers on every node
 FORWARDED_ENV = ("HINTSET_WEIGHTS_DIR", "HINTSET_OFFLINE", "HF_HUB_OFFLINE", "HF_HOME",
@@ -30,33 +32,21 @@ class RunOptions:
     """Everything an actor needs to build shards; plain data sent to every worker."""
 
     root: str
-    specs: list[AnnotatorSpec]
-    resolution: int = 512
+    setup: WorkerSetup
     keep_original: bool = False
-    batch_size: int = 8
-    imports: tuple[str, ...] = ()
     cpus_per_worker: float = 1.0
     gpus_per_worker: float = 0.0
-    extra: dict[str, Any] = field(default_factory=dict)
 
 
 class ShardActorImpl:
-    """Holds one Worker (annotators loaded once) and builds shards with it."""
+    """Holds one pipelined worker (annotators loaded once) and builds shards with it."""
 
     def __init__(self, options: RunOptions, progress: Any) -> None:
-        import cv2
-
-        cv2.setNumThreads(1)
         self.options, self.progress, self.error = options, progress, ""
         try:
-            for module in options.imports:
-                importlib.import_module(module)
-            from pipeline.storage import Storage
-            from pipeline.worker import Worker
+            from pipeline.engine import make_pipeline
 
-            resolution = 0 if options.keep_original else options.resolution
-            self.worker = Worker(options.specs, resolution=resolution)
-            self.storage = Storage(options.root)
+            self.pipeline = make_pipeline(options.setup)
         except Exception as err:  # noqa: BLE001 - reported by ready() as one line
             self.error = " ".join(str(err).split()) or type(err).__name__
 
@@ -64,23 +54,22 @@ class ShardActorImpl:
         """Setup error (empty if fine), annotator identities and the node this actor runs on."""
         import ray
 
-        infos = [] if self.error else [a.info() for a in self.worker.annotators]
+        infos = [] if self.error else [a.info() for a in self.pipeline.worker.annotators]
         return {"error": self.error, "annotators": infos,
                 "node": ray.get_runtime_context().get_node_id()}  # fmt: skip
 
     def build(self, unit: Unit) -> dict[str, Any]:
-        import ray
-
-        from pipeline.shard_builder import build_shard
-
-        report = ThrottledProgress(self.progress)
-        stats = build_shard(
-            self.worker, self.storage, unit, batch_size=self.options.batch_size,
-            keep_original=self.options.keep_original, on_progress=report.add,
-        )  # fmt: skip
-        report.flush()
+        """Build one shard (a planned unit) through the pipeline; its stats plus node, pid and peak memory."""
         import resource
 
+        import ray
+
+        from pipeline.engine import ShardJob, run_job
+
+        report = ThrottledProgress(self.progress)
+        job = ShardJob(unit, self.options.root, keep_original=self.options.keep_original)
+        stats = run_job(self.pipeline, job, on_sample=lambda _: report.add(1))
+        report.flush()
         peak_mb = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
         return {**stats, "node": ray.get_runtime_context().get_node_id(), "pid": os.getpid(),
                 "peak_rss_mb": round(peak_mb, 1)}  # fmt: skip
@@ -121,21 +110,140 @@ class ProgressImpl:
 
 
 def connect(address: str | None, num_cpus: int | None = None) -> None:
-    """Join the cluster at ``address`` (``auto``, ``ray://host:10001``) or start a local Ray."""
+    """Join the cluster at ``address`` (``auto``, ``host:6379``, ``ray://host:10001``) or start
+    a local Ray. An address nothing answers at fails within seconds (BuildFailed, one line)."""
     import ray
 
     if ray.is_initialized():
         return
+    check_address(address)
     env = {k: os.environ[k] for k in FORWARDED_ENV if k in os.environ}
     if os.environ.get("PYTHONPATH") and not address:
         env["PYTHONPATH"] = os.environ["PYTHONPATH"]
     runtime_env = {"env_vars": env} if env else None
     kwargs: dict[str, Any] = {"include_dashboard": False, "logging_level": "ERROR",
                               "log_to_driver": False, "runtime_env": runtime_env}  # fmt: skip
-    if address:
-        ray.init(address=address, **kwargs)
+    try:
+        if address:
+            use_token_if_required(address)
+            if address.startswith("ray://"):
+                kwargs.pop("include_dashboard")  # not a Ray Client option
+            ray.init(address=address, **kwargs)
+        else:
+            ray.init(address="local", num_cpus=num_cpus, **kwargs)  # never join a stray cluster
+    except Exception as err:  # noqa: BLE001 - Ray's errors are long; the user gets one line
+        raise BuildFailed(
+            f"cannot start or join Ray at {address or 'local'}: {_one_line(err)}"
+        ) from None
+
+
+def use_token_if_required(address: str) -> None:
+    """Turn on Ray token authentication for this driver when the cluster asks for it.
+
+    Ray 2.5x heads started with ``ray start`` require the token (``~/.ray/auth_token``),
+    but a driver joining by address sends it only with RAY_AUTH_MODE=token; a driver in
+    token mode, in turn, cannot run actors on a cluster without authentication. So ask
+    the cluster's GCS first (an unauthenticated call fails at once when a token is needed).
+    Ray Client (``ray://``) works with the token in both cases.
+    """
+    if "RAY_AUTH_MODE" in os.environ:
+        return
+    if not address.startswith("ray://"):
+        try:
+            from ray._private.services import canonicalize_bootstrap_address_or_die
+            from ray._raylet import GcsClient
+
+            gcs = GcsClient(address=canonicalize_bootstrap_address_or_die(address))
+            gcs.internal_kv_keys(b"", namespace=None, timeout=3)
+            return
+        except Exception as err:  # noqa: BLE001 - only an authentication refusal matters
+            if "auth" not in type(err).__name__.lower():
+                return
+    use_saved_token()
+
+
+def use_saved_token() -> None:
+    """Send the saved Ray auth token (``~/.ray/auth_token``) from this driver."""
+    try:
+        from ray._private.authentication.authentication_token_setup import (
+            maybe_enable_token_auth_if_token_available,
+        )
+    except ImportError:  # Ray without token authentication
+        return
+    logging.getLogger(maybe_enable_token_auth_if_token_available.__module__).setLevel("ERROR")
+    maybe_enable_token_auth_if_token_available(warn_if_disabled=False)
+
+
+#: how long to wait for a TCP answer from a cluster address before giving up
+CONNECT_TIMEOUT = 5.0
+
+
+def check_address(address: str | None, timeout: float = CONNECT_TIMEOUT) -> None:
+    """Raise BuildFailed unless ``address`` is empty, ``auto``/``local`` or a host:port that answers.
+
+    Ray itself retries an unreachable address for minutes; a TCP probe answers in seconds.
+    """
+    import socket
+
+    if not address or address in ("auto", "local"):
+        return
+    target = address.removeprefix("ray://")
+    host, sep, port = target.rpartition(":")
+    if not sep or not host or not port.isdigit() or not 0 < int(port) < 65536:
+        raise BuildFailed(f"bad --address {address!r}: expected auto, HOST:PORT (the head's GCS, "
+                          "e.g. 10.0.0.5:6379) or ray://HOST:PORT (Ray Client, port 10001)")  # fmt: skip
+    if address.startswith("ray://"):
+        try:
+            import grpc  # noqa: F401 - what Ray Client needs beyond plain ray
+        except ImportError:
+            raise BuildFailed("ray:// addresses need the Ray Client: pip install 'ray[client]'") from None  # fmt: skip
+    try:
+        socket.create_connection((host.strip("[]"), int(port)), timeout=timeout).close()
+    except OSError as err:
+        reason = err.strerror or type(err).__name__
+        raise BuildFailed(f"cannot reach Ray at {address}: {reason} (is a Ray head running "
+                          "there? start one with `ray start --head`)") from None  # fmt: skip
+
+
+def local_gpus() -> int | None:
+    """GPUs Ray would find on this machine (CUDA_VISIBLE_DEVICES and the NVIDIA driver);
+    None when this Ray cannot tell (then nothing is refused)."""
+    try:
+        from ray._private.accelerators import get_accelerator_manager_for_resource
+
+        manager = get_accelerator_manager_for_resource("GPU")
+        visible = manager.get_current_process_visible_accelerator_ids()
+        count = manager.get_current_node_num_accelerators()
+        return min(count, len(visible)) if visible is not None else count
+    except Exception:  # noqa: BLE001 - a Ray without this helper: no GPU check
+        return None
+
+
+def check_resources(address: str | None, gpus_per_worker: float) -> None:
+    """Raise BuildFailed when no node can give one worker what it asks for (else Ray waits forever).
+
+    For a local Ray this runs before Ray starts; for a cluster it joins it first.
+    """
+    if gpus_per_worker < 0:
+        raise BuildFailed(f"--gpus-per-worker must be >= 0 (got {gpus_per_worker:g})")
+    if gpus_per_worker > 1 and gpus_per_worker != int(gpus_per_worker):
+        raise BuildFailed(f"--gpus-per-worker above 1 must be a whole number (got {gpus_per_worker:g})")  # fmt: skip
+    if not gpus_per_worker:
+        return
+    if not address:
+        found = local_gpus()
+        if found is None:
+            return
+        most = float(found)
     else:
-        ray.init(address="local", num_cpus=num_cpus, **kwargs)  # never join a stray local cluster
+        import ray
+
+        connect(address)
+        most = max((n["Resources"].get("GPU", 0.0) for n in ray.nodes() if n["Alive"]), default=0.0)
+    if most < gpus_per_worker:
+        where = "this machine" if not address else f"the largest node of {address}"
+        raise BuildFailed(f"--gpus-per-worker {gpus_per_worker:g} asks for more GPUs than "
+                          f"{where} has ({most:g}); use 0 to run on CPUs")  # fmt: skip
 
 
 class BuildFailed(RuntimeError):

@@ -119,11 +119,15 @@ def walk_folder(root: str, exclude: Iterable[str] = ()) -> Iterator[ImageFile]:
             real = os.path.realpath(dirpath)
             names = set(dirnames) | set(filenames)
             read = functools.partial(_read_local, dirpath)
-            if real in seen or os.path.abspath(dirpath) in excluded or _is_output(names, read):
+            hintset_wrote = os.path.abspath(dirpath) in excluded or _is_output(names, read)
+            if real in seen or (hintset_wrote and dirpath != root):
                 dirnames[:] = []
                 continue
             seen.add(real)
-            dirnames[:] = sorted(d for d in dirnames if not d.startswith("."))
+            # an input root that is also the output (-o into the input folder): its own
+            # images are inputs; the folders hintset writes there are not
+            skip = set(layout.OUTPUT_NAMES) if hintset_wrote else set()
+            dirnames[:] = sorted(d for d in dirnames if not d.startswith(".") and d not in skip)
             yield from _images(root, dirpath, filenames)
         return
     protocol = root.split("://", 1)[0]
@@ -132,10 +136,12 @@ def walk_folder(root: str, exclude: Iterable[str] = ()) -> Iterator[ImageFile]:
         url = f"{protocol}://{dirpath}"
         names = set(dirnames) | set(filenames)
         read = functools.partial(_read_remote, fs, dirpath)
-        if url in excluded or _is_output(names, read):
+        hintset_wrote = url in excluded or _is_output(names, read)
+        if hintset_wrote and url.rstrip("/") != root.rstrip("/"):
             dirnames[:] = []
             continue
-        dirnames[:] = sorted(d for d in dirnames if not d.startswith("."))
+        skip = set(layout.OUTPUT_NAMES) if hintset_wrote else set()
+        dirnames[:] = sorted(d for d in dirnames if not d.startswith(".") and d not in skip)
         yield from _images(root, url, filenames)
 
 

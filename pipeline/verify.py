@@ -6,6 +6,7 @@ import hashlib
 import io
 import json
 import tarfile
+from collections.abc import Callable
 from typing import Any
 
 from pipeline.decode import DecodeError, decode_image
@@ -14,6 +15,7 @@ from pipeline.layout import INDEX, index_path, read_index, split_member, stats_p
 from pipeline.manifest import read_manifest
 from pipeline.plan import read_plan
 from pipeline.storage import Storage
+from pipeline.units import Unit
 
 
 def check_member(name: str, data: bytes) -> str:
@@ -36,47 +38,100 @@ def check_member(name: str, data: bytes) -> str:
 
 
 def verify(root: str) -> list[str]:
-    """Problems found (empty list: the dataset is complete and consistent)."""
+    """Problems found (empty list: the dataset is complete and consistent).
+
+    Every shard is checked even when the manifest or other shards are damaged; a file
+    that is missing or does not parse is one problem of its shard, never a traceback.
+    """
     storage = Storage(root)
-    manifest = read_manifest(storage)
+    problems: list[str] = []
+    try:
+        manifest = read_manifest(storage)
+    except (OSError, ValueError) as err:
+        problems.append(f"manifest.json unreadable: {_one_line(err)}")
+        manifest = {}
     if manifest is None:
         return [f"{root}: no manifest.json (not a hintset dataset, or the build never started)"]
-    problems: list[str] = []
-    if manifest.get("status") != "complete":
+    if manifest and manifest.get("status") != "complete":
         problems.append(f"manifest status is {manifest.get('status')!r}, not 'complete'")
-    listed = {s["name"]: s for s in manifest.get("shards", [])}
-    for unit in read_plan(storage):
-        name = unit.name
-        if not storage.exists(stats_path(unit.id)):
-            problems.append(f"shard {name}: no stats file (incomplete)")
-            continue
+    listed = {s["name"]: s for s in manifest.get("shards", [])} if manifest else None
+    try:
+        shards = read_plan(storage)
+    except Exception as err:  # noqa: BLE001 - a damaged plan is one problem
+        return [*problems, f"plan unreadable: {_one_line(err)}"]
+    for unit in shards:
         try:
-            stats = json.loads(storage.read_bytes(stats_path(unit.id)))
-            tar_bytes = storage.read_bytes(tar_path(unit.id))
-            index = read_index(storage.read_bytes(index_path(unit.id)))
-        except (OSError, ValueError) as err:
-            problems.append(f"shard {name}: unreadable: {' '.join(str(err).split())[:200]}")
-            continue
+            _check_shard(storage, unit, listed, problems)
+        except Exception as err:  # noqa: BLE001 - anything unforeseen stays this shard's problem
+            problems.append(f"shard {unit.name}: {_one_line(err)}")
+    return problems
+
+
+def _check_shard(
+    storage: Storage, unit: Unit, listed: dict[str, Any] | None, problems: list[str]
+) -> None:
+    """Append the problems of one shard: missing or unreadable files, checksums, counts."""
+    name = unit.name
+    if not storage.exists(stats_path(unit.id)):
+        problems.append(f"shard {name}: no stats file (incomplete)")
+        return
+    stats = _read(storage, stats_path(unit.id), name, problems, json.loads)
+    tar_bytes = _read(storage, tar_path(unit.id), name, problems)
+    index = _read(storage, index_path(unit.id), name, problems, read_index)
+    if tar_bytes is not None:
         sha = hashlib.sha256(tar_bytes).hexdigest()
-        if name not in listed:
+        if listed is not None and name not in listed:
             problems.append(f"shard {name}: missing from manifest")
-        elif listed[name]["tar_sha256"] != sha:
+        elif listed is not None and listed[name].get("tar_sha256") != sha:
             problems.append(f"shard {name}: tar sha256 differs from the manifest")
-        if stats["tar_sha256"] != sha:
+        if stats is not None and stats.get("tar_sha256") != sha:
             problems.append(f"shard {name}: tar sha256 differs from its stats")
         keys = _check_tar(name, tar_bytes, problems)
-        ok_keys = [r["key"] for r in index if r["status"] == "ok"]
-        if unit.kind == "files" and sorted(r["key"] for r in index) != sorted(unit.keys):
-            problems.append(f"shard {name}: index rows do not match the planned inputs")
-        if unit.kind == "list" and len(index) != unit.size:
-            problems.append(f"shard {name}: index has {len(index)} rows, the plan {unit.size}")
-        if keys != ok_keys:
-            problems.append(
-                f"shard {name}: tar holds {len(keys)} samples, index says {len(ok_keys)} ok"
-            )
-        if stats["ok"] != len(ok_keys) or stats["samples"] != len(index):
-            problems.append(f"shard {name}: stats counts differ from the index")
-    return problems
+    if index is None:
+        return
+    ok_keys = [r["key"] for r in index if r["status"] == "ok"]
+    if unit.kind == "files" and sorted(r["key"] for r in index) != sorted(unit.keys):
+        problems.append(f"shard {name}: index rows do not match the planned inputs")
+    if unit.kind == "list" and len(index) != unit.size:
+        problems.append(f"shard {name}: index has {len(index)} rows, the plan {unit.size}")
+    if tar_bytes is not None and keys != ok_keys:
+        problems.append(
+            f"shard {name}: tar holds {len(keys)} samples, index says {len(ok_keys)} ok"
+        )
+    if stats is not None and (
+        stats.get("ok") != len(ok_keys) or stats.get("samples") != len(index)
+    ):
+        problems.append(f"shard {name}: stats counts differ from the index")
+
+
+def _read(
+    storage: Storage,
+    rel: str,
+    shard: str,
+    problems: list[str],
+    parse: Callable[[bytes], Any] | None = None,
+) -> Any:
+    """The bytes (or parsed content) of ``rel``; None and one problem if missing or unreadable."""
+    try:
+        data = storage.read_bytes(rel)
+    except FileNotFoundError:
+        problems.append(f"shard {shard}: {rel} is missing")
+        return None
+    except OSError as err:
+        problems.append(f"shard {shard}: {rel} unreadable: {_one_line(err)}")
+        return None
+    if parse is None:
+        return data
+    try:
+        return parse(data)
+    except Exception as err:  # noqa: BLE001 - truncated JSON/Parquet: a problem, not a crash
+        problems.append(f"shard {shard}: {rel} does not parse: {_one_line(err)}")
+        return None
+
+
+def _one_line(err: BaseException) -> str:
+    text = " ".join(str(err).split()) or type(err).__name__
+    return text[:300]
 
 
 def _check_tar(name: str, data: bytes, problems: list[str]) -> list[str]:
@@ -105,7 +160,7 @@ def summary(root: str) -> dict[str, Any]:
     reasons: dict[str, int] = {}
     for name in storage.list(INDEX):
         for row in read_index(storage.read_bytes(f"{INDEX}/{name}")):
-            if row["status"] != "ok":
+            if row["status"] == "failed":  # filtered rows are counted in the totals
                 reasons[_reason(row["error"] or "")] = (
                     reasons.get(_reason(row["error"] or ""), 0) + 1
                 )

@@ -3,6 +3,8 @@
 decode -> resize -> annotate (every annotator) -> encode. A :class:`Worker`
 creates its annotators once and reuses them; one bad sample becomes a failed
 :class:`Result` with a one-line error, never an exception that stops a job.
+The three steps are separate methods (:meth:`Worker.prepare`, :meth:`Worker.run_models`,
+:meth:`Worker.encode`) so :mod:`pipeline.stages` can run them on different threads.
 """
 
 from __future__ import annotations
@@ -15,7 +17,7 @@ import numpy as np
 
 from annotators import create
 from annotators.base import Annotation, Annotator
-from pipeline.decode import MAX_PIXELS, DecodeError, decode_image, resize_short_side
+from pipeline.decode import MAX_PIXELS, DecodeError, decode, resize_short_side
 from pipeline.encode import encode_json, encode_png
 
 
@@ -57,11 +59,14 @@ class Result:
     """Outcome for one sample: encoded files (suffix -> bytes) or a failure reason."""
 
     key: str
-    status: str = "ok"  # "ok" or "failed"
+    status: str = "ok"  # "ok", "failed" or "filtered" (skipped on purpose, e.g. --min-size)
     error: str = ""
     image: np.ndarray | None = None  # the resized RGB image the maps align with
     original_size: tuple[int, int] = (0, 0)  # (width, height) after EXIF rotation
+    size: tuple[int, int] = (0, 0)  # (width, height) of ``image``, kept after it is freed
+    upscaled: bool = False  # the image was enlarged to reach the resolution
     files: dict[str, bytes] = field(default_factory=dict)  # "canny.png" -> PNG bytes
+    annotations: list[Annotation] = field(default_factory=list)  # model output, not yet encoded
     stats: dict[str, float] = field(default_factory=dict)
     timings: dict[str, float] = field(default_factory=dict)  # seconds per stage
 
@@ -70,6 +75,12 @@ class Result:
         text = str(err) if isinstance(err, DecodeError | str) else f"{type(err).__name__}: {err}"
         self.status, self.error = "failed", f"{stage}: {' '.join(text.split())}"
         self.files.clear()
+        self.annotations.clear()
+        return self
+
+    def filter(self, reason: str) -> Result:
+        """Mark skipped on purpose (not an error), with the reason."""
+        self.status, self.error, self.image = "filtered", reason, None
         return self
 
 
@@ -88,10 +99,12 @@ class Worker:
         specs: list[AnnotatorSpec],
         resolution: int = 512,
         max_pixels: int = MAX_PIXELS,
+        min_size: int = 0,
     ) -> None:
         self.specs = specs
         self.resolution = resolution
         self.max_pixels = max_pixels
+        self.min_size = min_size
         self.annotators: list[Annotator] = [create(s.name, **s.params) for s in specs]
         for annotator in self.annotators:
             annotator.load()
@@ -106,22 +119,33 @@ class Worker:
         ]
 
     def prepare(self, key: str, data: bytes) -> Result:
-        """Decode and resize one sample (no annotation yet)."""
+        """Decode, filter (``min_size``) and resize one sample; any failure fails only this sample."""
         result = Result(key=key)
         start = time.perf_counter()
+        # reduced JPEG decoding stays >= both sizes; none when the original size is kept (0)
+        draft = max(self.resolution, self.min_size) if self.resolution > 0 else 0
         try:
-            rgb = decode_image(data, max_pixels=self.max_pixels, draft_short_side=self.resolution)
-        except DecodeError as err:
-            return result.fail("decode", err)
+            rgb, result.original_size = decode(
+                data, max_pixels=self.max_pixels, draft_short_side=draft
+            )
         except Exception as err:  # noqa: BLE001 - never let one input stop the job
             return result.fail("decode", err)
-        result.original_size = (rgb.shape[1], rgb.shape[0])
-        result.image = resize_short_side(rgb, self.resolution)
+        width, height = result.original_size  # the true size, not the reduced decode
+        if min(width, height) < self.min_size:
+            return result.filter(
+                f"filtered: {width}x{height} is smaller than --min-size {self.min_size}"
+            )
+        try:
+            result.image = resize_short_side(rgb, self.resolution, max_pixels=self.max_pixels)
+        except Exception as err:  # noqa: BLE001
+            return result.fail("resize", err)
+        result.size = (result.image.shape[1], result.image.shape[0])
+        result.upscaled = min(result.size) > min(width, height)
         result.timings["decode"] = time.perf_counter() - start
         return result
 
-    def annotate(self, results: list[Result]) -> list[Result]:
-        """Run every annotator over the successfully decoded results, batched, then encode."""
+    def run_models(self, results: list[Result]) -> list[Result]:
+        """Run every annotator over the decoded results as one batch; encoding comes later."""
         for annotator in self.annotators:
             live = [r for r in results if r.status == "ok"]
             if not live:
@@ -141,18 +165,29 @@ class Worker:
                         annotations.append(None)
             elapsed = (time.perf_counter() - start) / len(live)
             for r, annotation in zip(live, annotations, strict=True):
-                if annotation is None:
-                    continue
-                r.timings[annotator.name] = elapsed
-                t0 = time.perf_counter()
-                try:
-                    r.files.update(encode_annotation(annotation))
-                except Exception as err:  # noqa: BLE001
-                    r.fail(f"encode {annotator.name}", err)
-                    continue
-                r.timings["encode"] = r.timings.get("encode", 0.0) + time.perf_counter() - t0
-                r.stats.update(annotation.stats)
+                if annotation is not None:
+                    r.timings[annotator.name] = elapsed
+                    r.annotations.append(annotation)
         return results
+
+    def encode(self, result: Result) -> Result:
+        """Encode the maps (PNG) and side data (JSON) of one annotated result."""
+        if result.status != "ok":
+            return result
+        start = time.perf_counter()
+        for annotator, annotation in zip(self.annotators, result.annotations, strict=True):
+            try:
+                result.files.update(encode_annotation(annotation))
+            except Exception as err:  # noqa: BLE001
+                return result.fail(f"encode {annotator.name}", err)
+            result.stats.update(annotation.stats)
+        result.annotations.clear()
+        result.timings["encode"] = time.perf_counter() - start
+        return result
+
+    def annotate(self, results: list[Result]) -> list[Result]:
+        """Run every annotator over the successfully decoded results, batched, then encode."""
+        return [self.encode(r) for r in self.run_models(results)]
 
     def process(self, key: str, data: bytes) -> Result:
         """Decode, resize, annotate and encode one sample."""

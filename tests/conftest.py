@@ -26,6 +26,26 @@ def photo_paths(photos_dir: Path) -> list[Path]:
     return sorted(photos_dir.glob("*.jpg"))
 
 
+@pytest.fixture
+def offline_weights(monkeypatch, tmp_path):
+    """Never touch the network or the user's weights; an empty Hugging Face cache."""
+    import huggingface_hub.constants
+
+    monkeypatch.setenv("HINTSET_OFFLINE", "1")
+    monkeypatch.delenv("HINTSET_WEIGHTS_DIR", raising=False)
+    monkeypatch.setattr(huggingface_hub.constants, "HF_HUB_CACHE", str(tmp_path / "hf"))
+
+
+@pytest.fixture(scope="session")
+def photos(photo_paths) -> list:
+    """Two real photos at small sizes with odd widths (padding must be cropped back exactly)."""
+    from pipeline.decode import load_image, resize_short_side
+
+    first = resize_short_side(load_image(photo_paths[2]), 72)
+    second = resize_short_side(load_image(photo_paths[5]), 80)
+    return [first[:, :101].copy(), second[:77, :].copy()]
+
+
 def run_cli(*args: str, check: bool = False, **kwargs) -> subprocess.CompletedProcess:
     """Run ``hintset ARGS`` in a fresh interpreter (as a user would) and capture its output."""
     env = {**os.environ, "PYTHONPATH": str(ROOT) + os.pathsep + os.environ.get("PYTHONPATH", "")}

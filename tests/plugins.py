@@ -52,3 +52,18 @@ class Slow(Annotator):
     def _annotate(self, rgb, rng):
         time.sleep(self.config["seconds"])
         return Annotation(maps={"flat": np.zeros(rgb.shape[:2], np.uint8)})
+
+
+@register
+class StandInModel(Annotator):
+    """A stand-in for a GPU network: sleeps ``ms`` per image per batch (the GIL is free, as
+    while a GPU computes) and returns the green channel, so PNG encoding costs what a real map does.
+    """
+
+    name = "test_model"
+    outputs = ("grey",)
+    params = (Param("ms", 10.0, "milliseconds of 'model time' per image"),)
+
+    def _annotate_batch(self, images, rngs):
+        time.sleep(self.config["ms"] * len(images) / 1000)
+        return [Annotation(maps={"grey": np.ascontiguousarray(img[:, :, 1])}) for img in images]

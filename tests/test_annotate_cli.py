@@ -197,3 +197,59 @@ def test_help_explains(cli):
     proc = cli("annotate", "--help", check=True)
     for flag in ("--annotators", "--param", "--resolution", "--workers", "--overwrite"):
         assert flag in proc.stdout
+
+
+def test_colliding_names_get_distinct_outputs_and_the_report_counts_files(photo_paths, tmp_path,
+                                                                          cli):  # fmt: skip
+    """#13 case 4: x.jpg, x_jpg.png and x.png all used to write x_jpg.canny.png."""
+    src = tmp_path / "in"
+    src.mkdir()
+    shutil.copy(photo_paths[0], src / "x.jpg")
+    cv2.imwrite(str(src / "x_jpg.png"), cv2.imread(str(photo_paths[1])))
+    cv2.imwrite(str(src / "x.png"), cv2.imread(str(photo_paths[2])))
+    out = tmp_path / "out"
+    proc = cli("annotate", src, "-o", out, "-a", "canny", "-q", "-r", "64")
+    assert proc.returncode == 0, proc.stderr
+    maps = sorted(out.glob("*.canny.png"))
+    report = json.loads((out / "report.json").read_text())
+    assert len(maps) == 3 == report["counts"]["done"]
+    made = [json.loads(line) for line in (out / "made_by.jsonl").read_text().splitlines()]
+    outputs = [m["output"] for m in made if "output" in m]
+    assert sorted(f"{o}.canny.png" for o in outputs) == [m.name for m in maps]
+    sources = {src / "x.jpg", src / "x_jpg.png", src / "x.png"}
+    by_map = {m.name: cv2.imread(str(m), cv2.IMREAD_UNCHANGED) for m in maps}
+    assert len({v.tobytes() for v in by_map.values()}) == 3  # three different photos' edges
+    assert len(sources) == 3
+
+
+def test_rerun_with_other_settings_is_refused_then_overwrite_redoes(photo_paths, tmp_path, cli):
+    """#13 case 5: a rerun with other parameters used to skip and keep the old maps."""
+    src = tmp_path / "in"
+    src.mkdir()
+    for path in photo_paths[:2]:
+        shutil.copy(path, src / path.name)
+    out = tmp_path / "out"
+    first = cli("annotate", src, "-o", out, "-a", "canny", "-r", "64", "-q")
+    assert first.returncode == 0, first.stderr
+    target = out / f"{photo_paths[0].stem}.canny.png"
+    before = target.read_bytes()
+    same = cli("annotate", src, "-o", out, "-a", "canny", "-r", "64", "-q")
+    assert json.loads((out / "report.json").read_text())["counts"]["skipped"] == 2
+    assert same.returncode == 0
+    other = ("-a", "canny", "-r", "64", "-p", "canny.low=10", "-p", "canny.high=20", "-q")
+    refused = cli("annotate", src, "-o", out, *other)
+    assert refused.returncode == 2 and "Traceback" not in refused.stderr
+    assert "made with other settings" in refused.stderr and "--overwrite" in refused.stderr
+    assert "'low': 100" in refused.stderr and "'low': 10" in refused.stderr
+    assert target.read_bytes() == before
+    redo = cli("annotate", src, "-o", out, *other, "--overwrite")
+    assert redo.returncode == 0, redo.stderr
+    assert json.loads((out / "report.json").read_text())["counts"]["done"] == 2
+    resized = resize_short_side(load_image(photo_paths[0], draft_short_side=64), 64)
+    written = cv2.imread(str(target), cv2.IMREAD_UNCHANGED)
+    assert np.array_equal(written, cv2.Canny(resized, 10, 20))
+    again = cli("annotate", src, "-o", out, *other)  # the record now says low=10: skipped
+    assert again.returncode == 0 and "2 skipped" in again.stderr
+    resolution = cli("annotate", src, "-o", out, "-a", "canny", "-r", "32", "-p",
+                     "canny.low=10", "-p", "canny.high=20", "-q")  # fmt: skip
+    assert resolution.returncode == 2 and "resolution was 64, now 32" in resolution.stderr

@@ -60,7 +60,7 @@ def dataset(mixed, tmp_path_factory) -> tuple[Path, subprocess.CompletedProcess]
     out = tmp_path_factory.mktemp("ds") / "ds"
     proc = run_cli("build", mixed, "-o", out, "-a", "canny,lines", "--captions",
                    mixed.parent / "captions.jsonl", "--workers", "2", *FAST)  # fmt: skip
-    assert proc.returncode == 0, proc.stderr
+    assert proc.returncode == 1, proc.stderr  # the bad inputs failed (as annotate: exit 1)
     return out, proc
 
 
@@ -198,7 +198,7 @@ def test_annotator_raising_on_one_sample_fails_only_that_sample(photos_dir, tmp_
     out = tmp_path / "ds"
     proc = run_cli("build", photos_dir, "-o", out, "-a", "canny,test_raises",
                    "-p", "test_raises.threshold=150", "--import", "tests.plugins", *FAST)  # fmt: skip
-    assert proc.returncode == 0, proc.stderr
+    assert proc.returncode == 1, proc.stderr
     rows = index_rows(out)
     failed = [r for r in rows if r["status"] == "failed"]
     assert 0 < len(failed) < len(rows)
@@ -310,10 +310,10 @@ def test_output_as_fsspec_url(photo_paths, tmp_path):
 
 def test_learned_annotator_runs_on_ray_workers(photo_paths, tmp_path):
     """HED with random weights in the published layout, through --weights-dir, on CPU workers."""
-    from annotators.hed import write_random_weights
+    from tests.weights import write_hed
 
     weights = tmp_path / "weights"
-    write_random_weights(weights)
+    write_hed(weights)
     folder = tmp_path / "in"
     folder.mkdir()
     for path in photo_paths[:3]:
@@ -331,6 +331,76 @@ def test_learned_annotator_runs_on_ray_workers(photo_paths, tmp_path):
                            "HF_HOME": str(tmp_path / "hf")})  # fmt: skip
     assert missing.returncode == 2 and "Traceback" not in missing.stderr
     assert missing.stderr.count("error:") == 1 and "ControlNetHED.pth" in missing.stderr
+
+
+def test_min_size_filters_and_the_index_records_upscaling(photo_paths, tmp_path, cli):
+    """#13 case 12: small inputs were upscaled silently; now --min-size and an upscaled column."""
+    import cv2
+
+    folder = tmp_path / "in"
+    folder.mkdir()
+    for path in photo_paths[:2]:
+        shutil.copy(path, folder / path.name)
+    photo = cv2.imread(str(photo_paths[2]))
+    cv2.imwrite(str(folder / "small.png"), cv2.resize(photo, (100, 80)))
+    cv2.imwrite(str(folder / "tiny.png"), cv2.resize(photo, (60, 45)))
+    out = tmp_path / "ds"
+    proc = run_cli("build", folder, "-o", out, "--min-size", "64", *FAST)
+    assert proc.returncode == 0, proc.stderr  # filtered is not failed
+    rows = {Path(r["source"]).name: r for r in index_rows(out)}
+    assert rows["tiny.png"]["status"] == "filtered"
+    assert rows["tiny.png"]["error"] == "filtered: 60x45 is smaller than --min-size 64"
+    assert rows["small.png"]["status"] == "ok" and rows["small.png"]["upscaled"] is True
+    assert [rows[p.name]["upscaled"] for p in photo_paths[:2]] == [False, False]
+    manifest = json.loads((out / "manifest.json").read_text())
+    assert manifest["totals"]["filtered"] == 1 and manifest["totals"]["upscaled"] == 1
+    assert manifest["totals"]["ok"] == 3 and manifest["totals"]["failed"] == 0
+    assert "filtered 1  upscaled 1" in cli("inspect", out, check=True).stdout
+    assert run_cli("verify", out).returncode == 0
+
+
+def test_failed_inputs_exit_1_and_retry_failed_redoes_them(photo_paths, tmp_path):
+    """#13 case 18: build exited 0 with failed inputs and could not retry them."""
+    folder = tmp_path / "in"
+    folder.mkdir()
+    for path in photo_paths[:4]:
+        shutil.copy(path, folder / path.name)
+    late = folder / "zz_late.jpg"
+    late.write_bytes(photo_paths[4].read_bytes()[:5000])  # still being copied: truncated
+    out = tmp_path / "ds"
+    first = run_cli("build", folder, "-o", out, *FAST)
+    assert first.returncode == 1 and "FAILED zz_late" in first.stderr
+    shutil.copy(photo_paths[4], late)  # the copy finished
+    before = {p.name: p.stat().st_mtime_ns for p in (out / "shards").iterdir()}
+    assert run_cli("build", folder, "-o", out, *FAST).returncode == 1  # plain rerun: resumes
+    retry = run_cli("build", folder, "-o", out, "--retry-failed", *FAST)
+    assert retry.returncode == 0, retry.stderr
+    rows = index_rows(out)
+    assert len(rows) == 5 and all(r["status"] == "ok" for r in rows)
+    after = {p.name: p.stat().st_mtime_ns for p in (out / "shards").iterdir()}
+    assert after["00000.tar"] == before["00000.tar"]  # the shard without failures: untouched
+    assert after["00001.tar"] != before["00001.tar"]
+    assert run_cli("verify", out).returncode == 0
+
+
+def test_fractional_gpus_let_two_workers_share_one_gpu(photo_paths, tmp_path):
+    """--gpus-per-worker 0.5 on a node with one (declared) GPU: two actors share it."""
+    import ray
+
+    from pipeline.build import run_build
+    from pipeline.worker import AnnotatorSpec
+
+    ray.init(num_cpus=2, num_gpus=1, include_dashboard=False, logging_level="ERROR")
+    pids: set[int] = set()
+    try:
+        manifest = run_build([str(p) for p in photo_paths[:8]], str(tmp_path / "ds"),
+                             [AnnotatorSpec("canny")], shard_size=1, resolution=64,
+                             gpus_per_worker=0.5,
+                             on_shard=lambda stats: pids.add(stats["pid"]))  # fmt: skip
+    finally:
+        ray.shutdown()
+    assert manifest["totals"]["ok"] == 8
+    assert len(pids) == 2  # GPU 1 // 0.5 = 2 actors, both built shards
 
 
 def test_second_build_into_the_same_output_is_refused(photos_dir, tmp_path):
@@ -420,7 +490,7 @@ def test_unreadable_tars_are_recorded_and_the_build_goes_on(dataset, tmp_path):
     out = tmp_path / "ds"
     proc = run_cli("build", src / "shards" / "00001.tar", tmp_path / "truncated.tar",
                    tmp_path / "text.tar", "-o", out, "-a", "lines", *FAST)  # fmt: skip
-    assert proc.returncode == 0, proc.stderr
+    assert proc.returncode == 1, proc.stderr  # failed inputs: exit 1, the rest is built
     rows = index_rows(out)
     failed = {Path(r["source"]).name: r["error"] for r in rows if r["status"] == "failed"}
     assert failed["truncated.tar"].startswith("input: ") and "text.tar" in failed

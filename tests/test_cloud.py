@@ -162,7 +162,7 @@ def test_http_inputs(tmp_path, photo_paths):
         proc = run_cli("build", f"{base}/list.parquet", f"{base}/00000.tar", "-o", out, *FAST)
     finally:
         server.shutdown()
-    assert proc.returncode == 0, proc.stderr
+    assert proc.returncode == 1, proc.stderr  # missing.jpg failed: exit 1, the rest is built
     rows = [
         r for p in sorted((out / "index").glob("*.parquet")) for r in read_index(p.read_bytes())
     ]

@@ -20,6 +20,7 @@ from annotators import ade20k, create, depth, seg
 from annotators.hf_models import Preprocess
 from annotators.weights import WeightsError, resolve_model_dir
 from pipeline.decode import load_image, resize_short_side
+from tests.weights import write_depth, write_seg
 
 NETWORKS = [
     ("depth", "dpt-hybrid"),
@@ -36,8 +37,8 @@ SMALL = {"depth-anything-v2-small": 168, "upernet-convnext-small": 160, "segform
 def tiny_dir(tmp_path_factory) -> Path:
     """All four networks with random tiny weights, in the published folder layout."""
     folder = tmp_path_factory.mktemp("weights")
-    depth.write_random_weights(folder, tiny=True, models=["dpt-hybrid", "depth-anything-v2-small"])
-    seg.write_random_weights(folder, tiny=True, models=["upernet-convnext-small", "segformer-b0"])
+    write_depth(folder, tiny=True, models=["dpt-hybrid", "depth-anything-v2-small"])
+    write_seg(folder, tiny=True, models=["upernet-convnext-small", "segformer-b0"])
     return folder
 
 
@@ -264,9 +265,30 @@ def test_missing_and_incomplete_model_messages(tiny_dir, tmp_path):
         resolve_model_dir(str(tmp_path / "nowhere"))
 
 
-def test_fixed_size_model_rejects_resolution(tiny_dir):
-    with pytest.raises(WeightsError, match="only runs at 384x384"):
-        create("depth", weights_dir=str(tiny_dir), resolution=512).load()
+def test_dpt_hybrid_runs_at_the_working_size_with_aspect_kept(tiny_dir, photos):
+    """D5: as ControlNet's MiDaS, DPT-hybrid sees the image at the working short side with its
+    aspect ratio (position embeddings interpolated), not squashed to 384x384."""
+    import cv2
+    import torch
+
+    from annotators.depth import dpt_hybrid_forward
+
+    annotator = create("depth", weights_dir=str(tiny_dir), device="cpu", resolution=192)
+    annotator.load()
+    model = annotator._model
+    square = torch.rand(1, 3, 384, 384) * 2 - 1  # the config's size: same as transformers' forward
+    with torch.no_grad():
+        ours = dpt_hybrid_forward(model, square)[0, 0]
+        theirs = model(pixel_values=square).predicted_depth[0]
+    assert torch.allclose(ours, theirs, atol=1e-5)
+    assert annotator._pre.working_shape(160, 250, 192) == (192, 300)  # aspect kept, padded to 320
+    image = cv2.resize(photos[0], (256, 192), interpolation=cv2.INTER_AREA)  # multiples of 32
+    pixels = torch.from_numpy(image).permute(2, 0, 1)[None].float() / 127.5 - 1.0
+    with torch.no_grad():
+        expected = depth.normalize_depth(dpt_hybrid_forward(model, pixels)[0, 0].numpy())
+    got = annotator(image)
+    assert got.shape == (192, 256)
+    assert np.abs(got.astype(int) - expected.astype(int)).max() <= 1
 
 
 def test_resolves_from_hugging_face_cache(tiny_dir, tmp_path):

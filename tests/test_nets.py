@@ -1,6 +1,6 @@
 """HED, scribble, M-LSD lines and normals: random weights in the published layout, real loading.
 
-The checkpoints are written once per session by each module's ``write_random_weights``
+The checkpoints are written once per session by ``tests/weights.py``
 (real size, published file name and format) and loaded through ``annotators.weights`` from a
 local folder in offline mode.
 """
@@ -17,11 +17,14 @@ import numpy as np
 import pytest
 
 from annotators import create, hed, list_annotators, mlsd, normal
-from annotators.inference import clear_cache
+from annotators.learned import clear_cache
 from annotators.weights import WeightsError, WeightsFile, sha256_file
 from pipeline.decode import load_image, resize_short_side
+from tests.weights import write_bae, write_depth, write_hed, write_mlsd
 
-MODULES = {"hed": hed, "mlsd": mlsd, "bae": normal}
+#: offline, no user weights, an empty Hugging Face cache (tests/conftest.py)
+pytestmark = pytest.mark.usefixtures("offline_weights")
+WRITERS = {"hed": write_hed, "mlsd": write_mlsd, "bae": write_bae}
 FILES = {"hed": "ControlNetHED.pth", "mlsd": "mlsd_large_512_fp32.pth", "bae": "scannet.pt"}
 LOADERS = {"hed": hed.load_hed, "mlsd": mlsd.load_mlsd, "bae": normal.load_bae}
 
@@ -30,29 +33,11 @@ LOADERS = {"hed": hed.load_hed, "mlsd": mlsd.load_mlsd, "bae": normal.load_bae}
 def weights_dir(tmp_path_factory) -> Path:
     """One folder with all three random checkpoints (written once per session)."""
     folder = tmp_path_factory.mktemp("weights")
-    for module in MODULES.values():
-        paths = module.write_random_weights(folder)
-        assert [p.name for p in paths] == [FILES[k] for k, m in MODULES.items() if m is module]
+    for net, write in WRITERS.items():
+        paths = write(folder)
+        assert [p.name for p in paths] == [FILES[net]]
     yield folder
     clear_cache()
-
-
-@pytest.fixture(autouse=True)
-def offline(monkeypatch, tmp_path):
-    """Never touch the network or the user's weights; an empty Hugging Face cache."""
-    import huggingface_hub.constants
-
-    monkeypatch.setenv("HINTSET_OFFLINE", "1")
-    monkeypatch.delenv("HINTSET_WEIGHTS_DIR", raising=False)
-    monkeypatch.setattr(huggingface_hub.constants, "HF_HUB_CACHE", str(tmp_path / "hf"))
-
-
-@pytest.fixture(scope="module")
-def photos(photo_paths) -> list[np.ndarray]:
-    """Two real photos at a small size with odd widths (padding must be cropped back)."""
-    first = resize_short_side(load_image(photo_paths[2]), 72)
-    second = resize_short_side(load_image(photo_paths[5]), 80)
-    return [first[:, :101].copy(), second[:77, :].copy()]
 
 
 def test_published_layout_file_names():
@@ -261,11 +246,12 @@ def test_bae_accepts_data_parallel_prefix():
 
 
 def _decode(rgb: np.ndarray) -> np.ndarray:
-    return rgb.astype(np.float32) / 127.5 - 1.0
+    """x, y, z from a from-depth normal map (stored R = z, G = y, B = x)."""
+    return rgb[:, :, ::-1].astype(np.float32) / 127.5 - 1.0
 
 
 def test_normal_from_depth_on_a_plane():
-    """Inverse depth rising to the right (right side nearer): the surface faces left, R > 128."""
+    """Inverse depth rising to the right (right side nearer): the surface faces left, x > 128."""
     slope = 0.05
     depth = np.tile(np.arange(64, dtype=np.float32) * slope, (48, 1))
     rgb = normal.normal_from_depth(depth, bg_threshold=0.4)
@@ -273,12 +259,12 @@ def test_normal_from_depth_on_a_plane():
     gx = 8 * slope  # the 3x3 Sobel of a unit ramp is 8
     norm = math.hypot(gx, 2 * math.pi)
     inside = rgb[5:-5, 40:-2]  # normalised depth > 0.4 there
-    assert np.all(inside[..., 0] == int(gx / norm * 127.5 + 127.5))
+    assert np.all(inside[..., 2] == int(gx / norm * 127.5 + 127.5))  # B = x
     assert np.all(inside[..., 1] == 127) and np.all(
-        inside[..., 2] == int(2 * math.pi / norm * 127.5 + 127.5)
+        inside[..., 0] == int(2 * math.pi / norm * 127.5 + 127.5)  # R = z
     )
     background = rgb[:, : int(0.4 * 63) - 1]  # normalised depth < 0.4: x, y zeroed
-    assert np.all(background == (127, 127, 255))
+    assert np.all(background == (255, 127, 127))
 
 
 def test_normal_from_depth_on_a_sphere():
@@ -308,15 +294,14 @@ def test_normal_depth_backend_records_convention():
 
 @pytest.mark.skipif("depth" not in list_annotators(), reason="the depth annotator is not merged")
 def test_normal_depth_backend_end_to_end(tmp_path, photos):
-    from annotators import depth as depth_module
-
-    depth_module.write_random_weights(tmp_path, tiny=True, models=("dpt-hybrid",))
+    write_depth(tmp_path, tiny=True, models=("dpt-hybrid",))
     annotator = create("normal", backend="depth", weights_dir=str(tmp_path), device="cpu")
     results = annotator.annotate_batch(photos)
-    depths = annotator.depth.predict_depth(photos)
+    depths = annotator.depth.predict_depth(photos, at_image_size=False)  # at the working size
     for image, result, d in zip(photos, results, depths, strict=True):
         assert result.maps["normal"].shape == (*image.shape[:2], 3)
-        assert np.array_equal(result.maps["normal"], normal.normal_from_depth(d, 0.4))
+        expected = cv2.resize(normal.normal_from_depth(d, 0.4), image.shape[1::-1])
+        assert np.array_equal(result.maps["normal"], expected)
 
 
 # -- loading errors ------------------------------------------------------------------------
@@ -433,3 +418,9 @@ def test_cli_runs_every_network(cli, photo_paths, weights_dir, tmp_path):
     assert by_name["lines"]["weights"][0]["sha256"] == sha256_file(
         weights_dir / "mlsd_large_512_fp32.pth"
     )
+
+
+# -- the base for learned annotators ----------------------------------------------------------
+def test_fp16_on_cpu_fails_at_load_with_one_line(tmp_path):
+    with pytest.raises(WeightsError, match="precision fp16 needs a CUDA device"):
+        create("hed", device="cpu", precision="fp16", weights_dir=str(tmp_path)).load()

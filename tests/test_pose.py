@@ -155,10 +155,10 @@ def test_paf_grouping_separates_two_people():
 
 @pytest.fixture(scope="module")
 def openpose_weights(tmp_path_factory):
-    from annotators.openpose import write_random_weights
+    from tests.weights import write_openpose
 
     folder = tmp_path_factory.mktemp("openpose")
-    write_random_weights(folder)
+    write_openpose(folder)
     return folder
 
 
@@ -190,7 +190,8 @@ def test_openpose_runs_full_pipeline_with_published_layout(
 def test_openpose_network_produces_heatmaps_and_pafs_of_the_right_shape(openpose_weights):
     import torch
 
-    from annotators.openpose import build_body, network_input, to_image_size
+    from annotators.nets.openpose import build_body
+    from annotators.openpose import network_input, to_image_size
     from annotators.weights import load_into, load_state_dict
 
     net = build_body().eval()
@@ -216,7 +217,7 @@ def test_openpose_bad_state_dict_is_one_clear_line(openpose_weights, tmp_path, d
         state["conv4_2.kernel"] = state.pop("conv4_2.weight")
     torch.save(state, tmp_path / "body_pose_model.pth")
     shutil.copy(openpose_weights / "hand_pose_model.pth", tmp_path / "hand_pose_model.pth")
-    from annotators.inference import clear_cache
+    from annotators.learned import clear_cache
 
     clear_cache()
     with pytest.raises(WeightsError) as info:

@@ -223,7 +223,7 @@ def test_index_schema_is_fixed_and_read_by_pandas_and_datasets(tmp_path):
 def test_overwrite_removes_only_what_hintset_wrote(tmp_path):
     out = tmp_path / "out"
     (out / "shards").mkdir(parents=True)
-    (out / "manifest.json").write_text("{}")
+    (out / "manifest.json").write_text(json.dumps({"format_version": 1}))
     (out / "thesis.docx").write_text("mine")
     Storage(out).remove_all()
     assert sorted(p.name for p in out.iterdir()) == ["thesis.docx"]

@@ -96,7 +96,10 @@ def test_data_skips_and_ranges(shards):
     assert "000000000" not in keys and "000010004" not in keys  # failed status, missing map
     assert ds.skipped["status"] >= 1 and ds.skipped["missing_map"] >= 1
     s = got[0]
-    assert s["pixel_values"].shape == (3, 64, 64) and s["conditioning"].shape == (1, 64, 64)
+    # one 1-channel map repeated to RGB, as ControlNet 1.0/1.1 prepare hints
+    assert s["pixel_values"].shape == (3, 64, 64) and s["conditioning"].shape == (3, 64, 64)
+    assert np.array_equal(s["conditioning"][0], s["conditioning"][1])
+    assert np.array_equal(s["conditioning"][0], s["conditioning"][2])
     assert s["pixel_values"].min() >= -1 and s["pixel_values"].max() <= 1
     assert 0 <= s["conditioning"].min() and s["conditioning"].max() <= 1
     again = iter(ShardDataset(str(shards), ["canny"], 64, seed=1, shuffle_buffer=2))
@@ -144,12 +147,16 @@ def test_stacked_conditions_train(shards, tiny_base, tmp_path):
     from training.data import ShardDataset
     from training.trainer import Trainer
 
-    both = next(iter(ShardDataset(str(shards), ["canny", "seg"], 64, seed=3, shuffle_buffer=1)))
+    with pytest.raises(ValueError, match="--stack-conditions"):
+        ShardDataset(str(shards), ["canny", "seg"], 64)
+    both = next(iter(ShardDataset(str(shards), ["canny", "seg"], 64, seed=3, shuffle_buffer=1,
+                                  stack=True)))  # fmt: skip
     seg = next(iter(ShardDataset(str(shards), ["seg"], 64, seed=3, shuffle_buffer=1)))
     assert both["key"] == seg["key"] and both["conditioning"].shape == (4, 64, 64)
     np.testing.assert_array_equal(both["conditioning"][1:], seg["conditioning"])
     assert set(np.unique(both["conditioning"][0])) <= {0.0, 1.0}  # canny stays binary
-    t = Trainer(_config(shards, tiny_base, tmp_path / "run", condition="canny,seg"), device="cpu")
+    cfg = _config(shards, tiny_base, tmp_path / "run", condition="canny,seg", stack_conditions=True)
+    t = Trainer(cfg, device="cpu")
     assert t.controlnet.config.conditioning_channels == 4
     losses = t.train()
     assert len(losses) == 2 and all(np.isfinite(losses))
@@ -186,7 +193,7 @@ def test_zero_init_output_unchanged(shards, tiny_base, tmp_path):
     g = torch.Generator().manual_seed(0)
     latents = torch.randn(2, 4, 8, 8, generator=g)
     text = torch.randn(2, 16, 32, generator=g)
-    cond = torch.rand(2, 1, 64, 64, generator=g)
+    cond = torch.rand(2, 3, 64, 64, generator=g)
     ts = torch.tensor([10, 500])
     with torch.no_grad():
         down, mid = t.controlnet(latents, ts, text, controlnet_cond=cond, return_dict=False)
@@ -310,8 +317,9 @@ def test_export_folder_runs_in_pipeline_and_single_file_roundtrips(
     pipe = StableDiffusionControlNetPipeline.from_pretrained(
         str(tiny_base), controlnet=folder, safety_checker=None, requires_safety_checker=False
     )
-    # a 1-channel edge map as a tensor in [0, 1] (PIL input would be converted to RGB)
+    # an edge map repeated to 3 channels, as a tensor in [0, 1] (PIL: test_training_export.py)
     cond = (torch.rand(1, 1, 64, 64, generator=torch.Generator().manual_seed(0)) > 0.8).float()
+    cond = cond.repeat(1, 3, 1, 1)
     out = pipe(
         "a photo",
         image=cond,
@@ -372,18 +380,36 @@ def test_cli_build_train_export(cli, photos_dir, tmp_path):
     assert (exp / "controlnet-checkpoint-2.safetensors").stat().st_size > 0
 
 
-def test_validation_grid_and_loss_plot(shards, tiny_base, tmp_path):
+def test_validation_held_out_labelled_and_tensorboard(shards, tiny_base, tmp_path):
+    """--validation-shards 1: validation samples come only from the held-out shard, training
+    never sees it; the grid is labelled; TensorBoard gets the scalars and the grid image."""
     from PIL import Image
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 
     from training.trainer import Trainer
 
-    cfg = _config(shards, tiny_base, tmp_path / "run", steps=2, validate_every=2)
-    cfg.num_validation = 2
-    Trainer(cfg, device="cpu").train()
+    cfg = _config(shards, tiny_base, tmp_path / "run", steps=2, validate_every=2,
+                  validation_shards=1, num_validation=2)  # fmt: skip
+    t = Trainer(cfg, device="cpu")
+    t.train()
+    info = json.loads((tmp_path / "run" / "validation" / "step-000002.json").read_text())
+    held = {s["key"] for s in info["samples"]}
+    assert info["held_out"] and len(held) == 2 and all(k.startswith("00001") for k in held)
+    stream = iter(t.dataset)
+    trained = {next(stream)["key"] for _ in range(24)}
+    assert trained and not trained & held
+    assert all(k.startswith("00000") for k in trained)
     grid = np.asarray(Image.open(tmp_path / "run" / "validation" / "step-000002.png"))
-    assert grid.shape == (2 * 64, 3 * 64, 3)
-    assert grid[:, 64:128].std() > 0  # generated column is an image, not blank
+    assert grid.shape == (3 * 12 + 2 * 64, 3 * 64, 3)  # header + a caption strip per row
+    assert grid[:12].min() < 128  # the header has text in it
+    assert grid[24:88, 64:128].std() > 0  # generated column is an image, not blank
     assert (tmp_path / "run" / "loss.png").stat().st_size > 1000
+    events = EventAccumulator(str(tmp_path / "run" / "tensorboard"))
+    events.Reload()
+    scalars = set(events.Tags()["scalars"])
+    assert {"train/loss", "train/lr", "train/grad_norm", "train/samples_per_s"} <= scalars
+    assert [e.step for e in events.Scalars("train/loss")] == [1, 2]
+    assert events.Tags()["images"] == ["validation"]
 
 
 def _train_two_steps_in_a_process(launcher: list[str], shards, tiny_base, run, *extra: str):
@@ -434,4 +460,4 @@ def test_ray_train_two_workers(shards, tiny_base, tmp_path):
     import sys
 
     _train_two_steps_in_a_process([sys.executable], shards, tiny_base, tmp_path / "run",
-                                  "--num-workers", "2")  # fmt: skip
+                                  "--ray-workers", "2")  # fmt: skip

@@ -66,3 +66,31 @@ def test_output_suffixes_and_specs():
     specs = parse_specs("canny,lines", ["lines.backend=hough"])
     assert specs[1] == AnnotatorSpec("lines", {"backend": "hough"})
     assert Worker(specs).output_suffixes() == ["canny.png", "lines.png"]
+
+
+def test_min_size_filters_and_upscaling_is_recorded():
+    worker = Worker([AnnotatorSpec("canny")], resolution=64, min_size=32)
+    tiny, small, big = (
+        worker.process("k", encoded("PNG", size=s)) for s in ((40, 30), (50, 40), (90, 80))
+    )
+    assert (
+        tiny.status == "filtered" and tiny.error == "filtered: 40x30 is smaller than --min-size 32"
+    )
+    assert tiny.files == {} and tiny.original_size == (40, 30)
+    assert small.status == "ok" and small.upscaled and small.size == (80, 64)
+    assert big.status == "ok" and not big.upscaled
+
+
+def test_original_size_is_kept_with_min_size(photo_paths):
+    """resolution 0 (--keep-original) decodes at full size even with --min-size set."""
+    worker = Worker([AnnotatorSpec("canny")], resolution=0, min_size=64)
+    result = worker.process("k", photo_paths[0].read_bytes())
+    assert result.size == result.original_size and min(result.size) > 400
+
+
+def test_resize_target_over_the_pixel_limit_fails_the_sample():
+    worker = Worker([AnnotatorSpec("canny")], resolution=4000, max_pixels=2_000_000)
+    result = worker.process("k", encoded("PNG", size=(400, 30)))
+    assert result.status == "failed" and result.error.startswith(
+        "resize: resized image too large: 400x30"
+    )

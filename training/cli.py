@@ -2,81 +2,130 @@
 
 from __future__ import annotations
 
+from dataclasses import asdict, fields
 from pathlib import Path
 
 import click
 
 
+def _config_options(func):
+    """One click option per TrainConfig field (help text, default, choices from the field)."""
+    from training.config import TrainConfig
+
+    for f in reversed(fields(TrainConfig)):
+        flag = "--" + f.name.replace("_", "-")
+        extra = {"default": f.default, "show_default": True, "help": f.metadata["help"]}
+        if isinstance(f.default, bool):
+            decl = [f"{flag}/--no-{flag[2:]}"]
+        else:
+            decl = [flag]
+            extra["type"] = (
+                click.Choice(f.metadata["choices"]) if f.metadata["choices"] else type(f.default)
+            )
+            if f.default == "":
+                extra["show_default"] = False
+        func = click.option(*decl, f.name, **extra)(func)
+    return func
+
+
+def resolve_config(ctx: click.Context, file: Path | None, values: dict):
+    """TrainConfig from defaults, then the ``--config`` file, then options given on the command line."""
+    from click.core import ParameterSource
+
+    from training.config import TrainConfig
+
+    merged = dict(values)
+    if file is not None:
+        merged.update(TrainConfig.from_file(file))
+    for name, value in values.items():
+        if ctx.get_parameter_source(name) in (
+            ParameterSource.COMMANDLINE,
+            ParameterSource.ENVIRONMENT,
+        ):
+            merged[name] = value
+    config = TrainConfig.from_dict(merged)
+    config.check()
+    return config
+
+
 @click.command("tiny-base")
 @click.argument("folder", type=click.Path(path_type=Path))
 @click.option(
-    "--prediction-type", type=click.Choice(["epsilon", "v_prediction"]), default="epsilon"
+    "--prediction-type",
+    type=click.Choice(["epsilon", "v_prediction"]),
+    default="epsilon",
+    show_default=True,
+    help="what the U-Net predicts (SD 1.5: epsilon; SD 2.x 768: v_prediction)",
 )
-@click.option("--seed", type=int, default=0)
-def tiny_base(folder: Path, prediction_type: str, seed: int) -> None:
-    """Write a tiny random Stable Diffusion (diffusers layout) for CPU smoke runs."""
-    from training.tiny_base import write_tiny_base
+@click.option(
+    "--sdxl", is_flag=True, help="write a tiny SDXL (two text encoders) instead of SD 1.x"
+)
+@click.option("--seed", type=int, default=0, show_default=True, help="seed of the random weights")
+def tiny_base(folder: Path, prediction_type: str, sdxl: bool, seed: int) -> None:
+    """Write a tiny random Stable Diffusion or SDXL (diffusers layout) for CPU smoke runs."""
+    from training.tiny_base import write_tiny_base, write_tiny_sdxl
 
-    write_tiny_base(folder, prediction_type=prediction_type, seed=seed)
-    click.echo(f"tiny base written to {folder}")
+    writer = write_tiny_sdxl if sdxl else write_tiny_base
+    writer(folder, prediction_type=prediction_type, seed=seed)
+    click.echo(f"tiny {'SDXL' if sdxl else 'SD'} base written to {folder}")
 
 
 @click.command("train")
-@click.option("--data", required=True, help="build output folder (OUT) or shard URL pattern")
-@click.option("--condition", required=True, help="map name(s), comma separated: canny,depth")
-@click.option("--base-model", required=True, help="diffusers folder or hub id of the SD base")
-@click.option("--output", required=True, type=click.Path(path_type=Path), help="run folder")
-@click.option("--steps", type=int, default=1000)
-@click.option("--batch-size", type=int, default=4)
-@click.option("--lr", type=float, default=1e-5)
-@click.option("--resolution", type=int, default=512)
-@click.option("--mixed-precision", type=click.Choice(["no", "fp16", "bf16"]), default="no")
-@click.option("--gradient-checkpointing", is_flag=True)
-@click.option("--grad-accum", type=int, default=1)
-@click.option("--ema", is_flag=True)
-@click.option("--max-grad-norm", type=float, default=1.0)
-@click.option("--seed", type=int, default=0)
-@click.option("--checkpoint-every", type=int, default=500)
-@click.option("--keep-checkpoints", type=int, default=3)
-@click.option("--resume", default="", help='"latest" or a checkpoint folder')
-@click.option("--validate-every", type=int, default=0)
 @click.option(
-    "--timestep-sampling",
-    type=click.Choice(["uniform", "cubic"]),
-    default="uniform",
-    help="cubic draws more high-noise timesteps, where layout is decided (T2I-Adapter)",
+    "--config",
+    "config_file",
+    type=click.Path(exists=True, dir_okay=False, path_type=Path),
+    help="YAML (or JSON) file of options; options given on the command line override it",
 )
-@click.option("--loader-workers", type=int, default=0, help="DataLoader worker processes")
-@click.option("--num-workers", type=int, default=0, help="Ray Train workers (0: no Ray)")
-@click.option("--address", default="", help="Ray address (auto, ray://host:10001)")
-@click.option("--use-gpu", is_flag=True, help="one GPU per Ray Train worker")
-def train(
-    output: Path, loader_workers: int, num_workers: int, address: str, use_gpu: bool, **kwargs
-) -> None:
-    """Train a ControlNet on hintset shards with a locked Stable Diffusion base."""
-    from training.config import TrainConfig
+@click.option("--print-config", is_flag=True, help="print the resolved options as YAML and exit")
+@_config_options
+@click.pass_context
+def train(ctx: click.Context, config_file: Path | None, print_config: bool, **values) -> None:
+    """Train a ControlNet on hintset shards with a locked Stable Diffusion (1.x, 2.x, XL) base."""
+    try:
+        config = resolve_config(ctx, config_file, values)
+    except ValueError as err:
+        raise click.UsageError(str(err)) from None
+    if print_config:
+        import yaml
+
+        click.echo(yaml.safe_dump(asdict(config), sort_keys=False), nl=False)
+        return
     from training.trainer import train as run_train
     from training.trainer import train_on_ray
 
-    config = TrainConfig(output=str(output), num_workers=loader_workers, **kwargs)
-    if num_workers > 0:
-        train_on_ray(config, num_workers=num_workers, use_gpu=use_gpu, address=address)
-        click.echo(f"Ray Train run finished: {output}")
-        return
-    losses = run_train(config)  # single process, or one rank under torchrun
+    try:
+        if config.ray_workers > 0:
+            train_on_ray(config)
+            click.echo(f"Ray Train run finished: {config.output}")
+            return
+        losses = run_train(config)  # single process, or one rank under torchrun
+    except ValueError as err:
+        raise click.ClickException(str(err)) from None
     if losses:
         click.echo(f"steps run: {len(losses)}  first loss {losses[0]:.4f}  last {losses[-1]:.4f}")
 
 
 @click.command("export")
 @click.argument("checkpoint", type=click.Path(exists=True, file_okay=False, path_type=Path))
-@click.option("-o", "--output", required=True, type=click.Path(path_type=Path))
+@click.option(
+    "-o", "--output", required=True, type=click.Path(path_type=Path), help="export folder"
+)
 @click.option("--fp16", is_flag=True, help="store weights as float16")
 @click.option("--ema", is_flag=True, help="export the EMA weights when the run kept them")
-def export(checkpoint: Path, output: Path, fp16: bool, ema: bool) -> None:
-    """Export RUN/checkpoint-N: a diffusers folder and an original-layout .safetensors file."""
+@click.option(
+    "--samples",
+    type=int,
+    default=2,
+    show_default=True,
+    help="validation samples rendered into the model card's grid (0: none)",
+)
+def export(checkpoint: Path, output: Path, fp16: bool, ema: bool, samples: int) -> None:
+    """Export RUN/checkpoint-N: a diffusers folder with a model card, and one .safetensors
+    (original ControlNet layout for SD 1.x/2.x, diffusers layout for SDXL) with metadata."""
     from training.export import export as run_export
 
-    done = run_export(checkpoint, output, fp16=fp16, ema=ema)
-    click.echo(f"diffusers folder: {done['diffusers']}")
-    click.echo(f"single file: {done['single_file']} ({done['tensors']} tensors)")
+    done = run_export(checkpoint, output, fp16=fp16, ema=ema, samples=samples)
+    click.echo(f"diffusers folder: {done['diffusers']} (model card README.md)")
+    click.echo(f"single file: {done['single_file']} ({done['tensors']} tensors, "
+               f"{done['metadata']['hintset.layout']} keys)")  # fmt: skip

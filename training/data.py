@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import glob
 import io
+import json
 import os
 import random
 from collections.abc import Iterator
@@ -61,10 +62,35 @@ def _worker() -> tuple[int, int]:
     return (info.id, info.num_workers) if info else (0, 1)
 
 
+def hint_array(image, *, rgb: bool = True) -> np.ndarray:
+    """A condition map as HxWxC float32 in [0, 1]; with ``rgb`` a 1-channel map is repeated to
+    3 channels, as ControlNet 1.0/1.1 prepare hints (``HWC3``), and alpha is dropped."""
+    a = np.asarray(image)
+    scale = 65535.0 if a.dtype == np.uint16 or image.mode.startswith("I") else 255.0
+    a = a.astype(np.float32) / scale
+    if a.ndim == 2:
+        a = a[..., None]
+    if rgb:
+        a = np.repeat(a[..., :1], 3, axis=-1) if a.shape[-1] in (1, 2) else a[..., :3]
+    return a
+
+
 def crop_and_flip(
-    image, maps: list, resolution: int, rng: random.Random
+    image, maps: list, resolution: int, rng: random.Random, *, stack: bool = False
 ) -> tuple[np.ndarray, np.ndarray]:
-    """Resize short side to ``resolution``, then the SAME random square crop and flip for all."""
+    """Resize short side to ``resolution``, then the SAME random square crop and flip for all.
+
+    The hint is 3 channels (one map, repeated to RGB when it has 1); ``stack`` concatenates
+    several maps at their own channel counts instead."""
+    pixels, cond, _ = crop_flip_with_coords(image, maps, resolution, rng, stack=stack)
+    return pixels, cond
+
+
+def crop_flip_with_coords(
+    image, maps: list, resolution: int, rng: random.Random, *, stack: bool = False
+) -> tuple[np.ndarray, np.ndarray, tuple[int, int]]:
+    """``crop_and_flip`` plus the crop's top-left (y, x) in the resized image (SDXL's
+    ``crops_coords_top_left``; mirrored in x when flipped, as diffusers' SDXL scripts do)."""
     from PIL import Image
 
     w, h = image.size
@@ -77,17 +103,36 @@ def crop_and_flip(
     flip = rng.random() < 0.5
     box = (left, top, left + resolution, top + resolution)
     img = np.asarray(image.crop(box).convert("RGB"), dtype=np.float32) / 127.5 - 1.0
-    chans = []
-    for m in maps:
-        a = np.asarray(m.crop(box), dtype=np.float32) / 255.0
-        chans.append(a[..., None] if a.ndim == 2 else a)
+    chans = [hint_array(m.crop(box), rgb=not stack) for m in maps]
     cond = np.concatenate(chans, axis=-1) if chans else np.zeros((*img.shape[:2], 0), np.float32)
     if flip:
         img, cond = img[:, ::-1], cond[:, ::-1]
+        left = size[0] - resolution - left
     return (
         np.ascontiguousarray(img.transpose(2, 0, 1)),
         np.ascontiguousarray(cond.transpose(2, 0, 1)),
+        (top, left),
     )
+
+
+def original_size(sample: dict, fallback: tuple[int, int]) -> tuple[int, int]:
+    """(height, width) of the photo before the build resized it, from the sample's JSON
+    (``original_height/width``); the stored image's size when the JSON lacks them."""
+    try:
+        meta = json.loads(sample.get("json", b"{}"))
+        return int(meta["original_height"]), int(meta["original_width"])
+    except (ValueError, KeyError, TypeError):
+        return fallback[1], fallback[0]
+
+
+def split_validation(urls: list[str], holdout: int) -> tuple[list[str], list[str]]:
+    """(training, validation) shard lists: the last ``holdout`` shards are held out and
+    never trained on; at least one shard must stay for training."""
+    if holdout <= 0:
+        return list(urls), []
+    if holdout >= len(urls):
+        raise ValueError(f"--validation-shards {holdout} leaves no training shard of {len(urls)}")
+    return list(urls[:-holdout]), list(urls[-holdout:])
 
 
 class ShardDataset:
@@ -102,16 +147,24 @@ class ShardDataset:
         seed: int = 0,
         shuffle_buffer: int = 256,
         resampled: bool | None = None,
+        stack: bool = False,
+        urls: list[str] | None = None,
     ) -> None:
         self.data = data
-        self.urls = shard_urls(data)
+        self.urls = shard_urls(data) if urls is None else list(urls)
         if not self.urls:
             raise ValueError(f"no shards found in {data}")
+        if len(conditions) > 1 and not stack:
+            raise ValueError(
+                f"{len(conditions)} conditions ({','.join(conditions)}) need --stack-conditions "
+                "(a ControlNet with more than 3 input channels; standard UIs cannot load it)"
+            )
         self.conditions = conditions
         self.resolution = resolution
         self.seed = seed
         self.shuffle_buffer = shuffle_buffer
         self.resampled = resampled
+        self.stack = stack
         self.keys = ok_keys(data)
         self.skipped = {"status": 0, "missing_map": 0}
 
@@ -151,13 +204,18 @@ class ShardDataset:
             return None
         image = Image.open(io.BytesIO(stored[1]))
         maps = [Image.open(io.BytesIO(sample[n])) for n in names]
-        pixels, cond = crop_and_flip(image, maps, self.resolution, rng)
+        original = original_size(sample, image.size)
+        pixels, cond, crop = crop_flip_with_coords(
+            image, maps, self.resolution, rng, stack=self.stack
+        )
         caption = sample.get("txt", b"").decode("utf-8").strip()
         return {
             "key": key,
             "pixel_values": pixels,
             "conditioning": cond,
             "caption": caption,
+            "original_size": original,
+            "crop_top_left": crop,
             "skipped": sum(self.skipped.values()),
         }
 
@@ -192,6 +250,8 @@ def collate(samples: list[dict]) -> dict:
         "pixel_values": torch.from_numpy(np.stack([s["pixel_values"] for s in samples])),
         "conditioning": torch.from_numpy(np.stack([s["conditioning"] for s in samples])),
         "caption": [s["caption"] for s in samples],
+        "original_size": [s["original_size"] for s in samples],
+        "crop_top_left": [s["crop_top_left"] for s in samples],
         "key": [s["key"] for s in samples],
         "skipped": max(s["skipped"] for s in samples),
     }
@@ -211,10 +271,18 @@ def make_loader(dataset: ShardDataset, batch_size: int, num_workers: int = 0):
 
 
 def read_samples(
-    data: str, conditions: list[str], resolution: int, n: int | None = None
+    data: str,
+    conditions: list[str],
+    resolution: int,
+    n: int | None = None,
+    *,
+    stack: bool = False,
+    urls: list[str] | None = None,
 ) -> list[dict]:
-    """First ``n`` (default: all) valid samples in shard order (held-out validation conditions)."""
-    ds = ShardDataset(data, conditions, resolution, seed=0, shuffle_buffer=1, resampled=False)
+    """First ``n`` (default: all) valid samples, last shard first (validation conditions);
+    ``urls`` restricts the read to those shards (the held-out ones)."""
+    ds = ShardDataset(data, conditions, resolution, seed=0, shuffle_buffer=1, resampled=False,
+                      stack=stack, urls=urls)  # fmt: skip
     rng = random.Random(0)
     out = []
     for raw in ds._samples(iter(reversed(ds.urls))):

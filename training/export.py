@@ -72,24 +72,115 @@ def to_original(state: dict, config: dict) -> dict:
     return result
 
 
-def export(checkpoint: Path, output: Path, *, fp16: bool = False, ema: bool = False) -> dict:
-    """Write OUTPUT/diffusers (save_pretrained) and OUTPUT/<name>.safetensors (original keys)."""
+def is_sdxl_controlnet(config: dict) -> bool:
+    """SDXL ControlNets carry SDXL's ``text_time`` added conditioning."""
+    return config.get("addition_embed_type") == "text_time"
+
+
+def cldm_yaml(config: dict) -> str:
+    """The original ``cldm.ControlNet`` config for these weights (the numbers cldm_v15.yaml
+    holds), written next to the single file: AUTOMATIC1111 reads a same-name .yaml."""
+    import yaml
+
+    mc = config["block_out_channels"][0]
+    heads = config["attention_head_dim"]
+    params = {
+        "image_size": 32,
+        "in_channels": config["in_channels"],
+        "hint_channels": config["conditioning_channels"],
+        "model_channels": mc,
+        "attention_resolutions": [
+            2**i for i, t in enumerate(config["down_block_types"]) if t.startswith("CrossAttn")
+        ],  # fmt: skip
+        "num_res_blocks": config["layers_per_block"],
+        "channel_mult": [c // mc for c in config["block_out_channels"]],
+        "use_spatial_transformer": True,
+        "transformer_depth": 1,
+        "context_dim": config["cross_attention_dim"],
+        "use_checkpoint": True,
+        "legacy": False,
+        "use_linear_in_transformer": bool(config.get("use_linear_projection")),
+    }
+    if isinstance(heads, int):
+        params["num_heads"] = heads
+    else:  # SD 2.x lists heads per level; the original config gives the channels per head
+        params["num_head_channels"] = mc // heads[0]
+    tree = {"model": {"target": "cldm.cldm.ControlLDM", "params": {
+        "control_stage_config": {"target": "cldm.cldm.ControlNet", "params": params}}}}  # fmt: skip
+    return yaml.safe_dump(tree, sort_keys=False)
+
+
+def _file_sha256(path: Path) -> str:
+    import hashlib
+
+    digest = hashlib.sha256()
+    with open(path, "rb") as handle:
+        for block in iter(lambda: handle.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+def export_metadata(checkpoint: Path, model_config: dict) -> dict[str, str]:
+    """What the weights are: base model, condition(s), steps, resolution, dataset manifest sha256
+    (string values, as safetensors metadata requires)."""
+    from training.config import TrainConfig
+
+    cfg_path = checkpoint / "config.json"
+    cfg = TrainConfig.from_json(cfg_path.read_text()) if cfg_path.is_file() else None
+    step = checkpoint.name.rpartition("-")[2]
+    manifest = Path(cfg.data) / "manifest.json" if cfg else None
+    meta = {
+        "format": "pt",
+        "hintset.base_model": cfg.base_model if cfg else "unknown",
+        "hintset.architecture": "sdxl" if is_sdxl_controlnet(model_config) else "sd",
+        "hintset.conditions": cfg.condition if cfg else "unknown",
+        "hintset.conditioning_channels": str(model_config["conditioning_channels"]),
+        "hintset.steps": step if step.isdigit() else "unknown",
+        "hintset.resolution": str(cfg.resolution) if cfg else "unknown",
+        "hintset.dataset": cfg.data if cfg else "unknown",
+        "hintset.dataset_manifest_sha256": (
+            _file_sha256(manifest) if manifest and manifest.is_file() else "unknown"
+        ),
+    }
+    if cfg:
+        meta["hintset.train_config"] = cfg.to_json()
+    return meta
+
+
+def export(
+    checkpoint: Path, output: Path, *, fp16: bool = False, ema: bool = False, samples: int = 2
+) -> dict:
+    """Write OUTPUT/diffusers (save_pretrained + model card README.md + samples.png) and
+    OUTPUT/controlnet-<checkpoint>.safetensors with metadata: original ``control_model.`` keys
+    for SD 1.x/2.x (+ the cldm .yaml), diffusers keys for SDXL (what ComfyUI loads for SDXL)."""
     import torch
     from diffusers import ControlNetModel
     from safetensors.torch import save_file
+
+    from pipeline.atomic import atomic_write
+    from training.model_card import model_card, render_samples
 
     checkpoint, output = Path(checkpoint), Path(output)
     sub = "controlnet_ema" if ema and (checkpoint / "controlnet_ema").exists() else "controlnet"
     model = ControlNetModel.from_pretrained(checkpoint / sub)
     if fp16:
         model = model.to(torch.float16)
+    config = dict(model.config)
     folder = output / "diffusers"
     model.save_pretrained(folder)
     state = {k: v.contiguous() for k, v in model.state_dict().items()}
-    original = to_original(state, dict(model.config))
+    sdxl = is_sdxl_controlnet(config)
+    meta = export_metadata(checkpoint, config)
+    meta["hintset.layout"] = "diffusers" if sdxl else "cldm"
+    tensors = state if sdxl else to_original(state, config)
     single = output / f"controlnet-{checkpoint.name}.safetensors"
     output.mkdir(parents=True, exist_ok=True)
     tmp = single.with_suffix(".tmp")
-    save_file(original, str(tmp), metadata={"format": "pt"})
+    save_file(tensors, str(tmp), metadata=meta)
     tmp.replace(single)
-    return {"diffusers": folder, "single_file": single, "tensors": len(original)}
+    if not sdxl:
+        atomic_write(single.with_suffix(".yaml"), cldm_yaml(config).encode())
+    grid = render_samples(checkpoint, model, folder / "samples.png", samples) if samples else None
+    atomic_write(folder / "README.md", model_card(meta, single.name, grid is not None).encode())
+    return {"diffusers": folder, "single_file": single, "tensors": len(tensors),
+            "metadata": meta, "samples": grid}  # fmt: skip

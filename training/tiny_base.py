@@ -47,6 +47,33 @@ def write_tokenizer(folder: Path, words: tuple[str, ...] = WORDS) -> None:
     (folder / "merges.txt").write_text("#version: 0.2\n" + "\n".join(unique) + "\n")
 
 
+#: SD's noise schedule (both SD 1.x and SDXL train on it)
+SCHEDULER = dict(beta_start=0.00085, beta_end=0.012, beta_schedule="scaled_linear",
+                 num_train_timesteps=1000, steps_offset=1)  # fmt: skip
+
+
+#: U-Net settings both tiny bases share (8x8 latents at 64 px)
+UNET = dict(sample_size=8, in_channels=4, out_channels=4, layers_per_block=2, norm_num_groups=8)
+
+
+def tiny_vae(channels: tuple[int, ...], **extra):
+    """A small random VAE that downsamples 2 ** (len(channels) - 1) times, 4 latent channels."""
+    from diffusers import AutoencoderKL
+
+    return AutoencoderKL(
+        in_channels=3,
+        out_channels=3,
+        down_block_types=("DownEncoderBlock2D",) * len(channels),
+        up_block_types=("UpDecoderBlock2D",) * len(channels),
+        block_out_channels=channels,
+        latent_channels=4,
+        layers_per_block=1,
+        norm_num_groups=8,
+        sample_size=64,
+        **extra,
+    )
+
+
 def write_tiny_base(
     folder: Path,
     *,
@@ -62,7 +89,6 @@ def write_tiny_base(
     """
     import torch
     from diffusers import (
-        AutoencoderKL,
         DDPMScheduler,
         StableDiffusionPipeline,
         UNet2DConditionModel,
@@ -90,37 +116,15 @@ def write_tiny_base(
     )
     text_encoder = CLIPTextModel(text_cfg)
     unet = UNet2DConditionModel(
-        sample_size=8,
-        in_channels=4,
-        out_channels=4,
+        **UNET,
         block_out_channels=unet_channels,
-        layers_per_block=2,
         down_block_types=("CrossAttnDownBlock2D",) * (len(unet_channels) - 1) + ("DownBlock2D",),
         up_block_types=("UpBlock2D",) + ("CrossAttnUpBlock2D",) * (len(unet_channels) - 1),
         cross_attention_dim=32,
         attention_head_dim=8,
-        norm_num_groups=8,
     )
-    vae = AutoencoderKL(
-        in_channels=3,
-        out_channels=3,
-        down_block_types=("DownEncoderBlock2D",) * len(vae_channels),
-        up_block_types=("UpDecoderBlock2D",) * len(vae_channels),
-        block_out_channels=vae_channels,
-        latent_channels=4,
-        layers_per_block=1,
-        norm_num_groups=8,
-        sample_size=64,
-    )
-    scheduler = DDPMScheduler(
-        beta_start=0.00085,
-        beta_end=0.012,
-        beta_schedule="scaled_linear",
-        num_train_timesteps=1000,
-        prediction_type=prediction_type,
-        clip_sample=False,
-        steps_offset=1,
-    )
+    vae = tiny_vae(vae_channels)
+    scheduler = DDPMScheduler(**SCHEDULER, prediction_type=prediction_type, clip_sample=False)
     pipe = StableDiffusionPipeline(
         vae=vae,
         text_encoder=text_encoder,
@@ -130,6 +134,79 @@ def write_tiny_base(
         safety_checker=None,
         feature_extractor=None,
         requires_safety_checker=False,
+    )
+    pipe.save_pretrained(folder)
+    return folder
+
+
+def write_tiny_sdxl(
+    folder: Path,
+    *,
+    prediction_type: str = "epsilon",
+    seed: int = 0,
+    unet_channels: tuple[int, ...] = (32, 64),
+) -> Path:
+    """Write a tiny random SDXL (two CLIP text encoders, the second with a projection; U-Net
+    with ``text_time`` added conditioning) in diffusers layout; return the folder."""
+    import torch
+    from diffusers import (
+        EulerDiscreteScheduler,
+        StableDiffusionXLPipeline,
+        UNet2DConditionModel,
+    )
+    from transformers import (
+        CLIPTextConfig,
+        CLIPTextModel,
+        CLIPTextModelWithProjection,
+        CLIPTokenizer,
+    )
+
+    folder = Path(folder)
+    torch.manual_seed(seed)
+    tokenizers = []
+    for sub in ("tokenizer", "tokenizer_2"):
+        write_tokenizer(folder / sub)
+        tokenizers.append(
+            CLIPTokenizer(
+                str(folder / sub / "vocab.json"),
+                str(folder / sub / "merges.txt"),
+                model_max_length=16,
+            )  # fmt: skip
+        )
+    tok = tokenizers[0]
+    text_cfg = dict(
+        vocab_size=len(tok), hidden_size=32, intermediate_size=64, num_hidden_layers=2,
+        num_attention_heads=4, max_position_embeddings=16, bos_token_id=tok.bos_token_id,
+        eos_token_id=tok.eos_token_id, pad_token_id=tok.pad_token_id, projection_dim=32,
+    )  # fmt: skip
+    text_encoder = CLIPTextModel(CLIPTextConfig(**text_cfg))
+    text_encoder_2 = CLIPTextModelWithProjection(CLIPTextConfig(**text_cfg))
+    time_dim = 8  # SDXL: 256; six numbers (original h, w, crop y, x, target h, w)
+    unet = UNet2DConditionModel(
+        **UNET,
+        block_out_channels=unet_channels,
+        down_block_types=("DownBlock2D",) + ("CrossAttnDownBlock2D",) * (len(unet_channels) - 1),
+        up_block_types=("CrossAttnUpBlock2D",) * (len(unet_channels) - 1) + ("UpBlock2D",),
+        transformer_layers_per_block=(1,) + (2,) * (len(unet_channels) - 1),
+        cross_attention_dim=64,  # both encoders' hidden states side by side: 32 + 32
+        attention_head_dim=tuple(c // 8 for c in unet_channels),
+        use_linear_projection=True,
+        addition_embed_type="text_time",
+        addition_time_embed_dim=time_dim,
+        projection_class_embeddings_input_dim=6 * time_dim + 32,  # + pooled projection
+    )
+    vae = tiny_vae((8, 8, 16, 16), scaling_factor=0.13025)  # SDXL's VAE scaling factor
+    scheduler = EulerDiscreteScheduler(
+        **SCHEDULER, prediction_type=prediction_type, timestep_spacing="leading"
+    )
+    pipe = StableDiffusionXLPipeline(
+        vae=vae,
+        text_encoder=text_encoder,
+        text_encoder_2=text_encoder_2,
+        tokenizer=tokenizers[0],
+        tokenizer_2=tokenizers[1],
+        unet=unet,
+        scheduler=scheduler,
     )
     pipe.save_pretrained(folder)
     return folder

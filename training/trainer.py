@@ -6,6 +6,7 @@ import json
 import os
 import random
 import shutil
+import sys
 from pathlib import Path
 
 import numpy as np
@@ -14,19 +15,36 @@ from tqdm import tqdm
 from training.config import TrainConfig
 
 
+def is_sdxl(base_model: str) -> bool:
+    """True when the diffusers pipeline at ``base_model`` has SDXL's second text encoder."""
+    from diffusers import DiffusionPipeline
+
+    index = DiffusionPipeline.load_config(base_model)
+    return "text_encoder_2" in index or "XL" in str(index.get("_class_name", ""))
+
+
 def load_base(base_model: str, dtype=None) -> dict:
-    """Tokenizer, text encoder, VAE, U-Net and DDPM noise scheduler from a diffusers folder/hub id."""
+    """Tokenizer(s), text encoder(s), VAE, U-Net and DDPM noise scheduler of an SD 1.x/2.x or
+    SDXL diffusers folder/hub id; ``sdxl`` says which."""
     from diffusers import AutoencoderKL, DDPMScheduler, UNet2DConditionModel
-    from transformers import CLIPTextModel, CLIPTokenizer
+    from transformers import CLIPTextModel, CLIPTextModelWithProjection, CLIPTokenizer
 
     parts = {
+        "sdxl": is_sdxl(base_model),
         "tokenizer": CLIPTokenizer.from_pretrained(base_model, subfolder="tokenizer"),
         "text_encoder": CLIPTextModel.from_pretrained(base_model, subfolder="text_encoder"),
         "vae": AutoencoderKL.from_pretrained(base_model, subfolder="vae"),
         "unet": UNet2DConditionModel.from_pretrained(base_model, subfolder="unet"),
         "noise_scheduler": DDPMScheduler.from_pretrained(base_model, subfolder="scheduler"),
     }
-    for name in ("text_encoder", "vae", "unet"):
+    locked = ["text_encoder", "vae", "unet"]
+    if parts["sdxl"]:
+        parts["tokenizer_2"] = CLIPTokenizer.from_pretrained(base_model, subfolder="tokenizer_2")
+        parts["text_encoder_2"] = CLIPTextModelWithProjection.from_pretrained(
+            base_model, subfolder="text_encoder_2"
+        )
+        locked.append("text_encoder_2")
+    for name in locked:
         parts[name].eval()
         parts[name].requires_grad_(False)
         if dtype is not None:
@@ -34,19 +52,50 @@ def load_base(base_model: str, dtype=None) -> dict:
     return parts
 
 
-def encode_prompts(tokenizer, text_encoder, captions: list[str], device):
-    """CLIP last hidden states for captions, without an autograd graph."""
-    import torch
-
-    ids = tokenizer(
+def token_ids(tokenizer, captions: list[str], device):
+    """Token ids padded/truncated to the tokenizer's length (77 for SD's CLIP)."""
+    return tokenizer(
         captions,
         padding="max_length",
         max_length=tokenizer.model_max_length,
         truncation=True,
         return_tensors="pt",
     ).input_ids.to(device)
+
+
+def encode_prompts(tokenizer, text_encoder, captions: list[str], device):
+    """CLIP last hidden states for captions, without an autograd graph."""
+    import torch
+
+    ids = token_ids(tokenizer, captions, device)
     with torch.no_grad():
         return text_encoder(ids)[0]
+
+
+def encode_prompts_sdxl(tokenizers, text_encoders, captions: list[str], device):
+    """SDXL text conditioning: penultimate hidden states of both encoders concatenated, and the
+    second encoder's pooled projection (as diffusers' SDXL training scripts compute them)."""
+    import torch
+
+    states = []
+    pooled = None
+    with torch.no_grad():
+        for tokenizer, encoder in zip(tokenizers, text_encoders, strict=True):
+            out = encoder(token_ids(tokenizer, captions, device), output_hidden_states=True)
+            pooled = out[0]
+            states.append(out.hidden_states[-2])
+    return torch.cat(states, dim=-1), pooled.reshape(len(captions), -1)
+
+
+def sdxl_time_ids(batch: dict, resolution: int, device, dtype):
+    """SDXL micro-conditioning per sample: original (h, w), crop top-left (y, x), target (h, w)."""
+    import torch
+
+    rows = [
+        [*orig, *crop, resolution, resolution]
+        for orig, crop in zip(batch["original_size"], batch["crop_top_left"], strict=True)
+    ]
+    return torch.tensor(rows, device=device, dtype=dtype)
 
 
 def target_for(noise_scheduler, latents, noise, timesteps):
@@ -79,21 +128,33 @@ def checkpoints(run: Path) -> list[Path]:
 
 
 def _rng_state() -> dict:
+    """RNG states as tensors and plain values (stored without pickle, see training/state.py)."""
     import torch
 
+    version, mt, gauss = random.getstate()
+    kind, keys, pos, has_gauss, cached = np.random.get_state()
     return {
-        "python": random.getstate(),
-        "numpy": np.random.get_state(),
+        "python": {"version": version, "state": list(mt), "gauss": gauss},
+        "numpy": {
+            "kind": kind,
+            "keys": torch.from_numpy(keys.astype(np.int64)),
+            "pos": int(pos),
+            "has_gauss": int(has_gauss),
+            "cached": float(cached),
+        },  # fmt: skip
         "torch": torch.get_rng_state(),
-        "cuda": torch.cuda.get_rng_state_all() if torch.cuda.is_available() else [],
+        "cuda": list(torch.cuda.get_rng_state_all()) if torch.cuda.is_available() else [],
     }
 
 
 def _set_rng_state(state: dict) -> None:
     import torch
 
-    random.setstate(state["python"])
-    np.random.set_state(state["numpy"])
+    py = state["python"]
+    random.setstate((py["version"], tuple(py["state"]), py["gauss"]))
+    n = state["numpy"]
+    keys = n["keys"].numpy().astype(np.uint32)
+    np.random.set_state((n["kind"], keys, n["pos"], n["has_gauss"], n["cached"]))
     torch.set_rng_state(state["torch"])
     if state["cuda"] and torch.cuda.is_available():
         torch.cuda.set_rng_state_all(state["cuda"])
@@ -106,22 +167,30 @@ class Trainer:
         import torch
         from diffusers import ControlNetModel
 
+        from training.data import shard_urls, split_validation
+
         self.config = config
         self.run = Path(config.output)
         self.device = torch.device(device or ("cuda" if torch.cuda.is_available() else "cpu"))
         self.rank = int(os.environ.get("RANK", 0))
+        self.train_urls, _ = split_validation(shard_urls(config.data), config.validation_shards)
         # per-rank seeds: ranks draw different noise; DDP broadcasts rank 0's weights anyway
         random.seed(config.seed + self.rank)
         np.random.seed(config.seed + self.rank)
         torch.manual_seed(config.seed + self.rank)
         base = load_base(config.base_model)
+        self.sdxl = base["sdxl"]
         self.tokenizer = base["tokenizer"]
+        self.tokenizer_2 = base.get("tokenizer_2")
         self.noise_scheduler = base["noise_scheduler"]
         self.weight_dtype = {"no": torch.float32, "fp16": torch.float16, "bf16": torch.bfloat16}[
             config.mixed_precision
         ]
         cast = {} if self.weight_dtype == torch.float32 else {"dtype": self.weight_dtype}
         self.text_encoder = base["text_encoder"].to(self.device, **cast)
+        self.text_encoder_2 = base.get("text_encoder_2")
+        if self.text_encoder_2 is not None:
+            self.text_encoder_2.to(self.device, **cast)
         self.vae = base["vae"].to(self.device, **cast)
         self.unet = base["unet"].to(self.device, **cast)
         self.controlnet = ControlNetModel.from_unet(
@@ -146,6 +215,7 @@ class Trainer:
         self.scaler = torch.amp.GradScaler(enabled=config.mixed_precision == "fp16")
         self.step = 0
         self.batches_consumed = 0
+        self.dataset = None
         self.model = self.controlnet
         if self._world() > 1:
             self.model = torch.nn.parallel.DistributedDataParallel(
@@ -160,14 +230,26 @@ class Trainer:
         return dist.get_world_size() if dist.is_available() and dist.is_initialized() else 1
 
     def _channels(self) -> int:
-        """Channel count of the stacked condition maps, read from one real sample."""
+        """ControlNet input channels: 3 (one map as RGB), or the stacked maps' channel count."""
         from training.data import read_samples
 
         c = self.config
-        sample = read_samples(c.data, c.conditions, c.resolution, 1)
+        sample = read_samples(c.data, c.conditions, c.resolution, 1, stack=c.stack_conditions,
+                              urls=self.train_urls)  # fmt: skip
         if not sample:
             raise ValueError(f"no sample with maps {c.condition} in {c.data}")
         return int(sample[0]["conditioning"].shape[0])
+
+    def text_conditioning(self, captions: list[str]) -> dict:
+        """U-Net/ControlNet text inputs: ``encoder_hidden_states`` (+ SDXL pooled embeddings)."""
+        if not self.sdxl:
+            text = encode_prompts(self.tokenizer, self.text_encoder, captions, self.device)
+            return {"encoder_hidden_states": text}
+        text, pooled = encode_prompts_sdxl(
+            [self.tokenizer, self.tokenizer_2], [self.text_encoder, self.text_encoder_2],
+            captions, self.device,
+        )  # fmt: skip
+        return {"encoder_hidden_states": text, "text_embeds": pooled}
 
     # --- one step -------------------------------------------------------------------------
     def loss(self, batch: dict, control: bool = True):
@@ -185,7 +267,14 @@ class Trainer:
         with torch.no_grad():
             latents = self.vae.encode(pixels).latent_dist.sample()
             latents = latents * self.vae.config.scaling_factor
-            text = encode_prompts(self.tokenizer, self.text_encoder, captions, self.device)
+            text = self.text_conditioning(captions)
+        hidden = text["encoder_hidden_states"]
+        added = {}
+        if self.sdxl:
+            time_ids = sdxl_time_ids(batch, c.resolution, self.device, hidden.dtype)
+            added = {
+                "added_cond_kwargs": {"text_embeds": text["text_embeds"], "time_ids": time_ids}
+            }
         noise = torch.randn_like(latents)
         timesteps = sample_timesteps(
             c.timestep_sampling, self.noise_scheduler.config.num_train_timesteps,
@@ -196,27 +285,33 @@ class Trainer:
         with torch.autocast(self.device.type, dtype=self.weight_dtype, enabled=autocast):
             residuals = {}
             if control:
+                added_fp32 = {
+                    k: {n: t.float() for n, t in v.items()} for k, v in added.items()
+                }  # the trainable copy runs in fp32 like its weights
                 down, mid = self.model(
                     noisy.float(),
                     timesteps,
-                    encoder_hidden_states=text.float(),
+                    encoder_hidden_states=hidden.float(),
                     controlnet_cond=cond,
                     return_dict=False,
+                    **added_fp32,
                 )
                 residuals = {
                     "down_block_additional_residuals": [r.to(self.weight_dtype) for r in down],
                     "mid_block_additional_residual": mid.to(self.weight_dtype),
                 }
             pred = self.unet(
-                noisy, timesteps, encoder_hidden_states=text, return_dict=False, **residuals
-            )[0]
+                noisy, timesteps, encoder_hidden_states=hidden, return_dict=False,
+                **added, **residuals,
+            )[0]  # fmt: skip
         target = target_for(self.noise_scheduler, latents, noise, timesteps)
         return F.mse_loss(pred.float(), target.float(), reduction="mean")
 
     # --- checkpoints ----------------------------------------------------------------------
     def save_checkpoint(self) -> Path:
-        """RUN/checkpoint-N: controlnet folder + training_state.pt; keeps the last K."""
-        import torch
+        """RUN/checkpoint-N: controlnet folder + training state (safetensors + JSON, no pickle);
+        keeps the last K."""
+        from training.state import save_state
 
         folder = self.run / f"checkpoint-{self.step}"
         tmp = self.run / f".tmp-checkpoint-{self.step}"
@@ -231,7 +326,7 @@ class Trainer:
             "ema": self.ema.state_dict() if self.ema else None,
             "rng": _rng_state(),
         }
-        torch.save(state, tmp / "training_state.pt")
+        save_state(tmp, state)
         self.config.save(tmp / "config.json")
         if self.ema is not None:
             from diffusers import ControlNetModel
@@ -247,12 +342,13 @@ class Trainer:
 
     def load_checkpoint(self, folder: Path) -> None:
         """Restore weights, optimiser, scheduler, EMA, RNG, step and data position."""
-        import torch
         from safetensors.torch import load_file
 
+        from training.state import load_state
+
+        state = load_state(folder)  # first: refuses a pickled state before anything else
         weights = load_file(str(folder / "controlnet" / "diffusion_pytorch_model.safetensors"))
         self.controlnet.load_state_dict(weights)
-        state = torch.load(folder / "training_state.pt", weights_only=False)
         self.optimizer.load_state_dict(state["optimizer"])
         self.lr_scheduler.load_state_dict(state["lr_scheduler"])
         self.scaler.load_state_dict(state["scaler"])
@@ -265,9 +361,12 @@ class Trainer:
     # --- loop -----------------------------------------------------------------------------
     def train(self) -> list[float]:
         """Run to ``config.steps``; returns the losses of the steps run in this call."""
+        import time
+
         import torch
 
         from training.data import ShardDataset, make_loader
+        from training.tracking import Tracker
 
         c = self.config
         self.run.mkdir(parents=True, exist_ok=True)
@@ -277,19 +376,29 @@ class Trainer:
             if found:
                 self.load_checkpoint(found[-1])
         c.save(self.run / "config.json")
-        dataset = ShardDataset(
-            c.data, c.conditions, c.resolution, seed=c.seed, shuffle_buffer=c.shuffle_buffer
-        )
-        batches = iter(make_loader(dataset, c.batch_size, c.num_workers))
+        if self.rank == 0 and c.validate_every:
+            from training.validate import validation_source
+
+            if not validation_source(c)[2]:
+                print("warning: validation samples come from the training shards; hold some out "
+                      "with --validation-shards N or --validation-data", file=sys.stderr)  # fmt: skip
+        self.dataset = ShardDataset(
+            c.data, c.conditions, c.resolution, seed=c.seed, shuffle_buffer=c.shuffle_buffer,
+            stack=c.stack_conditions, urls=self.train_urls,
+        )  # fmt: skip
+        batches = iter(make_loader(self.dataset, c.batch_size, c.loader_workers))
         for _ in range(self.batches_consumed):  # replay the deterministic stream to the position
             next(batches)
         if self._rng_after_skip is not None:
             _set_rng_state(self._rng_after_skip)
         losses = []
         log = open(self.run / "log.jsonl", "a") if self.rank == 0 else None
+        self.tracker = Tracker(self.run, c) if self.rank == 0 else None
         bar = tqdm(total=c.steps, initial=self.step, desc="train", disable=self.rank != 0)
+        samples_per_step = c.batch_size * c.grad_accum * self._world()
         try:
             while self.step < c.steps:
+                started = time.perf_counter()
                 self.optimizer.zero_grad(set_to_none=True)
                 total = 0.0
                 for _ in range(c.grad_accum):
@@ -299,8 +408,13 @@ class Trainer:
                     self.scaler.scale(loss).backward()
                     total += float(loss.detach())
                 self.scaler.unscale_(self.optimizer)
+                grads = [p.grad for p in self.controlnet.parameters() if p.grad is not None]
                 if c.max_grad_norm > 0:
-                    torch.nn.utils.clip_grad_norm_(self.controlnet.parameters(), c.max_grad_norm)
+                    norm = torch.nn.utils.clip_grad_norm_(grads, c.max_grad_norm)
+                else:
+                    norm = torch.linalg.vector_norm(
+                        torch.stack([torch.linalg.vector_norm(g.float()) for g in grads])
+                    )
                 self.scaler.step(self.optimizer)
                 self.scaler.update()
                 self.lr_scheduler.step()
@@ -317,10 +431,16 @@ class Trainer:
                         "step": self.step,
                         "loss": total,
                         "lr": self.lr_scheduler.get_last_lr()[0],
+                        "grad_norm": float(norm),
+                        "samples_per_s": samples_per_step / (time.perf_counter() - started),
                     }
+                    if self.device.type == "cuda":
+                        rec["peak_gpu_mb"] = torch.cuda.max_memory_allocated(self.device) / 2**20
                     rec["skipped"] = int(batch["skipped"])
                     log.write(json.dumps(rec) + "\n")
                     log.flush()
+                    self.tracker.scalars(self.step, {f"train/{k}": v for k, v in rec.items()
+                                                     if k != "step"})  # fmt: skip
                 if self.rank == 0 and c.checkpoint_every and self.step % c.checkpoint_every == 0:
                     self.save_checkpoint()
                 if self.rank == 0 and c.validate_every and self.step % c.validate_every == 0:
@@ -329,6 +449,8 @@ class Trainer:
             bar.close()
             if log:
                 log.close()
+            if self.tracker:
+                self.tracker.close()
         if self.rank == 0 and (
             not checkpoints(self.run) or checkpoints(self.run)[-1].name != f"checkpoint-{self.step}"
         ):
@@ -336,11 +458,9 @@ class Trainer:
         return losses
 
     def validate(self) -> Path | None:
-        """Sample held-out conditions and write a grid (see training/validate.py)."""
-        try:
-            from training.validate import validate
-        except ImportError:
-            return None
+        """Sample validation conditions and write a labelled grid (see training/validate.py)."""
+        from training.validate import validate
+
         return validate(self)
 
 
@@ -377,15 +497,15 @@ def train(config: TrainConfig) -> list[float]:
     return Trainer(config, device=device).train()
 
 
-def train_on_ray(config: TrainConfig, *, num_workers: int, use_gpu: bool, address: str | None):
-    """Run the same loop on a Ray cluster through Ray Train's TorchTrainer (DDP inside).
+def train_on_ray(config: TrainConfig):
+    """Run the same loop on ``config.ray_workers`` Ray Train workers (TorchTrainer, DDP inside).
 
     Data and run folder must be on storage all nodes see."""
     import ray
     from ray.train import RunConfig, ScalingConfig
     from ray.train.torch import TorchTrainer
 
-    ray.init(address=address or None, ignore_reinit_error=True)
+    ray.init(address=config.address or None, ignore_reinit_error=True)
 
     def loop(cfg: dict) -> None:
         import torch
@@ -399,7 +519,7 @@ def train_on_ray(config: TrainConfig, *, num_workers: int, use_gpu: bool, addres
     trainer = TorchTrainer(
         loop,
         train_loop_config=asdict(config),
-        scaling_config=ScalingConfig(num_workers=num_workers, use_gpu=use_gpu),
+        scaling_config=ScalingConfig(num_workers=config.ray_workers, use_gpu=config.use_gpu),
         run_config=RunConfig(storage_path=str(Path(config.output).resolve() / "ray")),
     )
     return trainer.fit()

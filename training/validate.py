@@ -1,4 +1,5 @@
-"""Validation: DDIM 20 steps, guidance 9.0 on held-out conditions -> grid PNG; loss curve plot."""
+"""Validation: DDIM 20 steps, guidance 9.0 on held-out conditions -> labelled grid PNG (and
+TensorBoard/W&B image); loss curve plot."""
 
 from __future__ import annotations
 
@@ -8,50 +9,110 @@ from pathlib import Path
 import numpy as np
 
 
-def sample_grid(trainer, *, steps: int = 20, guidance: float = 9.0, seed: int = 0) -> np.ndarray:
-    """Rows of condition | generated | original for held-out samples, as one uint8 image."""
-    import torch
-    from diffusers import DDIMScheduler, StableDiffusionControlNetPipeline
+def make_pipeline(trainer):
+    """The diffusers ControlNet pipeline (SD or SDXL) over the trainer's models, DDIM sampler."""
+    from diffusers import (
+        DDIMScheduler,
+        StableDiffusionControlNetPipeline,
+        StableDiffusionXLControlNetPipeline,
+    )
 
+    scheduler = DDIMScheduler.from_config(trainer.noise_scheduler.config)
+    if trainer.sdxl:
+        pipe = StableDiffusionXLControlNetPipeline(
+            vae=trainer.vae, text_encoder=trainer.text_encoder,
+            text_encoder_2=trainer.text_encoder_2, tokenizer=trainer.tokenizer,
+            tokenizer_2=trainer.tokenizer_2, unet=trainer.unet, controlnet=trainer.controlnet,
+            scheduler=scheduler,
+        )  # fmt: skip
+    else:
+        pipe = StableDiffusionControlNetPipeline(
+            vae=trainer.vae, text_encoder=trainer.text_encoder, tokenizer=trainer.tokenizer,
+            unet=trainer.unet, controlnet=trainer.controlnet, scheduler=scheduler,
+            safety_checker=None, feature_extractor=None, requires_safety_checker=False,
+        )  # fmt: skip
+    pipe.set_progress_bar_config(disable=True)
+    return pipe
+
+
+def validation_source(config) -> tuple[str, list[str] | None, bool]:
+    """(data, shard urls, held out?) validation samples come from: ``--validation-data``, the
+    ``--validation-shards`` held out of ``--data``, or else (not held out) the training shards."""
+    from training.data import shard_urls, split_validation
+
+    if config.validation_data:
+        return config.validation_data, None, True
+    train, held = split_validation(shard_urls(config.data), config.validation_shards)
+    return (config.data, held, True) if held else (config.data, train, False)
+
+
+def read_validation(config, n: int) -> list[dict]:
+    """The first ``n`` validation samples (see ``validation_source``)."""
     from training.data import read_samples
 
-    c = trainer.config
-    samples = read_samples(c.data, c.conditions, c.resolution, c.num_validation)
-    pipe = StableDiffusionControlNetPipeline(
-        vae=trainer.vae,
-        text_encoder=trainer.text_encoder,
-        tokenizer=trainer.tokenizer,
-        unet=trainer.unet,
-        controlnet=trainer.controlnet,
-        scheduler=DDIMScheduler.from_config(trainer.noise_scheduler.config),
-        safety_checker=None,
-        feature_extractor=None,
-        requires_safety_checker=False,
-    )
-    pipe.set_progress_bar_config(disable=True)
+    data, urls, _ = validation_source(config)
+    return read_samples(data, config.conditions, config.resolution, n,
+                        stack=config.stack_conditions, urls=urls)  # fmt: skip
+
+
+def generate_rows(
+    pipe, samples: list[dict], resolution: int, *, steps: int = 20, guidance: float = 9.0,
+    seed: int = 0,
+) -> np.ndarray:  # fmt: skip
+    """Rows of condition | generated | original (uint8), one per sample, seeded per row."""
+    import torch
+
     rows = []
+    for i, s in enumerate(samples):
+        img = pipe(
+            s["caption"],
+            image=torch.from_numpy(s["conditioning"])[None],
+            num_inference_steps=steps,
+            guidance_scale=guidance,
+            height=resolution,
+            width=resolution,
+            generator=torch.Generator().manual_seed(seed + i),
+            output_type="np",
+        ).images[0]
+        hint = s["conditioning"][:3] if s["conditioning"].shape[0] >= 3 else s["conditioning"][:1]
+        cond_rgb = np.broadcast_to(hint, (3, *hint.shape[1:])).transpose(1, 2, 0)
+        orig = (s["pixel_values"].transpose(1, 2, 0) + 1) / 2
+        rows.append(np.concatenate([cond_rgb, img, orig], axis=1))
+    return (np.clip(np.concatenate(rows, axis=0), 0, 1) * 255).round().astype(np.uint8)
+
+
+def sample_grid(
+    trainer, *, steps: int = 20, guidance: float = 9.0, seed: int = 0
+) -> tuple[np.ndarray, list[dict]]:
+    """Rows of condition | generated | original for validation samples (uint8), and the
+    samples used (key, caption)."""
+    samples = read_validation(trainer.config, trainer.config.num_validation)
+    pipe = make_pipeline(trainer)
     was_training = trainer.controlnet.training
     trainer.controlnet.eval()
     try:
-        for i, s in enumerate(samples):
-            cond = torch.from_numpy(s["conditioning"])[None]
-            gen = torch.Generator().manual_seed(seed + i)
-            img = pipe(
-                s["caption"],
-                image=cond,
-                num_inference_steps=steps,
-                guidance_scale=guidance,
-                height=c.resolution,
-                width=c.resolution,
-                generator=gen,
-                output_type="np",
-            ).images[0]
-            cond_rgb = np.repeat(s["conditioning"][:1], 3, 0).transpose(1, 2, 0)
-            orig = (s["pixel_values"].transpose(1, 2, 0) + 1) / 2
-            rows.append(np.concatenate([cond_rgb, img, orig], axis=1))
+        grid = generate_rows(pipe, samples, trainer.config.resolution, steps=steps,
+                             guidance=guidance, seed=seed)  # fmt: skip
     finally:
         trainer.controlnet.train(was_training)
-    return (np.clip(np.concatenate(rows, axis=0), 0, 1) * 255).round().astype(np.uint8)
+    return grid, [{"key": s["key"], "caption": s["caption"]} for s in samples]
+
+
+def label_grid(grid: np.ndarray, captions: list[str], step: int, strip: int = 12) -> np.ndarray:
+    """The grid with a header (step, column names) and each row's caption above it."""
+    from PIL import Image, ImageDraw
+
+    rows = np.split(grid, len(captions), axis=0)
+    width = grid.shape[1]
+    canvas = Image.new("RGB", (width, strip * (len(rows) + 1) + grid.shape[0]), "white")
+    draw = ImageDraw.Draw(canvas)
+    draw.text((2, 0), f"step {step}: condition | generated | original", fill="black")
+    y = strip
+    for caption, row in zip(captions, rows, strict=True):
+        draw.text((2, y), caption or "(empty caption)", fill="black")
+        canvas.paste(Image.fromarray(row), (0, y + strip))
+        y += strip + row.shape[0]
+    return np.asarray(canvas)
 
 
 def plot_loss(log: Path, out: Path) -> Path:
@@ -79,12 +140,22 @@ def plot_loss(log: Path, out: Path) -> Path:
 
 
 def validate(trainer) -> Path:
-    """Write RUN/validation/step-N.png and refresh RUN/loss.png."""
+    """Write RUN/validation/step-N.png (labelled grid) and step-N.json (the samples used, and
+    whether they were held out), send the grid to the trackers, refresh RUN/loss.png."""
     from PIL import Image
+
+    from pipeline.atomic import atomic_write
 
     out = trainer.run / "validation" / f"step-{trainer.step:06d}.png"
     out.parent.mkdir(parents=True, exist_ok=True)
-    Image.fromarray(sample_grid(trainer)).save(out)
+    grid, used = sample_grid(trainer)
+    labelled = label_grid(grid, [u["caption"] for u in used], trainer.step)
+    Image.fromarray(labelled).save(out)
+    held_out = validation_source(trainer.config)[2]
+    info = {"step": trainer.step, "held_out": held_out, "samples": used}
+    atomic_write(out.with_suffix(".json"), json.dumps(info, indent=1).encode())
+    if getattr(trainer, "tracker", None):
+        trainer.tracker.image("validation", trainer.step, labelled, f"step {trainer.step}")
     if (trainer.run / "log.jsonl").exists():
         plot_loss(trainer.run / "log.jsonl", trainer.run / "loss.png")
     return out

@@ -6,7 +6,12 @@ import sys
 
 import click
 
-from pipeline.commands.options import annotator_options, quiet_option, specs_from
+from pipeline.commands.options import (
+    annotator_options,
+    cpus_per_worker_option,
+    quiet_option,
+    specs_from,
+)
 
 
 @click.command()
@@ -35,12 +40,13 @@ from pipeline.commands.options import annotator_options, quiet_option, specs_fro
     type=click.IntRange(min=0),
     help="Worker processes [default: all cores].",
 )
+@cpus_per_worker_option
 @click.option(
     "--batch-size",
     default=8,
     show_default=True,
     type=click.IntRange(min=1),
-    help="Images per worker task (learned annotators run them as one batch).",
+    help="Images per annotator call (learned annotators run them as one batch).",
 )
 @click.option(
     "--save-image", is_flag=True, help="Also write the resized image as <stem>.image.jpg."
@@ -48,7 +54,9 @@ from pipeline.commands.options import annotator_options, quiet_option, specs_fro
 @click.option(
     "--overwrite",
     is_flag=True,
-    help="Redo inputs whose outputs already exist (default: skip them).",
+    help="Redo inputs whose outputs already exist (default: skip them). Outputs made with "
+    "other settings (annotator parameters, resolution) are never skipped: without "
+    "--overwrite the run is refused.",
 )
 @annotator_options
 @quiet_option
@@ -59,6 +67,7 @@ def annotate(
     params,
     resolution,
     workers,
+    cpus_per_worker,
     batch_size,
     save_image,
     weights_dir,
@@ -69,7 +78,9 @@ def annotate(
 
     Folders contribute .jpg .jpeg .png .webp .bmp .tif .tiff files. Each bad input
     is listed on one line with its reason and recorded in OUT/report.json; all
-    other inputs are still done. Exit code 1 if any input failed.
+    other inputs are still done. OUT/made_by.jsonl records the settings that made
+    each output. Exit code 1 if any input failed (rerun to retry only those), 2 for
+    usage errors.
 
     \b
     Example:
@@ -77,7 +88,7 @@ def annotate(
     """
     from tqdm import tqdm
 
-    from pipeline.annotate import REPORT_NAME, run_annotate
+    from pipeline.annotate import REPORT_NAME, SettingsConflict, run_annotate
 
     specs = specs_from(names, params, weights_dir)
 
@@ -102,12 +113,17 @@ def annotate(
             specs,
             resolution=resolution,
             workers=workers,
+            cpus_per_worker=cpus_per_worker,
             batch_size=batch_size,
             overwrite=overwrite,
             save_image=save_image,
             on_record=on_record,
             on_plan=on_plan,
         )
+    except SettingsConflict as err:
+        bar.close()
+        click.echo(f"error: {err}", err=True)
+        sys.exit(2)
     finally:
         bar.close()
     counts = report["counts"]

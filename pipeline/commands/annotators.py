@@ -23,7 +23,13 @@ def annotators(weights_dir, as_json):
     rows = []
     for name in list_annotators():
         cls = get(name)
-        files = cls.weights_files()
+        by_backend = {
+            backend: [
+                {"file": f.filename, "present": find_local(f, weights_dir) is not None}
+                for f in files
+            ]
+            for backend, files in cls.weights_by_backend().items()
+        }
         rows.append(
             {
                 "name": name,
@@ -34,23 +40,33 @@ def annotators(weights_dir, as_json):
                 "params": {p.name: p.default for p in cls.params},
                 "weights": [
                     {"file": f.filename, "present": find_local(f, weights_dir) is not None}
-                    for f in files
+                    for f in cls.weights_files()
                 ],
+                "weights_by_backend": by_backend,
             }
         )
     if as_json:
         click.echo(json.dumps(rows, indent=2))
         return
     for row in rows:
-        if not row["weights"]:
-            status = "no weights needed"
-        else:
-            status = ", ".join(
-                f"{w['file']} {'present' if w['present'] else 'MISSING'}" for w in row["weights"]
-            )
+        status = weights_status(row["weights_by_backend"])
         click.secho(f"{row['name']}", bold=True, nl=False)
         click.echo(f"  v{row['version']}  {row['description']}  [{status}]")
         click.echo(f"    outputs: {', '.join(row['outputs'])}")
         for cls_param in get(row["name"]).params:
             choices = f" {{{'|'.join(map(str, cls_param.choices))}}}" if cls_param.choices else ""
             click.echo(f"    {cls_param.name}={cls_param.default!r}{choices}  {cls_param.help}")
+
+
+def weights_status(by_backend: dict[str, list[dict]]) -> str:
+    """One line: each backend's weights and whether they are here, the default backend first."""
+    parts = []
+    for i, (backend, files) in enumerate(by_backend.items()):
+        text = ", ".join(f"{w['file']} {'present' if w['present'] else 'MISSING'}" for w in files)
+        label = (
+            f"{backend}{' (default)' if i == 0 and len(by_backend) > 1 else ''}: "
+            if backend
+            else ""
+        )
+        parts.append(label + (text or "no weights needed"))
+    return "; ".join(parts)

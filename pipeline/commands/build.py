@@ -6,7 +6,12 @@ import sys
 
 import click
 
-from pipeline.commands.options import annotator_options, quiet_option, specs_from
+from pipeline.commands.options import (
+    annotator_options,
+    cpus_per_worker_option,
+    quiet_option,
+    specs_from,
+)
 
 
 @click.command()
@@ -38,6 +43,14 @@ from pipeline.commands.options import annotator_options, quiet_option, specs_fro
     help="Store images resized to this short side (JPEG q95); maps align with them.",
 )
 @click.option(
+    "--min-size",
+    default=0,
+    show_default=True,
+    type=click.IntRange(min=0),
+    help="Skip images whose short side is below this (status 'filtered' in the index) "
+    "instead of upscaling them; the index records which samples were upscaled.",
+)
+@click.option(
     "--keep-original",
     is_flag=True,
     help="Store the original image bytes and annotate at the original size.",
@@ -54,12 +67,14 @@ from pipeline.commands.options import annotator_options, quiet_option, specs_fro
     default=None,
     help="Ray cluster to join: auto or ray://host:10001 [default: start a local Ray].",
 )
+@cpus_per_worker_option
 @click.option(
     "--gpus-per-worker",
     default=0.0,
     show_default=True,
-    type=float,
-    help="GPUs each worker asks Ray for (learned annotators then run on cuda).",
+    type=click.FloatRange(min=0),
+    help="GPUs each worker asks Ray for (learned annotators then run on cuda); "
+    "fractions such as 0.5 let several workers share one GPU.",
 )
 @click.option(
     "--max-retries",
@@ -83,6 +98,17 @@ from pipeline.commands.options import annotator_options, quiet_option, specs_fro
     help="Import MODULE on every worker first (registers extra annotators).",
 )
 @click.option(
+    "--retry-failed",
+    is_flag=True,
+    help="Also rebuild finished shards that have failed samples (the others stay as they are).",
+)
+@click.option(
+    "--overwrite",
+    is_flag=True,
+    help="Delete what hintset wrote in OUT (manifest, plan, shards, index, stats) and start "
+    "over; other files stay, and a folder hintset did not make is refused.",
+)
+@click.option(
     "--storage-option",
     "storage_opts",
     multiple=True,
@@ -96,12 +122,11 @@ from pipeline.commands.options import annotator_options, quiet_option, specs_fro
     type=click.IntRange(min=0),
     help="Stop after building this many shards (a trial run; rerun to continue).",
 )
-@click.option("--overwrite", is_flag=True, help="Delete what hintset wrote in OUT and start over.")
 @annotator_options
 @quiet_option
-def build(inputs, out, names, params, captions, shard_size, resolution, keep_original, workers,
-          address, gpus_per_worker, max_retries, batch_size, weights_dir, imports, storage_opts,
-          max_shards, overwrite, quiet):  # fmt: skip
+def build(inputs, out, names, params, captions, shard_size, resolution, min_size, keep_original,
+          workers, address, cpus_per_worker, gpus_per_worker, max_retries, batch_size,
+          weights_dir, imports, retry_failed, storage_opts, max_shards, overwrite, quiet):  # fmt: skip
     """Build a ControlNet dataset from INPUTS: image folders/files, WebDataset tars (paths,
     globs or brace notation such as 'data/{00000..00009}.tar') or Parquet/CSV/JSONL lists,
     local or any fsspec URL (s3://, gs://, http(s)://). Each tar, each list row range
@@ -115,6 +140,8 @@ def build(inputs, out, names, params, captions, shard_size, resolution, keep_ori
       stats/00000.json      written last: the shard is complete
       plan/00000.parquet    the units of work (one row per shard)
     Rerunning the same command resumes; new inputs go into new shards.
+    Exit code 1 if any input failed (as for annotate; --retry-failed redoes them),
+    2 for usage or setup errors.
 
     \b
     Example:
@@ -128,6 +155,11 @@ def build(inputs, out, names, params, captions, shard_size, resolution, keep_ori
 
     set_storage_options(storage_opts)
     specs = specs_from(names, params, weights_dir, tuple(imports))
+    try:
+        check_options(inputs, out, address, gpus_per_worker, overwrite)
+    except (BuildFailed, ValueError) as err:
+        click.echo(f"error: {' '.join(str(err).split())}", err=True)
+        sys.exit(2)
     bar = tqdm(total=0, unit="sample", disable=quiet, dynamic_ncols=True, desc="build",
                smoothing=0.1)  # fmt: skip
 
@@ -143,9 +175,10 @@ def build(inputs, out, names, params, captions, shard_size, resolution, keep_ori
     try:
         manifest = run_build(
             list(inputs), out, specs, captions=captions, shard_size=shard_size,
-            resolution=resolution, keep_original=keep_original, workers=workers,
-            address=address, gpus_per_worker=gpus_per_worker, max_retries=max_retries,
-            batch_size=batch_size, overwrite=overwrite, imports=tuple(imports),
+            resolution=resolution, min_size=min_size, keep_original=keep_original,
+            workers=workers, address=address, cpus_per_worker=cpus_per_worker,
+            gpus_per_worker=gpus_per_worker, max_retries=max_retries, batch_size=batch_size,
+            retry_failed=retry_failed, overwrite=overwrite, imports=tuple(imports),
             on_plan=on_plan, on_samples=bar.update, on_shard=on_shard,
             on_message=lambda text: bar.write(text, file=sys.stderr), max_shards=max_shards,
         )  # fmt: skip
@@ -158,8 +191,31 @@ def build(inputs, out, names, params, captions, shard_size, resolution, keep_ori
         click.echo(f"stopped after {max_shards} shards (--max-shards); rerun to continue", err=True)
         return
     t = manifest["totals"]
-    click.echo(f"{t['ok']} ok, {t['failed']} failed, {t['no_caption']} without caption in "
-               f"{t['shards']} shards -> {out}", err=True)  # fmt: skip
+    filtered = f", {t['filtered']} filtered" if t.get("filtered") else ""
+    click.echo(f"{t['ok']} ok, {t['failed']} failed{filtered}, {t['no_caption']} without caption "
+               f"in {t['shards']} shards -> {out}", err=True)  # fmt: skip
+    sys.exit(1 if t["failed"] else 0)
+
+
+def check_options(
+    inputs: tuple[str, ...], out: str, address: str | None, gpus_per_worker: float, overwrite: bool
+) -> None:
+    """Refuse, in one line and before any work, options that would hang, fail late or lose data."""
+    import os
+
+    from pipeline.ray_runner import check_address, check_resources
+    from pipeline.storage import Storage, dataset_entries
+
+    check_address(address)
+    check_resources(address, gpus_per_worker)
+    storage = Storage(out)
+    if overwrite and storage.local:
+        owned = [os.path.join(os.path.abspath(storage.base), name) for name in dataset_entries()]
+        for item in inputs:
+            path = os.path.abspath(item)
+            if any(path == o or path.startswith(o + os.sep) for o in owned):
+                raise ValueError(f"input {item} lies in what --overwrite would delete in {out}; "
+                                 "copy it elsewhere or write to another folder")  # fmt: skip
 
 
 def set_storage_options(pairs: tuple[str, ...]) -> None:

@@ -22,6 +22,7 @@ def inspect_cmd(out, as_json):
     t = info["totals"]
     click.echo(f"{out}  [{info['status']}]")
     click.echo(f"  samples {t.get('samples', 0)}  ok {t.get('ok', 0)}  failed {t.get('failed', 0)}"
+               f"  filtered {t.get('filtered', 0)}  upscaled {t.get('upscaled', 0)}"
                f"  no caption {t.get('no_caption', 0)}  shards {t.get('shards', 0)}"
                f"  {t.get('tar_bytes', 0) / 1e6:.1f} MB")  # fmt: skip
     if info["failures_by_reason"]:

@@ -20,6 +20,11 @@ weights_dir_option = click.option(
     help="Folder with model weights for learned annotators (sets $HINTSET_WEIGHTS_DIR).",
 )  # fmt: skip
 quiet_option = click.option("-q", "--quiet", is_flag=True, help="No progress bar.")
+cpus_per_worker_option = click.option(
+    "--cpus-per-worker", default=1, show_default=True, type=click.IntRange(min=1),
+    help="Threads each worker uses to read, decode, resize and encode beside the model, so "
+    "the model never waits for JPEG/PNG work (build: the CPUs each Ray worker asks for).",
+)  # fmt: skip
 
 
 def annotator_options(command: Callable) -> Callable:
@@ -37,6 +42,9 @@ def specs_from(names: str, params: tuple[str, ...], weights_dir: str | None,
 
     if weights_dir:
         os.environ[ENV_DIR] = os.path.abspath(weights_dir)  # inherited by every worker
+    listed = [n.strip() for n in names.split(",") if n.strip()]
+    if repeated := sorted({n for n in listed if listed.count(n) > 1}):
+        raise click.UsageError(f"--annotators lists {', '.join(repeated)} more than once")
     try:
         for module in imports:
             importlib.import_module(module)

@@ -1,0 +1,150 @@
+"""``face``: the MediaPipe face-mesh map of controlnet_aux's ``MediapipeFaceDetector``.
+
+MediaPipe 0.10.21 bundles the face mesh model, so this runs offline. Drawing facts
+(controlnet_aux 0.0.10, ``mediapipe_face_common.py``), written here directly in RGB:
+- FaceMesh with ``refine_landmarks`` (iris points), ``max_faces`` and ``min_confidence``;
+  faces whose landmark box is smaller than ``min_face_size`` (64) pixels on its short side
+  are dropped;
+- contours as 2 px ``cv2.line`` segments: face oval (10,200,10), lips (10,180,10), the
+  person's left eye (10,200,180) and eyebrow (10,220,180), right eye (180,200,10) and
+  eyebrow (180,220,10); edge order as in mediapipe's ``FACEMESH_*`` sets;
+- pupils as 4x4 squares at iris centres 468 (right, (250,200,10)) and 473 (left, (10,200,250));
+- landmarks map to pixels as mediapipe's ``drawing_utils``: ``min(floor(x*W), W-1)``, only
+  for 0 <= x, y <= 1; pupils use ``int(x*W)`` and are skipped at x or y >= 1.
+"""
+
+from __future__ import annotations
+
+import math
+from typing import Any
+
+import cv2
+import numpy as np
+
+from annotators.base import Annotation, Annotator, AnnotatorError, Param
+from annotators.quiet import filter_native_logs
+from annotators.registry import register
+
+THICKNESS = 2
+PUPIL_HALF = 2
+#: (mediapipe FACEMESH_* set, RGB colour), in controlnet_aux's drawing order
+CONTOUR_COLOURS = (
+    ("FACEMESH_FACE_OVAL", (10, 200, 10)),
+    ("FACEMESH_LEFT_EYE", (10, 200, 180)),
+    ("FACEMESH_LEFT_EYEBROW", (10, 220, 180)),
+    ("FACEMESH_RIGHT_EYE", (180, 200, 10)),
+    ("FACEMESH_RIGHT_EYEBROW", (180, 220, 10)),
+    ("FACEMESH_LIPS", (10, 180, 10)),
+)
+#: iris centre landmark -> RGB colour of its pupil square
+PUPIL_COLOURS = {468: (250, 200, 10), 473: (10, 200, 250)}
+
+
+def contour_spec() -> dict[tuple[int, int], tuple[int, int, int]]:
+    """Edge -> RGB colour, in drawing order (first set an edge appears in fixes its place)."""
+    from mediapipe.python.solutions import face_mesh
+
+    spec: dict[tuple[int, int], tuple[int, int, int]] = {}
+    for set_name, colour in CONTOUR_COLOURS:
+        for edge in getattr(face_mesh, set_name):
+            spec[edge] = colour
+    return spec
+
+
+def _valid(value: float) -> bool:
+    return (value > 0 or math.isclose(0, value)) and (value < 1 or math.isclose(1, value))
+
+
+def _hidden(point: Any, visibility: float) -> bool:
+    """True when a landmark carries a visibility/presence that mediapipe would not draw."""
+    return (point.HasField("visibility") and point.visibility < visibility) or (
+        point.HasField("presence") and point.presence < 0.5
+    )
+
+
+def face_size(points: Any, height: int, width: int) -> float:
+    """Short side in pixels of the box around all landmarks of one face."""
+    xs = [p.x for p in points]
+    ys = [p.y for p in points]
+    return min((max(xs) - min(xs)) * width, (max(ys) - min(ys)) * height)
+
+
+def draw_face(canvas: np.ndarray, points: Any, spec: dict) -> None:
+    """Draw one face's contours and pupils onto an RGB canvas (in place)."""
+    height, width = canvas.shape[:2]
+    pixels: dict[int, tuple[int, int]] = {}
+    for index, point in enumerate(points):
+        if _hidden(point, 0.5) or not (_valid(point.x) and _valid(point.y)):
+            continue
+        pixels[index] = (
+            min(math.floor(point.x * width), width - 1),
+            min(math.floor(point.y * height), height - 1),
+        )
+    for (start, end), colour in spec.items():
+        if start in pixels and end in pixels:
+            cv2.line(canvas, pixels[start], pixels[end], colour, THICKNESS)
+    for index, colour in PUPIL_COLOURS.items():
+        if index >= len(points):
+            continue
+        point = points[index]
+        if _hidden(point, 0.9) or not (0 <= point.x < 1 and 0 <= point.y < 1):
+            continue
+        x, y = int(width * point.x), int(height * point.y)
+        # slicing as the reference does: a square starting above/left of the image draws nothing
+        canvas[y - PUPIL_HALF : y + PUPIL_HALF, x - PUPIL_HALF : x + PUPIL_HALF] = colour
+
+
+@register
+class Face(Annotator):
+    """MediaPipe face mesh contours and pupils on black (RGB), as controlnet_aux draws them."""
+
+    name = "face"
+    version = "1"
+    outputs = ("face",)
+    description = "MediaPipe face-mesh contours + pupils on black (RGB), controlnet_aux colours"
+    params = (
+        Param("max_faces", 1, "most faces drawn per image (controlnet_aux default 1)", minimum=1),
+        Param("min_confidence", 0.5, "FaceMesh min_detection_confidence", maximum=1.0),
+        Param("min_face_size", 64, "drop faces whose landmark box is smaller (pixels, short side)"),
+    )
+
+    def __init__(self, **params: Any) -> None:
+        super().__init__(**params)
+        self._mesh: Any = None
+        self._spec: dict | None = None
+
+    def load(self) -> None:
+        """Create MediaPipe's FaceMesh (its model ships inside the mediapipe 0.10.21 wheel)."""
+        if self._mesh is not None:
+            return
+        filter_native_logs()  # absl / TF Lite lines would break progress bars
+        try:
+            from mediapipe.python.solutions import face_mesh
+        except ImportError as err:
+            raise AnnotatorError(f"face: needs mediapipe 0.10.21 ({err})") from None
+        self._mesh = face_mesh.FaceMesh(
+            static_image_mode=True,
+            max_num_faces=self.config["max_faces"],
+            refine_landmarks=True,
+            min_detection_confidence=self.config["min_confidence"],
+        )
+        self._spec = contour_spec()
+
+    def landmarks(self, rgb: np.ndarray) -> list[Any]:
+        """Landmark lists of the faces kept (detected, then filtered by size)."""
+        self.load()
+        found = self._mesh.process(np.ascontiguousarray(rgb)).multi_face_landmarks or []
+        height, width = rgb.shape[:2]
+        minimum = self.config["min_face_size"]
+        return [
+            face
+            for face in found
+            if minimum <= 0 or face_size(face.landmark, height, width) >= minimum
+        ]
+
+    def _annotate(self, rgb: np.ndarray, rng: np.random.Generator) -> Annotation:
+        faces = self.landmarks(rgb)
+        canvas = np.zeros_like(rgb)
+        for face in faces:
+            draw_face(canvas, face.landmark, self._spec)
+        return Annotation(maps={"face": canvas}, stats={"faces": float(len(faces))})

@@ -1,0 +1,93 @@
+"""What every worker process or actor runs: one pipeline (annotators loaded once) and units of work.
+
+A job is a unit of work plus where it goes: :class:`FilesJob` (a chunk of listed
+paths -> the annotate folder) or :class:`ShardJob` (a planned unit -> one WebDataset
+shard). Both run through the same :class:`~pipeline.stages.Pipeline`; the
+distributors (:mod:`pipeline.local_pool`, :mod:`pipeline.ray_runner`) only move jobs.
+"""
+
+from __future__ import annotations
+
+import importlib
+from collections.abc import Iterator
+from dataclasses import dataclass
+from typing import Any
+
+from pipeline.sample_ref import SampleRef
+from pipeline.stages import Pipeline
+from pipeline.units import Unit, iter_unit
+from pipeline.worker import AnnotatorSpec, Worker
+
+
+@dataclass(frozen=True)
+class WorkerSetup:
+    """How each worker builds its pipeline; plain data sent to every process or actor."""
+
+    specs: list[AnnotatorSpec]
+    resolution: int = 512
+    min_size: int = 0
+    cpus: int = 1  # CPU threads (decode, resize, encode); the model has the main thread
+    io_threads: int = 16  # reads in flight
+    batch_size: int = 8
+    imports: tuple[str, ...] = ()
+    serial: bool = False  # the one-thread design (for comparisons and debugging)
+
+
+def make_pipeline(setup: WorkerSetup) -> Pipeline:
+    """Import plugin modules, load the annotators once and start the stage threads."""
+    import cv2
+
+    cv2.setNumThreads(1)  # parallelism comes from the stage threads, not inside OpenCV
+    for module in setup.imports:
+        importlib.import_module(module)
+    worker = Worker(setup.specs, resolution=setup.resolution, min_size=setup.min_size)
+    return Pipeline(worker, cpu_threads=setup.cpus, io_threads=setup.io_threads,
+                    batch_size=setup.batch_size, serial=setup.serial)  # fmt: skip
+
+
+@dataclass(frozen=True)
+class FilesJob:
+    """``hintset annotate``: a chunk of listed images into the mirrored output folder."""
+
+    refs: list[SampleRef]
+    out: str
+    save_image: bool = False
+
+    def samples(self) -> Iterator[SampleRef]:
+        return iter(self.refs)
+
+    def writer(self) -> Any:
+        from pipeline.writers.files import FilesWriter
+
+        return FilesWriter(self.out, self.save_image)
+
+    def setup_failed(self, error: str) -> list[dict[str, Any]]:
+        """Every input failed because the worker could not start (e.g. missing weights)."""
+        from pipeline.writers.files import record
+
+        return [record(ref.source, "failed", f"setup: {error}") for ref in self.refs]
+
+
+@dataclass(frozen=True)
+class ShardJob:
+    """``hintset build``: one planned unit into shard ``unit.id`` (``shards/``, ``index/``, ``stats/``)."""
+
+    unit: Unit
+    root: str
+    keep_original: bool = False
+    jpeg_quality: int = 95
+
+    def samples(self) -> Iterator[SampleRef]:
+        return iter_unit(self.unit)
+
+    def writer(self) -> Any:
+        from pipeline.storage import Storage
+        from pipeline.writers.webdataset import ShardWriter
+
+        return ShardWriter(Storage(self.root), self.unit.id, keep_original=self.keep_original,
+                           jpeg_quality=self.jpeg_quality)  # fmt: skip
+
+
+def run_job(pipeline: Pipeline, job: Any, on_sample: Any = None) -> Any:
+    """Run one job's samples through ``pipeline`` into the job's writer; its summary."""
+    return pipeline.run(job.samples(), job.writer(), on_sample)
