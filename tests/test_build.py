@@ -390,7 +390,9 @@ def test_fractional_gpus_let_two_workers_share_one_gpu(photo_paths, tmp_path):
     from pipeline.build import run_build
     from pipeline.worker import AnnotatorSpec
 
-    ray.init(num_cpus=2, num_gpus=1, include_dashboard=False, logging_level="ERROR")
+    ray.init(
+        address="local", num_cpus=2, num_gpus=1, include_dashboard=False, logging_level="ERROR"
+    )
     pids: set[int] = set()
     try:
         manifest = run_build([str(p) for p in photo_paths[:8]], str(tmp_path / "ds"),
