@@ -38,7 +38,7 @@ def test_sdxl_time_ids_use_true_original_size_and_crop(tiny_sdxl, cli, photo_pat
     from safetensors import safe_open
 
     from pipeline import cli as hcli
-    from pipeline.shard_writer import read_index
+    from pipeline.layout import read_index
     from training.data import ShardDataset, collate
     from training.trainer import sdxl_time_ids
 
