@@ -40,6 +40,7 @@ UNUSED_KEYS = (re.compile(r"(^|\.)neck\.fusion_stage\.layers\.0\.residual_layer1
 AUTO_CLASSES = {
     "depth": "AutoModelForDepthEstimation",
     "seg": "AutoModelForSemanticSegmentation",
+    "caption": "AutoModelForImageTextToText",  # BLIP, Florence-2 (annotators/caption.py)
 }
 
 

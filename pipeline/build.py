@@ -11,10 +11,12 @@ from __future__ import annotations
 import json
 import time
 from collections.abc import Callable
+from dataclasses import replace
 from typing import Any
 
 from pipeline import layout
 from pipeline.atomic import remove_stale_temps
+from pipeline.caption import CaptionSpec
 from pipeline.engine import WorkerSetup
 from pipeline.lock import BuildLock
 from pipeline.manifest import incompatibility, read_manifest, totals, write_manifest
@@ -28,15 +30,16 @@ from pipeline.writers.webdataset import done_shards
 FORMAT_VERSION = 1
 
 
-def default_gpus(specs: list[AnnotatorSpec]) -> float:
-    """1 GPU per worker when an annotator wants one and the cluster has GPUs, else 0 (CPU)."""
+def default_gpus(specs: list[AnnotatorSpec], captions: bool = False) -> float:
+    """1 GPU per worker when an annotator (or the captioner) wants one and the cluster has
+    GPUs, else 0 (CPU)."""
     import ray
 
     from annotators import create
 
     if not ray.cluster_resources().get("GPU", 0):
         return 0.0
-    return 1.0 if any(create(s.name, **s.params).wants_gpu for s in specs) else 0.0
+    return 1.0 if captions or any(create(s.name, **s.params).wants_gpu for s in specs) else 0.0
 
 
 def run_build(
@@ -63,11 +66,13 @@ def run_build(
     on_shard: Callable[[dict[str, Any]], None] | None = None,
     on_message: Callable[[str], None] | None = None,
     max_shards: int = 0,
+    caption: CaptionSpec | None = None,
 ) -> dict[str, Any]:
     """Build (or resume) the dataset in ``out``; return the final manifest.
 
     Holds the output's lock while it runs (a second build into ``out`` raises LockHeld).
     ``max_shards`` > 0 stops after building that many shards (status stays "building").
+    ``caption`` fills missing (or all) captions with an image-to-text model.
     """
     storage = Storage(out)
     with BuildLock(storage):
@@ -78,13 +83,13 @@ def run_build(
                       max_retries=max_retries, batch_size=batch_size, overwrite=overwrite,
                       imports=imports, on_plan=on_plan, on_samples=on_samples,
                       on_shard=on_shard, on_message=on_message or (lambda _: None),
-                      max_shards=max_shards)  # fmt: skip
+                      max_shards=max_shards, caption=caption)  # fmt: skip
 
 
 def _build(storage: Storage, inputs: list[str], out: str, specs: list[AnnotatorSpec], *,
            captions, shard_size, resolution, min_size, keep_original, workers, address,
            cpus_per_worker, gpus_per_worker, retry_failed, max_retries, batch_size, overwrite, imports, on_plan, on_samples, on_shard,
-           on_message, max_shards) -> dict[str, Any]:  # fmt: skip
+           on_message, max_shards, caption) -> dict[str, Any]:  # fmt: skip
     started = time.time()
     if overwrite:
         storage.remove_all(keep=(layout.LOCK,))
@@ -97,6 +102,7 @@ def _build(storage: Storage, inputs: list[str], out: str, specs: list[AnnotatorS
         "shard_size": shard_size,
         "inputs": [absolute(str(i)) for i in inputs],
         "captions": captions,
+        "caption": caption.config() if caption else None,
     }
     old = read_manifest(storage)
     if old is not None:
@@ -124,11 +130,12 @@ def _build(storage: Storage, inputs: list[str], out: str, specs: list[AnnotatorS
         unknown = any(s.size < 0 for s in todo)  # a tar's sample count is known once it is read
         on_plan(len(shards), len(pending), -1 if unknown else sum(s.size for s in todo))
     annotator_info: list[dict[str, Any]] = manifest.get("annotators", [])
+    captioner_info: dict[str, Any] | None = manifest.get("captioner")
     nodes: set[str] = set()
 
     def ready(info: dict[str, Any]) -> None:
-        nonlocal annotator_info
-        annotator_info = info["annotators"]
+        nonlocal annotator_info, captioner_info
+        annotator_info, captioner_info = info["annotators"], info.get("captioner")
 
     def shard_finished(stats: dict[str, Any]) -> None:
         nodes.add(stats["node"])
@@ -138,10 +145,11 @@ def _build(storage: Storage, inputs: list[str], out: str, specs: list[AnnotatorS
     if todo:
         on_message("starting Ray" + (f" (joining {address})" if address else "") + " ...")
         connect(address, num_cpus=None)
-        gpus_per_worker = gpus_per_worker or default_gpus(specs)
+        gpus_per_worker = gpus_per_worker or default_gpus(specs, caption is not None)
         setup = WorkerSetup(specs, resolution=0 if keep_original else resolution,
                             min_size=min_size, cpus=cpus_per_worker, batch_size=batch_size,
-                            imports=tuple(imports))  # fmt: skip
+                            imports=tuple(imports),
+                            caption=replace(caption, batch_size=batch_size) if caption else None)  # fmt: skip
         options = RunOptions(root=str(out), setup=setup, keep_original=keep_original,
                              cpus_per_worker=cpus_per_worker,
                              gpus_per_worker=gpus_per_worker)  # fmt: skip
@@ -153,6 +161,7 @@ def _build(storage: Storage, inputs: list[str], out: str, specs: list[AnnotatorS
     manifest.update(
         status="complete",
         annotators=annotator_info,
+        **({"captioner": captioner_info} if captioner_info else {}),
         shards=[
             {
                 "name": f"{s['shard']:05d}",

@@ -13,6 +13,7 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import Any
 
+from pipeline.caption import CaptionSpec
 from pipeline.sample_ref import SampleRef
 from pipeline.stages import Pipeline
 from pipeline.units import Unit, iter_unit
@@ -31,6 +32,7 @@ class WorkerSetup:
     batch_size: int = 8
     imports: tuple[str, ...] = ()
     serial: bool = False  # the one-thread design (for comparisons and debugging)
+    caption: CaptionSpec | None = None  # --caption: fill missing (or all) captions
 
 
 def make_pipeline(setup: WorkerSetup) -> Pipeline:
@@ -40,7 +42,8 @@ def make_pipeline(setup: WorkerSetup) -> Pipeline:
     cv2.setNumThreads(1)  # parallelism comes from the stage threads, not inside OpenCV
     for module in setup.imports:
         importlib.import_module(module)
-    worker = Worker(setup.specs, resolution=setup.resolution, min_size=setup.min_size)
+    worker = Worker(setup.specs, resolution=setup.resolution, min_size=setup.min_size,
+                    caption=setup.caption)  # fmt: skip
     return Pipeline(worker, cpu_threads=setup.cpus, io_threads=setup.io_threads,
                     batch_size=setup.batch_size, serial=setup.serial)  # fmt: skip
 

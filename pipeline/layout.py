@@ -29,7 +29,7 @@ IMAGE_EXTS = ("jpg", "jpeg", "png", "webp")
 MAX_MEMBER_BYTES = 512 * 1024 * 1024
 #: index columns besides ``stats`` (a JSON object of per-map numbers, e.g. canny_density)
 CORE_COLUMNS = ("key", "source", "status", "error", "caption", "width", "height",
-                "original_width", "original_height", "upscaled")  # fmt: skip
+                "original_width", "original_height", "upscaled", "caption_source")  # fmt: skip
 
 
 def shard_name(shard_id: int) -> str:
@@ -73,8 +73,10 @@ def index_schema():
 
     text = [(c, pa.string()) for c in CORE_COLUMNS[:5]]
     sizes = [(c, pa.int64()) for c in CORE_COLUMNS[5:9]]
-    flags = [(c, pa.bool_()) for c in CORE_COLUMNS[9:]]  # upscaled: enlarged to --resolution
-    return pa.schema(text + sizes + flags + [("stats", pa.string())])
+    flags = [(c, pa.bool_()) for c in CORE_COLUMNS[9:10]]  # upscaled: enlarged to --resolution
+    # caption_source: "input", "generated:<model id>" or "" (indexes before it lack the column)
+    later = [(c, pa.string()) for c in CORE_COLUMNS[10:]]
+    return pa.schema(text + sizes + flags + later + [("stats", pa.string())])
 
 
 def index_table(rows: list[dict[str, Any]]):

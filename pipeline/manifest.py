@@ -9,7 +9,7 @@ from pipeline.storage import Storage
 
 MANIFEST = "manifest.json"
 #: config fields that must match for a rerun to resume into the same folder
-COMPATIBLE = ("annotators", "resolution", "min_size", "keep_original", "jpeg_quality")
+COMPATIBLE = ("annotators", "resolution", "min_size", "keep_original", "jpeg_quality", "caption")
 
 
 def read_manifest(storage: Storage) -> dict[str, Any] | None:
@@ -47,6 +47,7 @@ def totals(stats: list[dict[str, Any]]) -> dict[str, Any]:
         "filtered": sum(s.get("filtered", 0) for s in stats),
         "upscaled": sum(s.get("upscaled", 0) for s in stats),
         "no_caption": sum(s["no_caption"] for s in stats),
+        "captions_generated": sum(s.get("captions_generated", 0) for s in stats),
         "tar_bytes": sum(s["tar_bytes"] for s in stats),
         "stats": {
             k: {**v, "mean": v["sum"] / v["count"] if v["count"] else 0.0}

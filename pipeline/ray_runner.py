@@ -55,7 +55,9 @@ class ShardActorImpl:
         import ray
 
         infos = [] if self.error else [a.info() for a in self.pipeline.worker.annotators]
+        captions = None if self.error else self.pipeline.worker.captions
         return {"error": self.error, "annotators": infos,
+                "captioner": captions.info() if captions else None,
                 "node": ray.get_runtime_context().get_node_id()}  # fmt: skip
 
     def build(self, unit: Unit) -> dict[str, Any]:

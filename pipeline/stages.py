@@ -20,6 +20,7 @@ from dataclasses import dataclass, field
 from itertools import islice
 from typing import Any
 
+from pipeline.caption import input_source
 from pipeline.reader import read_sample
 from pipeline.sample_ref import SampleRef
 from pipeline.worker import Result, Worker
@@ -33,6 +34,7 @@ class Sample:
     ref: SampleRef
     data: bytes = b""
     caption: str | None = None
+    caption_source: str = ""  # "input", "generated:<model id>" (--caption) or "" (none)
     result: Result | None = None
     read_seconds: float = 0.0
     stored: dict[str, bytes] = field(default_factory=dict)  # what the writer adds: image, metadata
@@ -65,6 +67,7 @@ class Pipeline:
             sample.result = Result(key=ref.key).fail("read", _os_reason(err))
         else:
             sample.caption = sample.caption if sample.caption is not None else ref.caption
+            sample.caption_source = input_source(sample.caption)
         sample.read_seconds = time.perf_counter() - start
         return sample
 
@@ -74,6 +77,15 @@ class Pipeline:
             sample.result = self.worker.prepare(sample.ref.key, sample.data)
         sample.result.timings["read"] = sample.read_seconds
         return sample
+
+    def model(self, batch: list[Sample]) -> None:
+        """The model step: every annotator over the batch, then captions where wanted."""
+        self.worker.run_models([s.result for s in batch])
+        if self.worker.captions is not None:
+            filled = self.worker.captions.fill([s.result for s in batch],
+                                               [s.caption for s in batch])  # fmt: skip
+            for sample, (caption, source) in zip(batch, filled, strict=True):
+                sample.caption, sample.caption_source = caption, source
 
     def encode(self, sample: Sample, writer: Writer) -> Sample:
         """Encode maps, then whatever the writer stores beside them (the image, metadata)."""
@@ -93,7 +105,7 @@ class Pipeline:
         refs = iter(refs)
         while batch := list(islice(refs, self.batch_size)):
             samples = [self.decode(self.read(ref)) for ref in batch]
-            self.worker.run_models([s.result for s in samples])
+            self.model(samples)
             for sample in samples:
                 self._write(writer, self.encode(sample, writer), on_sample)
         return writer.close()
@@ -134,7 +146,7 @@ class Pipeline:
                         break
                     batch.append(item.result())  # raises what the ref iterator raised
                 if batch:
-                    self.worker.run_models([s.result for s in batch])  # the model: this thread
+                    self.model(batch)  # the model: this thread
                     for sample in batch:
                         encoded.put(self.cpu.submit(self.encode, sample, writer))
         finally:

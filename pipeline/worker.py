@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import time
 from dataclasses import dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
@@ -19,6 +19,9 @@ from annotators import create
 from annotators.base import Annotation, Annotator
 from pipeline.decode import MAX_PIXELS, DecodeError, decode, resize_short_side
 from pipeline.encode import encode_json, encode_png
+
+if TYPE_CHECKING:
+    from pipeline.caption import CaptionSpec
 
 
 @dataclass(frozen=True)
@@ -100,7 +103,10 @@ class Worker:
         resolution: int = 512,
         max_pixels: int = MAX_PIXELS,
         min_size: int = 0,
+        caption: CaptionSpec | None = None,
     ) -> None:
+        from pipeline.caption import CaptionStep  # imported here: it imports this module
+
         self.specs = specs
         self.resolution = resolution
         self.max_pixels = max_pixels
@@ -108,6 +114,7 @@ class Worker:
         self.annotators: list[Annotator] = [create(s.name, **s.params) for s in specs]
         for annotator in self.annotators:
             annotator.load()
+        self.captions = CaptionStep(caption) if caption else None  # --caption: loaded once
 
     def output_suffixes(self) -> list[str]:
         """File suffixes every successful sample gets (``canny.png``, ``pose.json``, ...)."""

@@ -339,6 +339,61 @@ def write_seg(
     return write_models(seg, build_seg_model, lambda spec: seg_processor(), folder, tiny, models)
 
 
+# -- captioning models (``--caption``): tiny configs of the published classes ------------------
+#: a small lower-case word list: BERT-style (BLIP) vocabulary for the tiny tokenizers
+CAPTION_WORDS = (
+    "a an the of on in with and to near two man woman dog cat bus train car plate "
+    "food table street field grass room kitchen bed people group sitting standing "
+    "holding playing riding red blue white black large small next top front"
+).split()
+#: the files the published BLIP captioning repos hold (besides README, .bin and TF weights)
+BLIP_FILES = ("config.json", "model.safetensors", "preprocessor_config.json",
+              "special_tokens_map.json", "tokenizer.json", "tokenizer_config.json", "vocab.txt")  # fmt: skip
+
+
+def blip_tokenizer(folder: Path) -> Any:
+    """A BERT tokenizer (BLIP's) over :data:`CAPTION_WORDS`, built offline; ``[DEC]`` is BOS."""
+    from transformers import BertTokenizer
+
+    vocab = ["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]", "[DEC]", *CAPTION_WORDS]
+    path = Path(folder) / "vocab.txt"
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text("\n".join(vocab) + "\n")
+    return BertTokenizer(vocab_file=str(path), bos_token="[DEC]", do_lower_case=True)
+
+
+def write_blip(folder: Path, *, repo_id: str = "Salesforce/blip-image-captioning-base",
+               seed: int = 0) -> list[Path]:  # fmt: skip
+    """A random tiny BLIP captioner as ``folder/<repo_id>/`` with exactly the published files."""
+    from transformers import (
+        BlipConfig,
+        BlipForConditionalGeneration,
+        BlipImageProcessor,
+        BlipProcessor,
+    )
+
+    target = Path(folder) / repo_id
+    tokenizer = blip_tokenizer(target)
+    size = 32  # the published models work at 384x384
+    config = BlipConfig(
+        vision_config=dict(hidden_size=32, intermediate_size=64, num_hidden_layers=2,
+                           num_attention_heads=4, image_size=size, patch_size=16),
+        text_config=dict(vocab_size=len(tokenizer), hidden_size=32, encoder_hidden_size=32,
+                         intermediate_size=64, num_hidden_layers=2, num_attention_heads=4,
+                         max_position_embeddings=64, bos_token_id=tokenizer.bos_token_id,
+                         pad_token_id=tokenizer.pad_token_id, sep_token_id=tokenizer.sep_token_id,
+                         eos_token_id=tokenizer.sep_token_id),
+        projection_dim=32,
+    )  # fmt: skip
+    processor = BlipProcessor(BlipImageProcessor(size={"height": size, "width": size}), tokenizer)
+    written = save_random(target, lambda: BlipForConditionalGeneration(config), lambda: processor,
+                          seed=seed)  # fmt: skip
+    for path in written:
+        if path.name not in BLIP_FILES:
+            path.unlink()
+    return sorted(target / name for name in BLIP_FILES)
+
+
 def write_lineart(folder: Path, *, tiny: bool = False) -> list[Path]:
     """Random ``sk_model.pth`` and ``sk_model2.pth`` (plain state dicts, real size, different seeds)."""
     paths = []

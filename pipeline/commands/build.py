@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import sys
+from typing import TYPE_CHECKING
 
 import click
 
@@ -12,6 +13,9 @@ from pipeline.commands.options import (
     quiet_option,
     specs_from,
 )
+
+if TYPE_CHECKING:
+    from pipeline.caption import CaptionSpec
 
 
 @click.command()
@@ -122,11 +126,29 @@ from pipeline.commands.options import (
     type=click.IntRange(min=0),
     help="Stop after building this many shards (a trial run; rerun to continue).",
 )
+@click.option(
+    "--caption",
+    "caption_model",
+    metavar="MODEL",
+    help="Caption inputs that have no caption with an image-to-text model: blip-base, "
+    "blip-large, florence-2-base, florence-2-large (-detailed for long captions), a hub id "
+    "or a model folder; weights found like --weights-dir models. The index column "
+    "caption_source says input or generated:<model id>.",
+)
+@click.option("--recaption", is_flag=True, help="With --caption: replace every caption.")
+@click.option(
+    "--caption-max-tokens",
+    default=40,
+    show_default=True,
+    type=click.IntRange(min=1),
+    help="With --caption: longest caption in tokens (greedy decoding).",
+)
 @annotator_options
 @quiet_option
 def build(inputs, out, names, params, captions, shard_size, resolution, min_size, keep_original,
           workers, address, cpus_per_worker, gpus_per_worker, max_retries, batch_size,
-          weights_dir, imports, retry_failed, storage_opts, max_shards, overwrite, quiet):  # fmt: skip
+          weights_dir, imports, retry_failed, storage_opts, max_shards, overwrite, quiet,
+          caption_model, recaption, caption_max_tokens):  # fmt: skip
     """Build a ControlNet dataset from INPUTS: image folders/files, WebDataset tars (paths,
     globs or brace notation such as 'data/{00000..00009}.tar') or Parquet/CSV/JSONL lists,
     local or any fsspec URL (s3://, gs://, http(s)://). Each tar, each list row range
@@ -146,18 +168,25 @@ def build(inputs, out, names, params, captions, shard_size, resolution, min_size
     \b
     Example:
       hintset build photos/ --captions captions.jsonl -o ds/ -a canny,lines --shard-size 1000
+      hintset build photos/ -o ds/ -a canny --caption blip-base --weights-dir models/
     """
     from tqdm import tqdm
 
+    from annotators.weights import WeightsError
     from pipeline.build import run_build
     from pipeline.lock import LockHeld
     from pipeline.ray_runner import BuildFailed
 
     set_storage_options(storage_opts)
     specs = specs_from(names, params, weights_dir, tuple(imports))
+    caption = caption_spec(caption_model, recaption, caption_max_tokens)
     try:
         check_options(inputs, out, address, gpus_per_worker, overwrite)
-    except (BuildFailed, ValueError) as err:
+        if caption and not address:  # a cluster's workers may see other weights: they check
+            from annotators.caption import resolve_caption_model
+
+            resolve_caption_model(caption.model)
+    except (BuildFailed, ValueError, WeightsError) as err:
         click.echo(f"error: {' '.join(str(err).split())}", err=True)
         sys.exit(2)
     bar = tqdm(total=0, unit="sample", disable=quiet, dynamic_ncols=True, desc="build",
@@ -181,6 +210,7 @@ def build(inputs, out, names, params, captions, shard_size, resolution, min_size
             retry_failed=retry_failed, overwrite=overwrite, imports=tuple(imports),
             on_plan=on_plan, on_samples=bar.update, on_shard=on_shard,
             on_message=lambda text: bar.write(text, file=sys.stderr), max_shards=max_shards,
+            caption=caption,
         )  # fmt: skip
     except (BuildFailed, LockHeld, FileNotFoundError, ValueError) as err:
         bar.close()
@@ -192,9 +222,21 @@ def build(inputs, out, names, params, captions, shard_size, resolution, min_size
         return
     t = manifest["totals"]
     filtered = f", {t['filtered']} filtered" if t.get("filtered") else ""
-    click.echo(f"{t['ok']} ok, {t['failed']} failed{filtered}, {t['no_caption']} without caption "
-               f"in {t['shards']} shards -> {out}", err=True)  # fmt: skip
+    generated = f" ({t['captions_generated']} generated)" if t.get("captions_generated") else ""
+    click.echo(f"{t['ok']} ok, {t['failed']} failed{filtered}, {t['no_caption']} without caption"
+               f"{generated} in {t['shards']} shards -> {out}", err=True)  # fmt: skip
     sys.exit(1 if t["failed"] else 0)
+
+
+def caption_spec(model: str | None, recaption: bool, max_tokens: int) -> CaptionSpec | None:
+    """The --caption settings (None without --caption; --recaption alone is a usage error)."""
+    from pipeline.caption import CaptionSpec
+
+    if not model:
+        if recaption:
+            raise click.UsageError("--recaption needs --caption MODEL")
+        return None
+    return CaptionSpec(model, recaption=recaption, max_tokens=max_tokens)
 
 
 def check_options(

@@ -103,6 +103,8 @@ class ShardWriter:
         else:
             sample.stored["jpg"] = encode_jpeg(result.image, self.jpeg_quality)
         meta = {k: v for k, v in self.row(sample).items() if k not in ("status", "error")}
+        if not sample.caption_source.startswith("generated:"):  # only generated ones are noted
+            meta.pop("caption_source")
         if sample.ref.meta:
             meta["source_meta"] = _json_or_text(sample.ref.meta)
         sample.stored["txt"] = (sample.caption or "").encode()
@@ -112,7 +114,8 @@ class ShardWriter:
         """The sample's index row (every input has one, failures included)."""
         result = sample.result
         row = {"key": sample.ref.key, "source": sample.ref.source, "status": result.status,
-               "error": result.error or None, "caption": sample.caption}  # fmt: skip
+               "error": result.error or None, "caption": sample.caption,
+               "caption_source": sample.caption_source}  # fmt: skip
         if result.status == "filtered":
             row.update(original_width=result.original_size[0],
                        original_height=result.original_size[1])  # fmt: skip
@@ -155,6 +158,7 @@ class ShardWriter:
             **count,
             "upscaled": sum(bool(r.get("upscaled")) for r in rows),
             "no_caption": sum(1 for r in rows if not r.get("caption")),
+            "captions_generated": sum(r["caption_source"].startswith("generated:") for r in rows),
             "tar_sha256": self.hashed.digest.hexdigest(),
             "tar_bytes": self.hashed.size,
             "stats": aggregate(rows, sorted(self.stat_keys)),
