@@ -79,6 +79,7 @@ class CaptionStep:
         elapsed = (time.perf_counter() - start) / len(todo)
         for i, text in zip(todo, texts, strict=True):
             if text is not None:
-                out[i] = (text, self.source)
                 results[i].timings["caption"] = elapsed
+            if text:  # an empty generated caption keeps what the input had
+                out[i] = (text, self.source)
         return out

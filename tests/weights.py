@@ -394,6 +394,48 @@ def write_blip(folder: Path, *, repo_id: str = "Salesforce/blip-image-captioning
     return sorted(target / name for name in BLIP_FILES)
 
 
+def florence2_tokenizer() -> Any:
+    """A byte-level BPE tokenizer (Florence-2's BART one) over the 256 byte symbols, built offline."""
+    from tokenizers.pre_tokenizers import ByteLevel
+    from transformers import BartTokenizer
+
+    specials = ["<s>", "<pad>", "</s>", "<unk>"]
+    vocab = {token: i for i, token in enumerate([*specials, *sorted(ByteLevel.alphabet())])}
+    return BartTokenizer(vocab=vocab, merges=[], extra_special_tokens={"image_token": "<image>"})
+
+
+def write_florence2(folder: Path, *, repo_id: str = "florence-community/Florence-2-base",
+                    seed: int = 0) -> list[Path]:  # fmt: skip
+    """A random tiny Florence-2 as ``folder/<repo_id>/``, as ``save_pretrained`` writes the
+    community repos (config, safetensors, processor and tokenizer files)."""
+    from transformers import (
+        CLIPImageProcessor,
+        Florence2Config,
+        Florence2ForConditionalGeneration,
+        Florence2Processor,
+    )
+
+    tokenizer = florence2_tokenizer()
+    size, stride = 64, 32  # published: 768 px, 577 image tokens (24 x 24 + 1)
+    tokens = (size // stride) ** 2 + 1
+    config = Florence2Config(
+        vision_config=dict(depths=[1, 1, 1, 1], embed_dim=[16, 32, 32, 32], num_heads=[1, 2, 2, 2],
+                           num_groups=[1, 2, 2, 2], window_size=2, projection_dim=32),
+        text_config=dict(model_type="bart", vocab_size=len(tokenizer), d_model=32,
+                         encoder_layers=1, decoder_layers=1, encoder_attention_heads=2,
+                         decoder_attention_heads=2, encoder_ffn_dim=64, decoder_ffn_dim=64,
+                         max_position_embeddings=128, bos_token_id=0, pad_token_id=1,
+                         eos_token_id=2, decoder_start_token_id=2),
+        image_token_id=tokenizer.image_token_id,
+    )  # fmt: skip
+    images = CLIPImageProcessor(size={"height": size, "width": size}, do_center_crop=False,
+                                image_mean=[0.485, 0.456, 0.406], image_std=[0.229, 0.224, 0.225],
+                                image_seq_length=tokens)  # fmt: skip
+    processor = Florence2Processor(images, tokenizer)
+    return save_random(Path(folder) / repo_id, lambda: Florence2ForConditionalGeneration(config),
+                       lambda: processor, seed=seed)  # fmt: skip
+
+
 def write_lineart(folder: Path, *, tiny: bool = False) -> list[Path]:
     """Random ``sk_model.pth`` and ``sk_model2.pth`` (plain state dicts, real size, different seeds)."""
     paths = []
