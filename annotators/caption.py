@@ -19,6 +19,7 @@ import numpy as np
 from annotators.hf_models import load_pretrained, quiet_transformers
 from annotators.learned import resolve_dtype
 from annotators.weights import (
+    PROCESSOR_CONFIG,
     WeightsError,
     model_identity,
     resolve_device,
@@ -50,12 +51,14 @@ MODELS: dict[str, CaptionModel] = {
 }
 #: the task a Florence-2 model given by hub id or folder runs
 FLORENCE_TASK = "<CAPTION>"
-#: files a captioning model needs beside config, weights and image processor config
+#: files a captioning model needs beside config and weights
 TOKENIZER_FILES = ("tokenizer_config.json",)
+#: one of these: the image processor config (older repos) or the whole processor's
+#: (as transformers 5 saves it)
+PROCESSOR_FILES = (PROCESSOR_CONFIG, "processor_config.json")
 #: tokenizer and processor files fetched with them when the repo has them
 TOKENIZER_PATTERNS = ("tokenizer.json", "vocab.txt", "vocab.json", "merges.txt",
-                      "special_tokens_map.json", "added_tokens.json", "processor_config.json",
-                      "generation_config.json")  # fmt: skip
+                      "special_tokens_map.json", "added_tokens.json", "generation_config.json")  # fmt: skip
 DEFAULT_MAX_TOKENS = 40
 
 
@@ -67,7 +70,8 @@ def model_id(model: str) -> str:
 def resolve_caption_model(model: str, weights_dir: str = "", offline: bool | None = None) -> Path:
     """The folder of a complete captioning model; WeightsError (one line) when missing."""
     return resolve_model_dir(model_id(model), weights_dir or None, offline=offline,
-                             extra=TOKENIZER_FILES, optional=TOKENIZER_PATTERNS)  # fmt: skip
+                             extra=TOKENIZER_FILES, optional=TOKENIZER_PATTERNS,
+                             processor=PROCESSOR_FILES)  # fmt: skip
 
 
 def clean(text: str) -> str:

@@ -217,12 +217,18 @@ def model_weights_file(folder: str | os.PathLike) -> Path | None:
     return None
 
 
-def model_folder_missing(folder: str | os.PathLike, extra: tuple[str, ...] = ()) -> list[str]:
+def model_folder_missing(
+    folder: str | os.PathLike,
+    extra: tuple[str, ...] = (),
+    processor: tuple[str, ...] = (PROCESSOR_CONFIG,),
+) -> list[str]:
     """Names of the files a model folder lacks (empty when it is complete); ``extra``: more
-    files the model needs (e.g. ``tokenizer_config.json`` for captioning models)."""
+    files the model needs (e.g. ``tokenizer_config.json`` for captioning models); one of
+    ``processor`` must be there (transformers 5 saves ``processor_config.json`` instead)."""
     folder = Path(folder)
-    needed = (MODEL_CONFIG, PROCESSOR_CONFIG, *extra)
-    missing = [n for n in needed if not (folder / n).is_file()]
+    missing = [n for n in (MODEL_CONFIG, *extra) if not (folder / n).is_file()]
+    if not any((folder / n).is_file() for n in processor):
+        missing.insert(1, " or ".join(processor))
     if model_weights_file(folder) is None:
         missing.insert(1, MODEL_WEIGHTS[0])
     return missing
@@ -240,14 +246,18 @@ def model_local_dirs(model: str, weights_dir: str | os.PathLike | None = None) -
 
 
 def _hf_snapshot(
-    model: str, local_only: bool, extra: tuple[str, ...] = (), optional: tuple[str, ...] = ()
+    model: str,
+    local_only: bool,
+    extra: tuple[str, ...] = (),
+    optional: tuple[str, ...] = (),
+    processor: tuple[str, ...] = (PROCESSOR_CONFIG,),
 ) -> Path | None:
     """The model folder from the Hugging Face cache (or, if allowed, the hub); None if unavailable."""
     try:
         from huggingface_hub import snapshot_download
     except ImportError:
         return None
-    patterns = [MODEL_CONFIG, PROCESSOR_CONFIG, *extra, *optional]
+    patterns = [MODEL_CONFIG, *processor, *extra, *optional]
     for weights in MODEL_WEIGHTS:  # safetensors first; .bin only for repos without it
         try:
             path = Path(
@@ -257,7 +267,7 @@ def _hf_snapshot(
             )
         except Exception:  # noqa: BLE001 - not cached / no network / no such repo
             return None
-        if not model_folder_missing(path, extra):
+        if not model_folder_missing(path, extra, processor):
             return path
     return None
 
@@ -289,19 +299,20 @@ def resolve_model_dir(
     offline: bool | None = None,
     extra: tuple[str, ...] = (),
     optional: tuple[str, ...] = (),
+    processor: tuple[str, ...] = (PROCESSOR_CONFIG,),
 ) -> Path:
     """Folder holding a complete transformers model; raise WeightsError with one clear line.
 
     ``model`` is a local folder or a hub id. A hub id is looked up as a folder named after it
     inside ``weights_dir`` / ``$HINTSET_WEIGHTS_DIR`` (``DIR/owner/name`` or ``DIR/name``), then
     in the Hugging Face cache, then (only when not offline) downloaded from the hub. ``extra``
-    names files the folder must hold beside config, weights and image processor config;
+    names files the folder must hold beside config, weights and one of ``processor``;
     ``optional`` are further file patterns fetched with them when the repo has them.
     """
     incomplete: tuple[Path, list[str]] | None = None
     for folder in model_local_dirs(model, weights_dir):
         if folder.is_dir():
-            missing = model_folder_missing(folder, extra)
+            missing = model_folder_missing(folder, extra, processor)
             if not missing:
                 return folder
             incomplete = incomplete or (folder, missing)
@@ -314,14 +325,14 @@ def resolve_model_dir(
             f"model {model!r} is neither an existing folder nor a hub id (owner/name)"
         )
     for local_only in (True,) if is_offline(offline) else (True, False):
-        found = _hf_snapshot(model, local_only, extra, optional)
+        found = _hf_snapshot(model, local_only, extra, optional, processor)
         if found is not None:
             return found
     if incomplete is not None:
         raise WeightsError(
             model_missing_message(model, missing=incomplete[1], folder=incomplete[0])
         )
-    needed = [MODEL_CONFIG, MODEL_WEIGHTS[0], PROCESSOR_CONFIG, *extra]
+    needed = [MODEL_CONFIG, MODEL_WEIGHTS[0], " or ".join(processor), *extra]
     raise WeightsError(model_missing_message(model, weights_dir, missing=needed))
 
 

@@ -13,7 +13,7 @@ import pytest
 from annotators.weights import WeightsError
 from pipeline.layout import read_index
 from tests.conftest import run_cli
-from tests.weights import BLIP_FILES, write_blip
+from tests.weights import BLIP_FILES, write_blip, write_florence2
 
 BLIP = "Salesforce/blip-image-captioning-base"
 OFFLINE = {"HINTSET_OFFLINE": "1"}
@@ -44,6 +44,7 @@ def members(out: Path) -> dict[str, bytes]:
 def weights(tmp_path_factory) -> Path:
     folder = tmp_path_factory.mktemp("weights")
     write_blip(folder)
+    write_florence2(folder)
     return folder
 
 
@@ -75,23 +76,32 @@ def filled(inputs, weights, tmp_path_factory) -> Path:
 
 def test_the_tiny_model_has_the_published_files(weights):
     assert sorted(p.name for p in (weights / BLIP).iterdir()) == sorted(BLIP_FILES)
+    florence = weights / "florence-community/Florence-2-base"
+    assert {"config.json", "model.safetensors", "tokenizer_config.json"} <= {
+        p.name for p in florence.iterdir()
+    }
 
 
-def test_captioner_batch_equals_single_and_reloads_identically(weights, photos, photo_paths):
-    from annotators.caption import Captioner
+@pytest.mark.parametrize(("name", "task"), [("blip-base", ""), ("florence-2-base", "<CAPTION>")])
+def test_captioner_batch_equals_single_and_reloads_identically(weights, photos, photo_paths,
+                                                               name, task):  # fmt: skip
+    from annotators.caption import MODELS, Captioner
     from pipeline.decode import load_image, resize_short_side
 
-    images = [*photos, resize_short_side(load_image(photo_paths[7]), 64)]
-    first = Captioner("blip-base", weights_dir=str(weights), max_tokens=12, batch_size=8)
+    images = [*photos, *(resize_short_side(load_image(p), 64) for p in photo_paths[7:10])]
+    first = Captioner(name, weights_dir=str(weights), max_tokens=12, batch_size=8)
     batch = first.caption(images)
     assert batch == [first.caption([img])[0] for img in images]
-    assert all(isinstance(c, str) for c in batch) and any(batch)
-    assert all(len(c.split()) <= 12 for c in batch)
-    again = Captioner(BLIP, weights_dir=str(weights), max_tokens=12, batch_size=2)
+    assert all(isinstance(c, str) for c in batch) and len(set(filter(None, batch))) > 1
+    again = Captioner(MODELS[name].repo_id, weights_dir=str(weights), max_tokens=12, batch_size=2)
     assert again.caption(images) == batch
+    assert again.task == task
+    shorter = Captioner(name, weights_dir=str(weights), max_tokens=3).caption(images)
+    assert all(b.startswith(s) for s, b in zip(shorter, batch, strict=True))
+    assert sum(map(len, shorter)) < sum(map(len, batch))
     info = first.info()
-    assert info["model"] == BLIP and info["file"] == "model.safetensors"
-    assert len(info["sha256"]) == 64 and set(info["files"]) == set(BLIP_FILES)
+    assert info["model"] == MODELS[name].repo_id and info["file"] == "model.safetensors"
+    assert len(info["sha256"]) == 64 and "config.json" in info["files"]
 
 
 def test_missing_or_incomplete_model_is_one_line(offline_weights, weights, tmp_path):
@@ -207,3 +217,14 @@ def test_indexes_without_caption_source_still_read(filled, tmp_path):
 
     frame = pandas.read_parquet(mixed / "index")
     assert len(frame) == 4
+
+
+def test_weights_command_lists_the_captioning_models(weights, tmp_path):
+    env = {**OFFLINE, "HF_HUB_CACHE": str(tmp_path / "cache")}
+    proc = run_cli("weights", "--weights-dir", weights, "--json", env=env)
+    assert proc.returncode == 0, proc.stderr
+    rows = {r["name"]: r for r in json.loads(proc.stdout) if r["annotator"].startswith("caption")}
+    assert rows["blip-base"]["present"] and rows["blip-base"]["repo_id"] == BLIP
+    assert len(rows["blip-base"]["sha256"]) == 64
+    assert not rows["blip-large"]["present"]
+    assert "tokenizer_config.json" in rows["blip-large"]["needs"]

@@ -7,6 +7,7 @@ Used by the tests and the benchmarks; nothing in ``annotators/`` imports this mo
 
 from __future__ import annotations
 
+import json
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -351,6 +352,18 @@ BLIP_FILES = ("config.json", "model.safetensors", "preprocessor_config.json",
               "special_tokens_map.json", "tokenizer.json", "tokenizer_config.json", "vocab.txt")  # fmt: skip
 
 
+def spread(model: Any, std: float = 0.2) -> Any:
+    """Redraw a tiny model's weight matrices wider than transformers' init (std 0.02), so its
+    greedy captions depend on the image instead of repeating one sentence for all."""
+    import torch
+
+    with torch.no_grad():
+        for param in model.parameters():
+            if param.dim() >= 2:
+                param.normal_(0.0, std)
+    return model
+
+
 def blip_tokenizer(folder: Path) -> Any:
     """A BERT tokenizer (BLIP's) over :data:`CAPTION_WORDS`, built offline; ``[DEC]`` is BOS."""
     from transformers import BertTokenizer
@@ -359,12 +372,14 @@ def blip_tokenizer(folder: Path) -> Any:
     path = Path(folder) / "vocab.txt"
     path.parent.mkdir(parents=True, exist_ok=True)
     path.write_text("\n".join(vocab) + "\n")
-    return BertTokenizer(vocab_file=str(path), bos_token="[DEC]", do_lower_case=True)
+    ids = {token: i for i, token in enumerate(vocab)}
+    return BertTokenizer(vocab=ids, bos_token="[DEC]", do_lower_case=True)
 
 
 def write_blip(folder: Path, *, repo_id: str = "Salesforce/blip-image-captioning-base",
-               seed: int = 0) -> list[Path]:  # fmt: skip
-    """A random tiny BLIP captioner as ``folder/<repo_id>/`` with exactly the published files."""
+               seed: int = 3) -> list[Path]:  # fmt: skip
+    """A random tiny BLIP captioner as ``folder/<repo_id>/`` with exactly the published files
+    (seed 3: its greedy captions of the test photos are all non-empty and distinct)."""
     from transformers import (
         BlipConfig,
         BlipForConditionalGeneration,
@@ -385,22 +400,35 @@ def write_blip(folder: Path, *, repo_id: str = "Salesforce/blip-image-captioning
                          eos_token_id=tokenizer.sep_token_id),
         projection_dim=32,
     )  # fmt: skip
-    processor = BlipProcessor(BlipImageProcessor(size={"height": size, "width": size}), tokenizer)
-    written = save_random(target, lambda: BlipForConditionalGeneration(config), lambda: processor,
-                          seed=seed)  # fmt: skip
-    for path in written:
+    images = BlipImageProcessor(size={"height": size, "width": size})
+    save_random(target, lambda: spread(BlipForConditionalGeneration(config)), lambda: images,
+                seed=seed)  # fmt: skip
+    tokenizer.save_pretrained(str(target))
+    # the published repos predate processor_config.json: the processor class is named here
+    conf = json.loads((target / "preprocessor_config.json").read_text())
+    conf["processor_class"] = BlipProcessor.__name__
+    (target / "preprocessor_config.json").write_text(json.dumps(conf, indent=2) + "\n")
+    special = {k: getattr(tokenizer, k) for k in ("bos_token", "cls_token", "mask_token",
+                                                  "pad_token", "sep_token", "unk_token")}  # fmt: skip
+    (target / "special_tokens_map.json").write_text(json.dumps(special, indent=2) + "\n")
+    for path in target.iterdir():
         if path.name not in BLIP_FILES:
             path.unlink()
     return sorted(target / name for name in BLIP_FILES)
 
 
 def florence2_tokenizer() -> Any:
-    """A byte-level BPE tokenizer (Florence-2's BART one) over the 256 byte symbols, built offline."""
-    from tokenizers.pre_tokenizers import ByteLevel
+    """A byte-level BPE tokenizer (Florence-2's BART one) built offline: lower-case letters,
+    the space symbol and :data:`CAPTION_WORDS` with and without a leading space (no merges,
+    so prompts tokenize letter by letter; other characters are dropped)."""
     from transformers import BartTokenizer
 
     specials = ["<s>", "<pad>", "</s>", "<unk>"]
-    vocab = {token: i for i, token in enumerate([*specials, *sorted(ByteLevel.alphabet())])}
+    space = "\u0120"  # byte-level BPE's symbol for a leading space
+    letters = [*"abcdefghijklmnopqrstuvwxyz", space]
+    words = [w for w in CAPTION_WORDS if len(w) > 1]
+    tokens = [*specials, *letters, *words, *(space + w for w in words)]
+    vocab = {token: i for i, token in enumerate(tokens)}
     return BartTokenizer(vocab=vocab, merges=[], extra_special_tokens={"image_token": "<image>"})
 
 
@@ -432,7 +460,8 @@ def write_florence2(folder: Path, *, repo_id: str = "florence-community/Florence
                                 image_mean=[0.485, 0.456, 0.406], image_std=[0.229, 0.224, 0.225],
                                 image_seq_length=tokens)  # fmt: skip
     processor = Florence2Processor(images, tokenizer)
-    return save_random(Path(folder) / repo_id, lambda: Florence2ForConditionalGeneration(config),
+    return save_random(Path(folder) / repo_id,
+                       lambda: spread(Florence2ForConditionalGeneration(config)),
                        lambda: processor, seed=seed)  # fmt: skip
 
 

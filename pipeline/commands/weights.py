@@ -42,6 +42,24 @@ def file_rows(name: str, cls: Any, weights_dir: str | None, skip_repos: set[str]
 
 def model_rows(name: str, cls: Any, weights_dir: str | None) -> list[dict]:
     """One row per transformers model an annotator can use (``model_ids()``), looked up offline."""
+    default = next((p.default for p in cls.params if p.name == "model"), None)
+    return models_rows(name, cls.model_ids(), default, weights_dir)
+
+
+def caption_rows(weights_dir: str | None) -> list[dict]:
+    """The captioning models of ``build --caption`` (they need tokenizer files too)."""
+    from annotators import caption
+
+    models = {short: spec.repo_id for short, spec in caption.MODELS.items()}
+    models = {s: r for s, r in models.items() if not s.endswith("-detailed")}  # same repos
+    return models_rows("caption (build --caption)", models, None, weights_dir,
+                       extra=caption.TOKENIZER_FILES, processor=caption.PROCESSOR_FILES)  # fmt: skip
+
+
+def models_rows(name: str, models: dict[str, str], default: str | None,
+                weights_dir: str | None, extra: tuple[str, ...] = (),
+                processor: tuple[str, ...] = ("preprocessor_config.json",)) -> list[dict]:  # fmt: skip
+    """One row per model (short name -> hub id): where it is, or the files it needs."""
     from annotators.weights import (
         MODEL_FILES,
         WeightsError,
@@ -50,9 +68,8 @@ def model_rows(name: str, cls: Any, weights_dir: str | None) -> list[dict]:
         sha256_file,
     )
 
-    default = next((p.default for p in cls.params if p.name == "model"), None)
     rows = []
-    for short, repo in cls.model_ids().items():
+    for short, repo in models.items():
         row = {
             "annotator": name,
             "kind": "model",
@@ -60,10 +77,11 @@ def model_rows(name: str, cls: Any, weights_dir: str | None) -> list[dict]:
             "default": short == default,
             "source": f"https://huggingface.co/{repo}",
             "repo_id": repo,
-            "needs": list(MODEL_FILES),
+            "needs": [MODEL_FILES[0], MODEL_FILES[1], " or ".join(processor), *extra],
         }
         try:
-            folder = resolve_model_dir(repo, weights_dir, offline=True)
+            folder = resolve_model_dir(repo, weights_dir, offline=True, extra=extra,
+                                       processor=processor)  # fmt: skip
         except WeightsError as err:
             row.update(present=False, path=None, size=None, sha256=None, error=str(err))
         else:
@@ -90,7 +108,7 @@ def collect(weights_dir: str | None) -> list[dict]:
         rows += file_rows(name, cls, weights_dir, set(models.values()))
         if models:
             rows += model_rows(name, cls, weights_dir)
-    return rows
+    return rows + caption_rows(weights_dir)
 
 
 def _human(size: int | None) -> str:
