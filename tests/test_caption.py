@@ -153,8 +153,10 @@ def test_resume_after_a_stopped_build_is_byte_identical(filled, inputs, weights,
     assert rerun.returncode == 0, rerun.stderr
     assert tars(out) == tars(filled)
     assert index_rows(out) == index_rows(filled)
+    stamps = {p.name: p.stat().st_mtime_ns for p in (out / "shards").iterdir()}
     again = run_cli(*build_args(inputs, out, weights), env=OFFLINE)
-    assert again.returncode == 0 and "already complete" in again.stderr
+    assert again.returncode == 0 and "3 generated" in again.stderr
+    assert {p.name: p.stat().st_mtime_ns for p in (out / "shards").iterdir()} == stamps
     assert run_cli("verify", out).returncode == 0
 
 
