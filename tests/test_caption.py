@@ -230,3 +230,33 @@ def test_weights_command_lists_the_captioning_models(weights, tmp_path):
     assert len(rows["blip-base"]["sha256"]) == 64
     assert not rows["blip-large"]["present"]
     assert "tokenizer_config.json" in rows["blip-large"]["needs"]
+
+
+def test_a_sample_whose_captioning_fails_fails_alone(weights, photos, monkeypatch):
+    """The batch is retried one by one: only the bad sample fails, with a one-line reason."""
+    import numpy as np
+
+    from annotators.caption import Captioner
+    from pipeline.caption import CaptionSpec, CaptionStep
+    from pipeline.worker import Result
+
+    class FailsOnBlack(Captioner):
+        def _caption_batch(self, images):
+            if any(not img.any() for img in images):
+                raise ValueError("black\nimage")
+            return super()._caption_batch(images)
+
+    monkeypatch.setenv("HINTSET_WEIGHTS_DIR", str(weights))
+    step = CaptionStep(CaptionSpec("blip-base", max_tokens=8))
+    step.captioner = FailsOnBlack("blip-base", max_tokens=8)
+    black = np.zeros_like(photos[0])
+    images = [photos[0], photos[1], black, photos[1]]
+    results = [Result(key=f"k{i}", image=img) for i, img in enumerate(images)]
+    filled = step.fill(results, [None, "given", None, "  "])
+    expected = step.captioner.caption([photos[0], photos[1]])
+    assert filled[0] == (expected[0], f"generated:{BLIP}")
+    assert filled[1] == ("given", "input")
+    assert results[2].status == "failed" and results[2].error == "caption: ValueError: black image"
+    assert filled[2] == (None, "")
+    assert filled[3] == (expected[1], f"generated:{BLIP}")
+    assert [r.status for r in results] == ["ok", "ok", "failed", "ok"]
