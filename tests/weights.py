@@ -365,6 +365,127 @@ def write_pidinet(folder: Path, *, tiny: bool = False) -> list[Path]:
 
 
 #: network -> writer(folder, tiny=...) of its random weights
+# -- DWPose: ONNX files with the published names, shapes and dtypes; outputs the test controls --
+#: (x1, y1, x2, y2, score) of the person the small detector reports, in 640x640 letterbox pixels
+DWPOSE_BOX = (200.0, 40.0, 440.0, 440.0, 0.9)
+
+
+def _onnx_model(nodes: list, inputs: list, outputs: list, consts: dict[str, Any]) -> Any:
+    """A checked ONNX model (opset 13, IR 8: loads in every onnxruntime since 1.10)."""
+    import numpy as np
+    import onnx
+    from onnx import helper, numpy_helper
+
+    initializers = [numpy_helper.from_array(np.asarray(v), k) for k, v in consts.items()]
+    graph = helper.make_graph(nodes, "hintset-test", inputs, outputs, initializers)
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 13)])
+    model.ir_version = 8
+    onnx.checker.check_model(model)
+    return model
+
+
+def dwpose_detector(boxes: list[tuple[float, ...]] = (DWPOSE_BOX,)) -> Any:
+    """A ``yolox_l.onnx`` stand-in: input ``images`` (1, 3, 640, 640) float32, output ``output``
+    (1, 8400, 85) float32 as YOLOX-L's export (raw x, y, log w, log h on the stride 8/16/32 grid,
+    then sigmoid objectness and 80 class scores), constant except for 0 x the input's mean.
+    Each box (x1, y1, x2, y2, score[, class]) sits in the stride-32 cell holding its centre."""
+    import numpy as np
+    from onnx import TensorProto, helper
+
+    table = np.zeros((1, 8400, 85), np.float32)
+    for x1, y1, x2, y2, score, *cls in boxes:
+        cx, cy, gx, gy = (x1 + x2) / 2, (y1 + y2) / 2, int((x1 + x2) / 64), int((y1 + y2) / 64)
+        row = 8000 + gy * 20 + gx
+        table[0, row, :4] = (
+            cx / 32 - gx,
+            cy / 32 - gy,
+            np.log((x2 - x1) / 32),
+            np.log((y2 - y1) / 32),
+        )
+        table[0, row, 4], table[0, row, 5 + int(cls[0] if cls else 0)] = 1.0, score
+    nodes = [
+        helper.make_node("ReduceMean", ["images"], ["mean"], keepdims=0),
+        helper.make_node("Mul", ["mean", "zero"], ["nothing"]),
+        helper.make_node("Add", ["table", "nothing"], ["output"]),
+    ]
+    return _onnx_model(
+        nodes,
+        [helper.make_tensor_value_info("images", TensorProto.FLOAT, [1, 3, 640, 640])],
+        [helper.make_tensor_value_info("output", TensorProto.FLOAT, [1, 8400, 85])],
+        {"table": table, "zero": np.zeros((), np.float32)},
+    )
+
+
+def dwpose_pose(keypoints: Any = None, seed: int = 0) -> Any:
+    """A ``dw-ll_ucoco_384.onnx`` stand-in: input ``input`` (1, 3, 384, 288) float32, outputs
+    ``simcc_x`` (1, 133, 576) and ``simcc_y`` (1, 133, 768) float32 as RTMPose's export.
+
+    ``keypoints`` (133, 3) crop x, y, score: constant one-hot SimCC peaks (+ 0 x the input);
+    None: random SimCC that depend on the crop (48x48 block means through random matrices,
+    a random score offset per keypoint), so crop, normalisation and colour order all matter.
+    """
+    import numpy as np
+    from onnx import TensorProto, helper
+
+    shapes = {"simcc_x": [1, 133, 576], "simcc_y": [1, 133, 768]}
+    outputs = [helper.make_tensor_value_info(k, TensorProto.FLOAT, v) for k, v in shapes.items()]
+    inputs = [helper.make_tensor_value_info("input", TensorProto.FLOAT, [1, 3, 384, 288])]
+    if keypoints is not None:
+        consts: dict[str, Any] = {"zero": np.zeros((), np.float32)}
+        nodes = [helper.make_node("ReduceMean", ["input"], ["mean"], keepdims=0),
+                 helper.make_node("Mul", ["mean", "zero"], ["nothing"])]  # fmt: skip
+        for axis, name in enumerate(shapes):
+            table = np.zeros(shapes[name], np.float32)
+            for k, point in enumerate(np.asarray(keypoints, np.float64)):
+                table[0, k, int(round(point[axis] * 2))] = point[2]
+            consts[f"{name}_table"] = table
+            nodes.append(helper.make_node("Add", [f"{name}_table", "nothing"], [name]))
+        return _onnx_model(nodes, inputs, outputs, consts)
+    rng = np.random.default_rng(seed)
+    consts = {
+        "shape": np.array([1, 1, 144], np.int64),
+        "mix": rng.normal(size=(133, 144)).astype(np.float32),
+        "offset": rng.uniform(-0.3, 0.1, size=(133, 1)).astype(np.float32),
+    }
+    nodes = [
+        helper.make_node(
+            "AveragePool", ["input"], ["blocks"], kernel_shape=[48, 48], strides=[48, 48]
+        ),
+        helper.make_node("Reshape", ["blocks", "shape"], ["features"]),
+        helper.make_node("Mul", ["features", "mix"], ["mixed"]),
+    ]
+    for name, (_, _, width) in shapes.items():
+        consts[f"{name}_proj"] = (0.016 * rng.normal(size=(144, width))).astype(np.float32)
+        nodes += [helper.make_node("MatMul", ["mixed", f"{name}_proj"], [f"{name}_raw"]),
+                  helper.make_node("Add", [f"{name}_raw", "offset"], [name])]  # fmt: skip
+    return _onnx_model(nodes, inputs, outputs, consts)
+
+
+def write_dwpose(
+    folder: Path,
+    *,
+    tiny: bool = False,
+    boxes: list[tuple[float, ...]] = (DWPOSE_BOX,),
+    keypoints: Any = None,
+) -> list[Path]:
+    """Small ``yolox_l.onnx`` and ``dw-ll_ucoco_384.onnx`` (published names, shapes, dtypes) with
+    outputs the caller controls (:func:`dwpose_detector`, :func:`dwpose_pose`). Only when
+    ``tiny``: real-size YOLOX-L / RTMPose-L graphs are not built here, so a real-size benchmark
+    reports DWPose's weights as missing rather than timing these."""
+    import onnx
+
+    from annotators.dwpose import DETECTOR_WEIGHTS, POSE_WEIGHTS
+
+    if not tiny:
+        return []
+    folder = Path(folder)
+    folder.mkdir(parents=True, exist_ok=True)
+    paths = [folder / DETECTOR_WEIGHTS.filename, folder / POSE_WEIGHTS.filename]
+    onnx.save(dwpose_detector(list(boxes)), str(paths[0]))
+    onnx.save(dwpose_pose(keypoints), str(paths[1]))
+    return paths
+
+
 WRITERS: dict[str, Callable[..., list[Path]]] = {
     "hed": write_hed,
     "mlsd": write_mlsd,
@@ -375,6 +496,7 @@ WRITERS: dict[str, Callable[..., list[Path]]] = {
     "lineart": write_lineart,
     "lineart_anime": write_lineart_anime,
     "pidinet": write_pidinet,
+    "dwpose": write_dwpose,
 }
 
 
