@@ -163,16 +163,16 @@ def person_boxes(
     valid = scores > SCORE_MIN
     boxes, scores = boxes[valid], scores[valid]
     keep = nms(boxes, scores, NMS_IOU)
-    return boxes[keep][scores[keep] > PERSON_MIN]
+    # float64 from here on, as the reference (its detections array gains a float64 class column)
+    return boxes[keep][scores[keep].astype(np.float64) > PERSON_MIN].astype(np.float64)
 
 
 def box_center_scale(box: np.ndarray, aspect: float) -> tuple[np.ndarray, np.ndarray]:
-    """Centre and (w, h) of a box grown by 1.25 and widened or heightened to ``aspect`` (w / h),
-    in the box's own dtype (float32 for detections) as the reference computes them."""
+    """Centre and (w, h) of a box grown by 1.25 and widened or heightened to ``aspect`` (w / h)."""
     box = np.asarray(box)
     center = np.hstack([box[0:1] + box[2:3], box[1:2] + box[3:4]]) * 0.5
     width, height = (np.hstack([box[2:3] - box[0:1], box[3:4] - box[1:2]]) * BOX_PADDING)[:, None]
-    if (width > height * aspect)[0]:  # array arithmetic keeps float32, as the reference
+    if (width > height * aspect)[0]:
         return center, np.hstack([width, width / aspect])
     return center, np.hstack([height * aspect, height])
 
