@@ -15,7 +15,7 @@ mapping and drawing) runs its networks through mmdet/mmpose, which cannot be ins
 its ``pose_estimation`` is the ONNX pipeline of the DWPose authors' ControlNet 1.1 annotator
 (packaged as easy-dwpose) on the same ONNX files, with the pose network fed RGB as
 controlnet_aux's mmpose config does (``bgr_to_rgb=True``). The detector reports a person and the
-pose network's output depends on the crop (``tests.weights.write_dwpose``).
+pose network's output depends on the crop (``tests.weights.write_dwpose``; ``DWPOSE_BOXES``).
 
 Photos are resized to short side 512 and cropped so both sides are multiples of 64: the
 references round the working size to multiples of 64 (``resize_image``), which shifts geometry
@@ -58,6 +58,10 @@ from tests.weights import (  # noqa: E402
 )
 
 SIZE = 512
+#: the detector's people (letterbox pixels, score): two overlapping, one suppressed by NMS,
+#: one below the 0.3 person threshold
+DWPOSE_BOXES = [(200.0, 40.0, 440.0, 440.0, 0.9), (100.0, 100.0, 300.0, 500.0, 0.8),
+                (205.0, 45.0, 445.0, 445.0, 0.7), (500.0, 50.0, 600.0, 150.0, 0.25)]  # fmt: skip
 #: photos (sorted) in which MediaPipe's face mesh finds a face: the ``face`` row uses these
 FACE_PHOTOS = (3, 8, 10, 11)
 
@@ -254,7 +258,7 @@ def main() -> None:
         ours["shuffle"] = lambda im: content_shuffle(im, np.random.RandomState(0))
         ours["face"] = create("face")
         if not only or "dwpose" in only:
-            write_dwpose(Path(tmp) / "dwpose", tiny=True)
+            write_dwpose(Path(tmp) / "dwpose", tiny=True, boxes=DWPOSE_BOXES)
             ours["dwpose"] = create("pose", backend="dwpose", hands=True, face=True,
                                     device="cpu", weights_dir=f"{tmp}/dwpose")  # fmt: skip
             dwpose = dwpose_reference(Path(tmp) / "dwpose")
