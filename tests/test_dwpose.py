@@ -204,3 +204,25 @@ def test_cli_lists_and_runs_dwpose(cli, random_dir, photo_paths, tmp_path):
     assert written is not None and min(written.shape[:2]) == 128
     keypoints = json.loads((out / "a.pose.json").read_text())
     assert len(keypoints["people"][0]["face_keypoints_2d"]) == 68 * 3
+
+
+@pytest.mark.slow
+def test_real_size_graphs_have_the_published_inputs_outputs_and_sizes(tmp_path):
+    """The speed benchmark's random files: YOLOX-L (54.2 M parameters, 217 MB) and RTMPose-L
+    384x288 (33.6 M, 134 MB, as dw-ll_ucoco_384.onnx), loadable by onnxruntime."""
+    import onnx
+    import onnxruntime
+
+    paths = write_dwpose(tmp_path)
+    expected = {
+        FILES[0]: (54.2, {"images": [1, 3, 640, 640]}, {"output": [1, 8400, 85]}),
+        FILES[1]: (33.6, {"input": [1, 3, 384, 288]},
+                   {"simcc_x": [1, 133, 576], "simcc_y": [1, 133, 768]}),
+    }  # fmt: skip
+    for path in paths:
+        millions, inputs, outputs = expected[path.name]
+        weights = onnx.load(str(path)).graph.initializer
+        assert round(sum(int(np.prod(w.dims)) for w in weights) / 1e6, 1) == millions
+        session = onnxruntime.InferenceSession(str(path), providers=["CPUExecutionProvider"])
+        assert {i.name: i.shape for i in session.get_inputs()} == inputs
+        assert {o.name: o.shape for o in session.get_outputs()} == outputs
