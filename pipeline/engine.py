@@ -13,8 +13,8 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import Any
 
-from pipeline.sample_ref import SampleRef
 from pipeline.filters import Rule
+from pipeline.sample_ref import SampleRef
 from pipeline.stages import Pipeline
 from pipeline.units import Unit, iter_unit
 from pipeline.worker import AnnotatorSpec, Worker

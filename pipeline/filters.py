@@ -13,6 +13,7 @@ from __future__ import annotations
 import math
 import operator
 import re
+from collections import Counter
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 
@@ -107,3 +108,9 @@ def rule_of(error: str) -> str:
     ``smaller than --min-size 64``; for counting samples by rule."""
     text = error.removeprefix("filtered: ").rsplit(" (was ", 1)[0]
     return re.sub(r"^\d+x\d+ is ", "", text)
+
+
+def count_rules(errors: Iterable[str]) -> dict[str, int]:
+    """Filtered samples per rule (``rule_of`` their reasons), most first."""
+    counts = Counter(rule_of(error or "") for error in errors)
+    return dict(sorted(counts.items(), key=lambda kv: (-kv[1], kv[0])))

@@ -18,7 +18,14 @@ from annotators import create, list_annotators
 from annotators.base import Annotator
 from annotators.learned import clear_cache
 from pipeline.decode import load_image, resize_short_side
-from tests.weights import write_depth, write_hed, write_lineart, write_mlsd, write_pidinet, write_seg
+from tests.weights import (
+    write_depth,
+    write_hed,
+    write_lineart,
+    write_mlsd,
+    write_pidinet,
+    write_seg,
+)
 
 pytestmark = pytest.mark.usefixtures("offline_weights")
 
