@@ -51,7 +51,8 @@ def output_bases(rels: list[Path]) -> list[str]:
 
 
 def output_groups(specs: list[AnnotatorSpec], resolution: int, save_image: bool,
-                  filters: list[str] | tuple[str, ...] = ()) -> dict[str, tuple[dict[str, Any], list[str]]]:  # fmt: skip
+                  filters: list[str] | tuple[str, ...] = (),
+                  ) -> dict[str, tuple[dict[str, Any], list[str]]]:  # fmt: skip
     """Output group (annotator name, or ``image``) -> (the settings that make it, its suffixes).
 
     ``--filter`` rules, when given, are part of every group's settings: which inputs have
