@@ -253,7 +253,7 @@ def test_rerun_is_byte_identical_and_other_filters_are_refused(filtered, tmp_pat
         for path in sorted((out / folder).iterdir()):
             assert (again / folder / path.name).read_bytes() == path.read_bytes(), path
     resumed = run_cli(*args, "-o", out)
-    assert resumed.returncode == 0 and "already complete" in resumed.stderr
+    assert resumed.returncode == 0 and "already complete" in resumed.stdout + resumed.stderr
     other = [a if a != filtered["rules"][1] else "lines_segments >= 0" for a in args]
     refused = run_cli(*other, "-o", out)
     assert refused.returncode == 2
