@@ -157,7 +157,8 @@ def _build(storage: Storage, inputs: list[str], out: str, specs: list[AnnotatorS
                    on_shard=shard_finished, on_samples=on_samples, on_ready=ready)  # fmt: skip
     if len(todo) < len(pending):
         return manifest  # stopped early on request: not complete
-    all_stats = [json.loads(storage.read_bytes(layout.stats_path(s.id))) for s in shards]
+    paths = [layout.stats_path(s.id) for s in shards]
+    all_stats = [json.loads(data) for data in storage.read_many(paths)]
     manifest.update(
         status="complete",
         annotators=annotator_info,
@@ -186,10 +187,11 @@ def _build(storage: Storage, inputs: list[str], out: str, specs: list[AnnotatorS
 
 def failed_shards(storage: Storage, complete: set[int]) -> set[int]:
     """Complete shards with failed samples, marked incomplete again (stats removed first)."""
+    ids = sorted(complete)
+    paths = [layout.stats_path(shard_id) for shard_id in ids]
     retry = set()
-    for shard_id in sorted(complete):
-        rel = layout.stats_path(shard_id)
-        if json.loads(storage.read_bytes(rel)).get("failed"):
+    for shard_id, rel, data in zip(ids, paths, storage.read_many(paths), strict=True):
+        if json.loads(data).get("failed"):
             storage.remove(rel)
             retry.add(shard_id)
     return retry
