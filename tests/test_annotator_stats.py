@@ -20,6 +20,7 @@ from annotators.learned import clear_cache
 from pipeline.decode import load_image, resize_short_side
 from tests.weights import (
     write_depth,
+    write_dwpose,
     write_hed,
     write_lineart,
     write_mlsd,
@@ -43,6 +44,7 @@ CASES = [
     ("inpaint", {"masked_image": True}),
     ("face", {}),
     ("pose", {}),  # mediapipe: its models ship in the wheel
+    ("pose", {"backend": "dwpose", "hands": True, "face": True}),  # tiny ONNX graphs
     ("hed", {}),
     ("scribble", {}),
     ("softedge", {}),
@@ -64,6 +66,7 @@ def weights_dir(tmp_path_factory) -> Path:
         write(folder)
     write_depth(folder, tiny=True, models=["dpt-hybrid"])
     write_seg(folder, tiny=True, models=["segformer-b0"])
+    write_dwpose(folder, tiny=True)
     yield folder
     clear_cache()
 
