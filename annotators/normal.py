@@ -117,6 +117,7 @@ class Normal(LearnedAnnotator):
     name = "normal"
     version = "2"
     outputs = ("normal",)
+    stats = ("normal_mean_z",)
     description = "surface normals, RGB; bae needs scannet.pt, depth needs the depth model"
     params = (
         Param(

@@ -45,6 +45,7 @@ class Pose(LearnedAnnotator):
     version = "2"
     outputs = ("pose",)
     data_outputs = ("pose",)
+    stats = ("pose_people", "pose_keypoints")  # every backend
     description = "OpenPose-style skeleton, RGB on black, + pose.json (OpenPose format)"
     params = (
         Param(

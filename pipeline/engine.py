@@ -13,6 +13,7 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import Any
 
+from pipeline.filters import Rule
 from pipeline.sample_ref import SampleRef
 from pipeline.stages import Pipeline
 from pipeline.units import Unit, iter_unit
@@ -26,6 +27,7 @@ class WorkerSetup:
     specs: list[AnnotatorSpec]
     resolution: int = 512
     min_size: int = 0
+    filters: tuple[Rule, ...] = ()  # resolved --filter rules
     cpus: int = 1  # CPU threads (decode, resize, encode); the model has the main thread
     io_threads: int = 16  # reads in flight
     batch_size: int = 8
@@ -40,7 +42,8 @@ def make_pipeline(setup: WorkerSetup) -> Pipeline:
     cv2.setNumThreads(1)  # parallelism comes from the stage threads, not inside OpenCV
     for module in setup.imports:
         importlib.import_module(module)
-    worker = Worker(setup.specs, resolution=setup.resolution, min_size=setup.min_size)
+    worker = Worker(setup.specs, resolution=setup.resolution, min_size=setup.min_size,
+                    filters=setup.filters)  # fmt: skip
     return Pipeline(worker, cpu_threads=setup.cpus, io_threads=setup.io_threads,
                     batch_size=setup.batch_size, serial=setup.serial)  # fmt: skip
 

@@ -51,6 +51,14 @@ from pipeline.commands.options import (
     "instead of upscaling them; the index records which samples were upscaled.",
 )
 @click.option(
+    "--filter",
+    "filters",
+    multiple=True,
+    metavar="'STAT OP NUMBER'",
+    help="Keep only samples whose per-sample stat passes, repeatable: --filter 'pose_people >= 1' "
+    "(OP: >= > <= < == !=; stat names: `hintset annotators`). Others get status 'filtered'.",
+)
+@click.option(
     "--keep-original",
     is_flag=True,
     help="Store the original image bytes and annotate at the original size.",
@@ -126,7 +134,8 @@ from pipeline.commands.options import (
 @quiet_option
 def build(inputs, out, names, params, captions, shard_size, resolution, min_size, keep_original,
           workers, address, cpus_per_worker, gpus_per_worker, max_retries, batch_size,
-          weights_dir, imports, retry_failed, storage_opts, max_shards, overwrite, quiet):  # fmt: skip
+          weights_dir, imports, retry_failed, storage_opts, max_shards, overwrite, quiet,
+          filters):  # fmt: skip
     """Build a ControlNet dataset from INPUTS: image folders/files, WebDataset tars (paths,
     globs or brace notation such as 'data/{00000..00009}.tar') or Parquet/CSV/JSONL lists,
     local or any fsspec URL (s3://, gs://, http(s)://). Each tar, each list row range
@@ -150,12 +159,14 @@ def build(inputs, out, names, params, captions, shard_size, resolution, min_size
     from tqdm import tqdm
 
     from pipeline.build import run_build
+    from pipeline.filters import parse_filters
     from pipeline.lock import LockHeld
     from pipeline.ray_runner import BuildFailed
 
     set_storage_options(storage_opts)
     specs = specs_from(names, params, weights_dir, tuple(imports))
     try:
+        parse_filters(filters, specs)  # a typo'd rule stops here, before Ray starts
         check_options(inputs, out, address, gpus_per_worker, overwrite)
     except (BuildFailed, ValueError) as err:
         click.echo(f"error: {' '.join(str(err).split())}", err=True)
@@ -181,6 +192,7 @@ def build(inputs, out, names, params, captions, shard_size, resolution, min_size
             retry_failed=retry_failed, overwrite=overwrite, imports=tuple(imports),
             on_plan=on_plan, on_samples=bar.update, on_shard=on_shard,
             on_message=lambda text: bar.write(text, file=sys.stderr), max_shards=max_shards,
+            filters=filters,
         )  # fmt: skip
     except (BuildFailed, LockHeld, FileNotFoundError, ValueError) as err:
         bar.close()
