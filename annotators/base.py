@@ -120,6 +120,9 @@ class Annotator:
     outputs: ClassVar[tuple[str, ...]] = ()
     #: Suffixes of JSON side files (e.g. ``("pose",)``).
     data_outputs: ClassVar[tuple[str, ...]] = ()
+    #: Names of the per-sample stats it can emit (``Annotation.stats``): what ``--filter`` may
+    #: name. An instance may narrow it in ``_validate`` to what its parameters compute.
+    stats: tuple[str, ...] = ()
     params: ClassVar[tuple[Param, ...]] = ()
     description: ClassVar[str] = ""
     #: Whether ``cuda`` helps; the pipeline asks Ray for GPUs only for these.
@@ -213,6 +216,7 @@ class Annotator:
             "params": dict(self.config),
             "outputs": list(self.outputs),
             "data_outputs": list(self.data_outputs),
+            "stats": list(self.stats),
             "weights": self.weights_identity(),
         }
 

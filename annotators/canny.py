@@ -16,6 +16,7 @@ class Canny(Annotator):
     name = "canny"
     version = "1"
     outputs = ("canny",)
+    stats = ("canny_density", "canny_low", "canny_high")  # low/high with random_thresholds
     description = "Canny edges, white on black (1 channel)"
     params = (
         Param("low", 100, "lower hysteresis threshold"),
@@ -35,6 +36,8 @@ class Canny(Annotator):
             raise ValueError(f"canny: need 0 <= low <= high, got low={low} high={high}")
         if self.config["blur"] < 0:
             raise ValueError(f"canny: blur must be >= 0, got {self.config['blur']}")
+        if not self.config["random_thresholds"]:
+            self.stats = ("canny_density",)
 
     def thresholds(self, rng: np.random.Generator) -> tuple[int, int]:
         """The (low, high) pair used for one sample."""

@@ -80,6 +80,7 @@ class Depth(hf_models.HFAnnotator):
     name = "depth"
     version = "2"
     outputs = ("depth",)
+    stats = ("depth_mean",)
     description = "relative inverse depth, normalised per image, near = bright (1 channel)"
     wants_gpu = True
     task = "depth"

@@ -101,6 +101,7 @@ class Face(Annotator):
     name = "face"
     version = "1"
     outputs = ("face",)
+    stats = ("faces",)
     description = "MediaPipe face-mesh contours + pupils on black (RGB), controlnet_aux colours"
     params = (
         Param("max_faces", 1, "most faces drawn per image (controlnet_aux default 1)", minimum=1),

@@ -135,6 +135,7 @@ class HEDEdges(_HEDBase):
     name = "hed"
     version = "1"
     outputs = ("hed",)
+    stats = ("hed_mean",)
     description = "HED soft edges, grey on black (1 channel); needs ControlNetHED.pth"
     params = (
         Param("safe", False, 'ControlNet "safe" quantisation (3 levels) before scaling to 0..255'),
@@ -157,6 +158,7 @@ class Scribble(_HEDBase):
     name = "scribble"
     version = "1"
     outputs = ("scribble",)
+    stats = ("scribble_density",)
     description = "binary white strokes from HED edges (1 channel); needs ControlNetHED.pth"
     params = (
         Param("threshold", 127.0, "nms: keep blurred maxima above this value"),

@@ -88,6 +88,7 @@ class Inpaint(Annotator):
     name = "inpaint"
     version = "1"
     outputs = ("inpaint",)
+    stats = ("inpaint_coverage",)
     description = (
         "random inpainting mask, white = fill (1 channel), seeded; "
         "masked_image=true adds inpaintmasked.png (RGB, masked pixels 0)"

@@ -169,6 +169,10 @@ class LearnedAnnotator(Annotator):
         """Whether this configuration loads learned weights (False for classical backends)."""
         return True
 
+    def configured_weights(self) -> list[Any]:
+        """The files this configuration loads (all of ``weights_files()`` unless overridden)."""
+        return self.weights_files()
+
     def _load_networks(self) -> list[dict[str, Any]]:
         raise NotImplementedError
 
@@ -215,7 +219,7 @@ class LearnedAnnotator(Annotator):
         if not self.uses_weights():
             return []
         found = []
-        for spec in self.weights_files():
+        for spec in self.configured_weights():
             path = find_local(spec, self.config.get("weights_dir") or None)
             if path is not None:
                 found.append(identity(spec, path))

@@ -47,6 +47,7 @@ class Lineart(LearnedAnnotator):
     name = "lineart"
     version = "1"
     outputs = ("lineart",)
+    stats = ("lineart_mean",)
     description = "line art, white on black (1 channel); needs sk_model.pth (coarse: sk_model2.pth)"
     params = (
         Param(

@@ -49,6 +49,7 @@ class LineartAnime(LearnedAnnotator):
     name = "lineart_anime"
     version = "1"
     outputs = ("lineart_anime",)
+    stats = ("lineart_anime_mean",)
     description = "anime line art (Anime2Sketch), white on black (1 channel); needs netG.pth"
     params = LEARNED_PARAMS
 

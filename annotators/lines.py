@@ -82,6 +82,7 @@ class Lines(LearnedAnnotator):
     name = "lines"
     version = "2"
     outputs = ("lines",)
+    stats = ("lines_segments", "lines_density")
     description = "straight line segments, 1 px white on black (1 channel)"
     params = (
         Param("backend", "lsd", "segment detector", choices=("lsd", "hough", "mlsd")),

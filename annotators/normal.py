@@ -5,7 +5,7 @@ EfficientNet-B5 encoder from timm + the BAE decoder); rgb = (n + 1) / 2 in the S
 convention: red = left (x), green = up (y), blue = towards the camera (z).
 
 ``backend="depth"``: ControlNet 1.0's recipe on the ``depth`` annotator's relative inverse
-depth: Sobel x/y, z = 2*pi, x/y zeroed where the normalised depth < 0.4 (1.0's app default;
+depth (MiDaS DPT-hybrid as in 1.0, or Depth Anything V2 with ``depth_model``): Sobel x/y, z = 2*pi, x/y zeroed where the normalised depth < 0.4 (1.0's app default;
 controlnet_aux uses 0.1), unit length, n * 127.5 + 127.5, stored as R = z, G = y, B = x: the
 order ``control_sd15_normal`` was fed (1.0's app reverses the annotator's x, y, z channels).
 """
@@ -47,17 +47,24 @@ CONVENTIONS = {
 
 
 def normal_from_depth(
-    depth: np.ndarray, bg_threshold: float = 0.4, z: float = 2.0 * math.pi
+    depth: np.ndarray,
+    bg_threshold: float = 0.4,
+    z: float = 2.0 * math.pi,
+    depth_range: float = 0.0,
 ) -> np.ndarray:
     """ControlNet 1.0 normals from relative inverse depth (near = large): HxWx3 uint8, R=z G=y B=x.
 
     x, y = 3x3 Sobel of the depth; z = 2*pi; x and y are zeroed where the depth normalised
     to 0..1 is below ``bg_threshold`` (background faces the camera); then unit length,
     *127.5+127.5; channels reversed as 1.0's app fed them to the model (``[:, :, ::-1]``).
+    ``depth_range`` > 0 first rescales the depth to [0, depth_range], so that the slopes do
+    not depend on a model's arbitrary output scale (0 = the raw output, as 1.0 used MiDaS's).
     """
     depth = np.asarray(depth, dtype=np.float32)
     span = float(depth.max() - depth.min())
     relative = (depth - depth.min()) / span if span > 0 else np.zeros_like(depth)
+    if depth_range > 0:
+        depth = relative * np.float32(depth_range)
     gx = cv2.Sobel(depth, cv2.CV_32F, 1, 0, ksize=3)
     gy = cv2.Sobel(depth, cv2.CV_32F, 0, 1, ksize=3)
     background = relative < bg_threshold
@@ -110,6 +117,7 @@ class Normal(LearnedAnnotator):
     name = "normal"
     version = "2"
     outputs = ("normal",)
+    stats = ("normal_mean_z",)
     description = "surface normals, RGB; bae needs scannet.pt, depth needs the depth model"
     params = (
         Param(
@@ -124,7 +132,18 @@ class Normal(LearnedAnnotator):
             "depth: flat normal where normalised depth is below this (ControlNet 1.0's app: 0.4)",
             maximum=1,
         ),
-        Param("depth_model", "", "depth: model of the depth annotator ('' = its default)"),
+        Param(
+            "depth_model",
+            "",
+            "depth: model of the depth annotator ('' = its default, dpt-hybrid; "
+            "depth-anything-v2-small/base/large for Depth Anything V2)",
+        ),
+        Param(
+            "depth_range",
+            0.0,
+            "depth: rescale the depth to [0, this] before Sobel (0 = the model's raw output, "
+            "as 1.0 used MiDaS's; set it for models with another output scale)",
+        ),
         Param("depth_resolution", 0, "depth: working short side of the depth model (0 = its own)"),
         *LEARNED_PARAMS,
     )
@@ -201,7 +220,9 @@ class Normal(LearnedAnnotator):
             depths = self.depth.predict_depth(images, at_image_size=False)
             maps = []
             for image, d in zip(images, depths, strict=True):
-                rgb = normal_from_depth(d, self.config["bg_threshold"])
+                rgb = normal_from_depth(
+                    d, self.config["bg_threshold"], depth_range=self.config["depth_range"]
+                )
                 height, width = image.shape[:2]
                 if rgb.shape[:2] != (height, width):
                     rgb = cv2.resize(rgb, (width, height), interpolation=cv2.INTER_LINEAR)

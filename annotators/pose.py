@@ -5,6 +5,8 @@ Two backends share the drawing in :mod:`annotators.pose_draw`:
   wheel). Its pose model finds ONE person per image (the most prominent).
 - ``openpose``: the CMU body (and hand) networks from lllyasviel/Annotators; finds
   MANY people by grouping keypoints with part affinity fields.
+- ``dwpose``: DWPose whole-body (YOLOX-L person boxes, then RTMPose 133 keypoints per person,
+  ONNX files through onnxruntime, :mod:`annotators.dwpose`); MANY people, with hands and face.
 """
 
 from __future__ import annotations
@@ -15,7 +17,7 @@ import numpy as np
 
 from annotators.base import Annotation, Param
 from annotators.learned import LEARNED_PARAMS, LearnedAnnotator, groups_by_size
-from annotators.pose_draw import draw_people, openpose_json
+from annotators.pose_draw import draw_people, draw_wholebody, openpose_json
 from annotators.quiet import filter_native_logs
 from annotators.registry import register
 
@@ -43,11 +45,14 @@ class Pose(LearnedAnnotator):
     version = "2"
     outputs = ("pose",)
     data_outputs = ("pose",)
+    stats = ("pose_people", "pose_keypoints")  # every backend
     description = "OpenPose-style skeleton, RGB on black, + pose.json (OpenPose format)"
     params = (
-        Param("backend", "mediapipe", "keypoint detector", choices=("mediapipe", "openpose")),
+        Param(
+            "backend", "mediapipe", "keypoint detector", choices=("mediapipe", "openpose", "dwpose")
+        ),
         Param("hands", False, "detect and draw hands (21 points each)"),
-        Param("face", False, "detect and draw face points (mediapipe only)"),
+        Param("face", False, "detect and draw face points (mediapipe, dwpose)"),
         Param("min_confidence", 0.5, "mediapipe: drop keypoints less visible than this", maximum=1),
         Param("model_complexity", 1, "mediapipe pose model (0 lite, 1 full)", choices=(0, 1)),
         *LEARNED_PARAMS,
@@ -56,19 +61,31 @@ class Pose(LearnedAnnotator):
     def _validate(self) -> None:
         super()._validate()
         if self.config["face"] and self.config["backend"] == "openpose":
-            raise ValueError("pose: face points need backend=mediapipe")
-        self.wants_gpu = self.config["backend"] == "openpose"
+            raise ValueError("pose: face points need backend=mediapipe or dwpose")
+        if self.config["backend"] == "dwpose" and self.config["precision"] in ("fp16", "bf16"):
+            raise ValueError("pose: backend=dwpose runs the ONNX files as published (fp32)")
+        self.wants_gpu = self.config["backend"] != "mediapipe"
 
     @classmethod
     def weights_files(cls) -> list[Any]:
-        from annotators.openpose import BODY_WEIGHTS, HAND_WEIGHTS
-
-        return [BODY_WEIGHTS, HAND_WEIGHTS]
+        return [f for files in cls.weights_by_backend().values() for f in files]
 
     @classmethod
     def weights_by_backend(cls) -> dict[str, list[Any]]:
-        """mediapipe's models ship in its wheel; openpose needs the body (and hand) networks."""
-        return {"mediapipe": [], "openpose": cls.weights_files()}
+        """mediapipe's models ship in its wheel; openpose needs the body (and hand) networks,
+        dwpose the person detector and the whole-body network."""
+        from annotators.dwpose import DETECTOR_WEIGHTS, POSE_WEIGHTS
+        from annotators.openpose import BODY_WEIGHTS, HAND_WEIGHTS
+
+        return {
+            "mediapipe": [],
+            "openpose": [BODY_WEIGHTS, HAND_WEIGHTS],
+            "dwpose": [DETECTOR_WEIGHTS, POSE_WEIGHTS],
+        }
+
+    def configured_weights(self) -> list[Any]:
+        """The files of the configured backend."""
+        return self.weights_by_backend()[self.config["backend"]]
 
     @classmethod
     def needs_weights(cls) -> bool:
@@ -77,11 +94,22 @@ class Pose(LearnedAnnotator):
 
     @classmethod
     def benchmark_variants(cls) -> list[dict[str, Any]]:
-        return [{"backend": "openpose"}]
+        return [{"backend": "openpose"}, {"backend": "dwpose", "hands": True, "face": True}]
 
     def uses_weights(self) -> bool:
-        """Only backend openpose loads checkpoints (MediaPipe's models ship in its wheel)."""
-        return self.config["backend"] == "openpose"
+        """Backends openpose and dwpose load weights (MediaPipe's models ship in its wheel)."""
+        return self.config["backend"] != "mediapipe"
+
+    def load(self) -> None:
+        """As LearnedAnnotator.load; dwpose picks onnxruntime providers itself (no torch)."""
+        if self._loaded is None and self.config["backend"] == "dwpose":
+            from annotators.dwpose import DWPose, load_sessions
+
+            cfg = self.config
+            detector, pose, self._loaded = load_sessions(cfg["weights_dir"], cfg["device"])
+            self._dwpose = DWPose(detector, pose, cfg["batch_size"])
+            self.device = "cuda" if "CUDA" in detector.get_providers()[0] else "cpu"
+        super().load()
 
     def _load_networks(self) -> list[dict[str, Any]]:
         if self.config["backend"] == "mediapipe":
@@ -116,6 +144,8 @@ class Pose(LearnedAnnotator):
         self.load()
         if self.config["backend"] == "mediapipe":
             people = [self._mediapipe(image) for image in images]
+        elif self.config["backend"] == "dwpose":
+            people = self._dwpose.people(images, self.config["hands"], self.config["face"])
         else:
             people = [None] * len(images)
             for group in groups_by_size(images, self.config["batch_size"]):
@@ -128,8 +158,9 @@ class Pose(LearnedAnnotator):
     def _result(self, image: np.ndarray, people: list[dict]) -> Annotation:
         shape = image.shape[:2]
         most = max((sum(p is not None for p in person["body"]) for person in people), default=0)
+        draw = draw_wholebody if self.config["backend"] == "dwpose" else draw_people
         return Annotation(
-            maps={"pose": draw_people(shape, people)},
+            maps={"pose": draw(shape, people)},
             data={"pose": openpose_json(shape, people)},
             stats={"pose_people": float(len(people)), "pose_keypoints": float(most)},
         )

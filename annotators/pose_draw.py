@@ -98,11 +98,13 @@ def draw_body(canvas: np.ndarray, body: Sequence[Keypoint]) -> None:
     draw_joints(canvas, [body])
 
 
-def draw_hand(canvas: np.ndarray, hand: Sequence[Keypoint]) -> None:
+def draw_hand(canvas: np.ndarray, hand: Sequence[Keypoint], float32: bool = True) -> None:
     """Draw one 21-point hand: rainbow edges (2 px), blue joints; points truncated to pixels and
-    those at pixel row or column 0 skipped, as the reference."""
+    those at pixel row or column 0 skipped, as the reference (which normalises OpenPose's points
+    in float32, DWPose's in float64: ``float32=False``)."""
     height, width = canvas.shape[:2]
-    pixels = [None if p is None else (_px32(p[0], width), _px32(p[1], height)) for p in hand]
+    px = _px32 if float32 else _px
+    pixels = [None if p is None else (px(p[0], width), px(p[1], height)) for p in hand]
     for i, (a, b) in enumerate(HAND_EDGES):
         pa, pb = pixels[a], pixels[b]
         if pa is not None and pb is not None and min(*pa, *pb) > 0:
@@ -112,12 +114,14 @@ def draw_hand(canvas: np.ndarray, hand: Sequence[Keypoint]) -> None:
             cv2.circle(canvas, point, JOINT_RADIUS, HAND_JOINT_COLOR, thickness=-1)
 
 
-def draw_face(canvas: np.ndarray, face: Sequence[Keypoint]) -> None:
-    """Draw face keypoints as white dots (truncated to pixels; row/column 0 skipped)."""
+def draw_face(canvas: np.ndarray, face: Sequence[Keypoint], float32: bool = True) -> None:
+    """Draw face keypoints as white dots (truncated to pixels; row/column 0 skipped; float32 as
+    in :func:`draw_hand`)."""
     height, width = canvas.shape[:2]
+    px = _px32 if float32 else _px
     for p in face:
-        if p is not None and min(_px32(p[0], width), _px32(p[1], height)) > 0:
-            cv2.circle(canvas, (_px32(p[0], width), _px32(p[1], height)), 3, FACE_COLOR, -1)
+        if p is not None and min(px(p[0], width), px(p[1], height)) > 0:
+            cv2.circle(canvas, (px(p[0], width), px(p[1], height)), 3, FACE_COLOR, -1)
 
 
 def draw_people(shape: tuple[int, int], people: list[dict]) -> np.ndarray:
@@ -134,6 +138,24 @@ def draw_people(shape: tuple[int, int], people: list[dict]) -> np.ndarray:
     for person in people:
         if person.get("face"):
             draw_face(canvas, person["face"])
+    return canvas
+
+
+def draw_wholebody(shape: tuple[int, int], people: list[dict]) -> np.ndarray:
+    """An HxWx3 RGB canvas in DWPose's order (its ControlNet 1.1 annotator): the limbs of all
+    people, their joints, the left hands of all people, then their right hands, then the faces;
+    hand and face points normalised in float64."""
+    canvas = np.zeros((*shape, 3), np.uint8)
+    bodies = [person["body"] for person in people]
+    draw_limbs(canvas, bodies)
+    draw_joints(canvas, bodies)
+    for side in ("left_hand", "right_hand"):
+        for person in people:
+            if person.get(side):
+                draw_hand(canvas, person[side], float32=False)
+    for person in people:
+        if person.get("face"):
+            draw_face(canvas, person["face"], float32=False)
     return canvas
 
 

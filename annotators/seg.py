@@ -47,6 +47,7 @@ class Seg(hf_models.HFAnnotator):
     name = "seg"
     version = "1"
     outputs = ("seg", "seglabel")
+    stats = ("seg_classes", "seg_person")
     description = "ADE20K 150-class segmentation, exact palette (RGB) + class indices (1 channel)"
     wants_gpu = True
     task = "seg"

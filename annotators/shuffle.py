@@ -47,6 +47,7 @@ class Shuffle(Annotator):
     name = "shuffle"
     version = "1"
     outputs = ("shuffle",)
+    stats = ()  # none
     description = "content shuffle: the image remapped by a random smooth flow (RGB), seeded"
     params = (
         Param(

@@ -42,6 +42,7 @@ class SoftEdge(LearnedAnnotator):
     name = "softedge"
     version = "1"
     outputs = ("softedge",)
+    stats = ("softedge_mean",)
     description = "PiDiNet soft edges, grey on black (1 channel); needs table5_pidinet.pth"
     params = (
         Param("safe", False, 'ControlNet "safe" quantisation (3 levels) before scaling to 0..255'),

@@ -52,6 +52,7 @@ class Tile(Annotator):
     name = "tile"
     version = "1"
     outputs = ("tile",)
+    stats = ("tile_factor",)  # mode=resample only
     description = "tile: the image degraded (noisy pyramid, resample or blur), RGB, seeded"
     params = (
         Param("mode", "pyramid", "degradation", choices=("pyramid", "resample", "blur")),
@@ -64,6 +65,10 @@ class Tile(Annotator):
         Param("sigma", 3.0, "blur: Gaussian sigma in pixels", minimum=0.1),
         Param("seed", 0, "base seed for noise / random factors, combined with the sample key"),
     )
+
+    def _validate(self) -> None:
+        if self.config["mode"] != "resample":
+            self.stats = ()
 
     def _annotate(self, rgb: np.ndarray, rng: np.random.Generator) -> Annotation:
         cfg = self.config

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import hashlib
 import os
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -79,14 +80,19 @@ def find_local(spec: WeightsFile, weights_dir: str | os.PathLike | None = None) 
     return Path(cached) if isinstance(cached, str) else None
 
 
-def missing_message(spec: WeightsFile, weights_dir: str | os.PathLike | None = None) -> str:
-    """One line naming the file, where it comes from and where to put it."""
+def missing_message(
+    spec: WeightsFile | Sequence[WeightsFile], weights_dir: str | os.PathLike | None = None
+) -> str:
+    """One line naming the file(s), where they come from and where to put them."""
+    specs = [spec] if isinstance(spec, WeightsFile) else list(spec)
     where = (
         weights_dir or os.environ.get(ENV_DIR) or f"a folder given by --weights-dir or ${ENV_DIR}"
     )
+    names = ", ".join(s.filename for s in specs)
+    sources = ", ".join(s.url for s in specs)
     return (
-        f"missing weights {spec.filename} (from {spec.url}); "
-        f"put it in {where} or the Hugging Face cache"
+        f"missing weights {names} (from {sources}); "
+        f"put {'it' if len(specs) == 1 else 'them'} in {where} or the Hugging Face cache"
     )
 
 

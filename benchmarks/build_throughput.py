@@ -65,6 +65,14 @@ def main() -> None:
     parser.add_argument(
         "--repeats", type=int, default=3, help="runs per command; the fastest counts"
     )
+    parser.add_argument(
+        "--kinds",
+        nargs="+",
+        default=("annotate", "build"),
+        choices=("annotate", "build"),
+        help="commands to time (build alone for the 1 vs 2 worker scaling)",
+    )
+    parser.add_argument("--no-memory", action="store_true", help="skip the worker memory runs")
     args = parser.parse_args()
     small, large = args.sizes
     rows = {}
@@ -73,7 +81,7 @@ def main() -> None:
         folder.mkdir()
         make_inputs(folder, large)
         inputs = {small: subset(folder, small, "small"), large: folder}
-        for kind in ("annotate", "build"):
+        for kind in args.kinds:
             for workers in (1, 2):
                 wall, inside = {}, []
                 for n, src in inputs.items():
@@ -92,9 +100,10 @@ def main() -> None:
                 rows[(kind, workers)] = {"rate": large / wall[large], "per_ms": 1000 * per,
                                          "startup": wall[large] - per * large,
                                          "inside_ms": inside}  # fmt: skip
-        memory = {count: peak_worker_memory(subset(folder, count, f"mem{count}"),
-                                            Path(tmp) / f"memout{count}", 100)
-                  for count in (500, 2000)}  # fmt: skip
+        memory = {} if args.no_memory else {
+            count: peak_worker_memory(subset(folder, count, f"mem{count}"),
+                                      Path(tmp) / f"memout{count}", 100)
+            for count in (500, 2000)}  # fmt: skip
     print(f"{small} and {large} samples, {ANNOTATORS}, short side 512, shards of "
           f"{args.shard_size}, fastest of {args.repeats} runs, {os.cpu_count()} cores\n")  # fmt: skip
     print(f"| run | samples/s (wall, {large}) | ms per sample (wall, marginal) | start-up s | "
@@ -102,15 +111,18 @@ def main() -> None:
     for (kind, workers), r in rows.items():
         print(f"| {kind} -w {workers} | {r['rate']:.1f} | {r['per_ms']:.1f} | "
               f"{r['startup']:.1f} | {r['inside_ms']:.1f} |")  # fmt: skip
-    b1, b2 = rows[("build", 1)], rows[("build", 2)]
-    print(f"\nbuild 2 workers / 1 worker: {b2['rate'] / b1['rate']:.2f}x wall at {large} samples, "
-          f"{b1['per_ms'] / b2['per_ms']:.2f}x per sample")  # fmt: skip
-    for w in (1, 2):
+    for kind in args.kinds:
+        one, two = rows[(kind, 1)], rows[(kind, 2)]
+        print(f"\n{kind} 2 workers / 1 worker: {two['rate'] / one['rate']:.2f}x wall at {large} "
+              f"samples, {one['per_ms'] / two['per_ms']:.2f}x per sample")  # fmt: skip
+    for w in (1, 2) if len(args.kinds) == 2 else ():
         a, b = rows[("annotate", w)], rows[("build", w)]
         print(f"build vs annotate, {w} worker(s): {100 * (b['per_ms'] / a['per_ms'] - 1):+.1f}% "
               f"per sample (wall, marginal); {100 * (a['rate'] / b['rate'] - 1):+.1f}% wall at "
               f"{large} samples with start-up; {100 * (b['inside_ms'] / a['inside_ms'] - 1):+.1f}% "
               "inside workers")  # fmt: skip
+    if not memory:
+        return
     print(
         f"peak RSS per build worker: {memory[500]:.0f} MB at 500 samples, "
         f"{memory[2000]:.0f} MB at 2000 samples ({100 * (memory[2000] / memory[500] - 1):+.1f}%)"

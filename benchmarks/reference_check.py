@@ -7,8 +7,15 @@ through a .pth file, so the main venv is not changed:
     python -m venv /tmp/refvenv
     echo "$PWD/.venv/lib/python3.11/site-packages" \\
         > /tmp/refvenv/lib/python3.11/site-packages/main-venv.pth
-    /tmp/refvenv/bin/pip install --no-deps controlnet_aux==0.0.10 einops
+    /tmp/refvenv/bin/pip install --no-deps controlnet_aux==0.0.10 einops easy-dwpose==1.0.2
     /tmp/refvenv/bin/python benchmarks/reference_check.py --photos 3
+
+The ``dwpose`` row: controlnet_aux 0.0.10's DWposeDetector (its resizing, 133 -> OpenPose
+mapping and drawing) runs its networks through mmdet/mmpose, which cannot be installed here, so
+its ``pose_estimation`` is the ONNX pipeline of the DWPose authors' ControlNet 1.1 annotator
+(packaged as easy-dwpose) on the same ONNX files, with the pose network fed RGB as
+controlnet_aux's mmpose config does (``bgr_to_rgb=True``). The detector reports a person and the
+pose network's output depends on the crop (``tests.weights.write_dwpose``; ``DWPOSE_BOXES``).
 
 Photos are resized to short side 512 and cropped so both sides are multiples of 64: the
 references round the working size to multiples of 64 (``resize_image``), which shifts geometry
@@ -41,6 +48,7 @@ from pipeline.decode import load_image, resize_short_side  # noqa: E402
 from tests.weights import (  # noqa: E402
     write_bae,
     write_depth,
+    write_dwpose,
     write_hed,
     write_lineart,
     write_lineart_anime,
@@ -50,6 +58,10 @@ from tests.weights import (  # noqa: E402
 )
 
 SIZE = 512
+#: the detector's people (letterbox pixels, score): two overlapping, one suppressed by NMS,
+#: one below the 0.3 person threshold
+DWPOSE_BOXES = [(200.0, 40.0, 440.0, 440.0, 0.9), (100.0, 100.0, 300.0, 500.0, 0.8),
+                (205.0, 45.0, 445.0, 445.0, 0.7), (500.0, 50.0, 600.0, 150.0, 0.25)]  # fmt: skip
 #: photos (sorted) in which MediaPipe's face mesh finds a face: the ``face`` row uses these
 FACE_PHOTOS = (3, 8, 10, 11)
 
@@ -175,6 +187,25 @@ def depth_references(tmp: str) -> Any:
     return MidasDetector.from_pretrained(tmp)
 
 
+def dwpose_reference(folder: Path) -> Any:
+    """controlnet_aux 0.0.10's DWposeDetector around the ONNX Wholebody of easy-dwpose, whose
+    pose stage gets the RGB image (controlnet_aux hands its Wholebody BGR)."""
+    from controlnet_aux.dwpose import DWposeDetector
+    from easy_dwpose.body_estimation import wholebody
+
+    inference_pose = wholebody.inference_pose
+
+    def pose_on_rgb(session: Any, boxes: Any, bgr: np.ndarray) -> Any:
+        return inference_pose(session, boxes, np.ascontiguousarray(bgr[:, :, ::-1]))
+
+    wholebody.inference_pose = pose_on_rgb
+    detector = DWposeDetector.__new__(DWposeDetector)  # its __init__ builds mmdet/mmpose models
+    detector.pose_estimation = wholebody.Wholebody(
+        str(folder / "yolox_l.onnx"), str(folder / "dw-ll_ucoco_384.onnx"), device="cpu"
+    )
+    return detector
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--photos", type=int, default=3)
@@ -226,6 +257,11 @@ def main() -> None:
         # shuffle with ControlNet's legacy global draws (np.random.seed(0) before each image)
         ours["shuffle"] = lambda im: content_shuffle(im, np.random.RandomState(0))
         ours["face"] = create("face")
+        if not only or "dwpose" in only:
+            write_dwpose(Path(tmp) / "dwpose", tiny=True, boxes=DWPOSE_BOXES)
+            ours["dwpose"] = create("pose", backend="dwpose", hands=True, face=True,
+                                    device="cpu", weights_dir=f"{tmp}/dwpose")  # fmt: skip
+            dwpose = dwpose_reference(Path(tmp) / "dwpose")
         midas = depth_references(tmp) if not only or {"depth", "normal_from_depth"} & only else None
         hed = HEDdetector.from_pretrained(tmp)
         ref_hand = Hand(f"{tmp}/hand_pose_model.pth")  # its strict loader: published key set
@@ -261,6 +297,7 @@ def main() -> None:
             "softedge_safe": lambda im: first_channel(pidi(im, safe=True, **res)),
             "shuffle": ref_shuffle,
             "face": lambda im: MediapipeFaceDetector()(im, max_faces=1, min_confidence=0.5, **res),
+            "dwpose": lambda im: dwpose(im, **res),
         }
         face_images = photos(0, FACE_PHOTOS)
         rows = []

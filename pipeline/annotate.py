@@ -18,6 +18,7 @@ from annotators import create
 from pipeline.atomic import atomic_write, remove_stale_temps
 from pipeline.encode import encode_json
 from pipeline.engine import FilesJob, WorkerSetup
+from pipeline.filters import count_rules, parse_filters
 from pipeline.local_pool import run_local
 from pipeline.sample_ref import SampleRef
 from pipeline.worker import AnnotatorSpec
@@ -79,18 +80,21 @@ def run_annotate(
     save_image: bool = False,
     on_record: Callable[[dict[str, Any]], None] | None = None,
     on_plan: Callable[[int, int], None] | None = None,
+    filters: list[str] | tuple[str, ...] = (),
 ) -> dict[str, Any]:
     """Annotate every image below ``inputs`` into ``out``; return (and write) the report.
 
     Raises SettingsConflict when existing outputs were made with other settings and
-    ``overwrite`` is off (a rerun never keeps maps under another run's settings).
+    ``overwrite`` is off (a rerun never keeps maps under another run's settings), and
+    ValueError for a bad ``--filter`` rule (inputs it rejects get no outputs).
     """
+    rules = parse_filters(filters, specs)
     started = time.time()
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
     remove_stale_temps(out)
     refs = list_refs(inputs, exclude=[str(out)])
-    groups = output_groups(specs, resolution, save_image)
+    groups = output_groups(specs, resolution, save_image, [rule.text for rule in rules])
     refs, records = spare_inputs(
         refs, out, [s for _, suffixes in groups.values() for s in suffixes]
     )
@@ -129,7 +133,8 @@ def run_annotate(
                 on_record(rec)
 
     processes = max(1, min(workers or os.cpu_count() or 1, len(todo)))
-    setup = WorkerSetup(specs, resolution=resolution, cpus=cpus_per_worker, batch_size=batch_size)
+    setup = WorkerSetup(specs, resolution=resolution, cpus=cpus_per_worker, batch_size=batch_size,
+                        filters=tuple(rules))  # fmt: skip
     jobs = (FilesJob(unit, str(out), save_image) for unit in units(todo, processes, batch_size))
     made.start(groups, ids)
     try:
@@ -177,7 +182,9 @@ def build_report(
             "done": len(done),
             "skipped": sum(r["status"] == "skipped" for r in records),
             "failed": sum(r["status"] == "failed" for r in records),
+            "filtered": sum(r["status"] == "filtered" for r in records),
         },
+        "filtered_by_rule": count_rules(r["error"] for r in records if r["status"] == "filtered"),
         "failures": [
             {"source": r["source"], "error": r["error"]} for r in records if r["status"] == "failed"
         ],

@@ -18,6 +18,7 @@ from pipeline import layout
 from pipeline.atomic import remove_stale_temps
 from pipeline.caption import CaptionSpec
 from pipeline.engine import WorkerSetup
+from pipeline.filters import parse_filters
 from pipeline.lock import BuildLock
 from pipeline.manifest import incompatibility, read_manifest, totals, write_manifest
 from pipeline.plan import plan
@@ -66,14 +67,18 @@ def run_build(
     on_shard: Callable[[dict[str, Any]], None] | None = None,
     on_message: Callable[[str], None] | None = None,
     max_shards: int = 0,
+    filters: tuple[str, ...] | list[str] = (),
     caption: CaptionSpec | None = None,
 ) -> dict[str, Any]:
     """Build (or resume) the dataset in ``out``; return the final manifest.
 
     Holds the output's lock while it runs (a second build into ``out`` raises LockHeld).
     ``max_shards`` > 0 stops after building that many shards (status stays "building").
+    ``filters`` are ``--filter`` rules (``'pose_people >= 1'``), checked before anything
+    else (ValueError); samples they reject get status ``filtered``.
     ``caption`` fills missing (or all) captions with an image-to-text model.
     """
+    rules = parse_filters(filters, specs)
     storage = Storage(out)
     with BuildLock(storage):
         return _build(storage, inputs, out, specs, captions=captions, shard_size=shard_size,
@@ -83,13 +88,13 @@ def run_build(
                       max_retries=max_retries, batch_size=batch_size, overwrite=overwrite,
                       imports=imports, on_plan=on_plan, on_samples=on_samples,
                       on_shard=on_shard, on_message=on_message or (lambda _: None),
-                      max_shards=max_shards, caption=caption)  # fmt: skip
+                      max_shards=max_shards, rules=rules, caption=caption)  # fmt: skip
 
 
 def _build(storage: Storage, inputs: list[str], out: str, specs: list[AnnotatorSpec], *,
            captions, shard_size, resolution, min_size, keep_original, workers, address,
            cpus_per_worker, gpus_per_worker, retry_failed, max_retries, batch_size, overwrite, imports, on_plan, on_samples, on_shard,
-           on_message, max_shards, caption) -> dict[str, Any]:  # fmt: skip
+           on_message, max_shards, rules, caption) -> dict[str, Any]:  # fmt: skip
     started = time.time()
     if overwrite:
         storage.remove_all(keep=(layout.LOCK,))
@@ -102,11 +107,13 @@ def _build(storage: Storage, inputs: list[str], out: str, specs: list[AnnotatorS
         "shard_size": shard_size,
         "inputs": [absolute(str(i)) for i in inputs],
         "captions": captions,
+        "filters": [rule.text for rule in rules],
         "caption": caption.config() if caption else None,
     }
     old = read_manifest(storage)
     if old is not None:
         old["config"].setdefault("min_size", 0)  # manifests from before --min-size
+        old["config"].setdefault("filters", [])  # and before --filter
     if old is not None and (why := incompatibility(old["config"], config)):
         raise BuildFailed(f"{out} holds a build with other options ({why}); use --overwrite "
                           "or another output folder")  # fmt: skip
@@ -147,8 +154,8 @@ def _build(storage: Storage, inputs: list[str], out: str, specs: list[AnnotatorS
         connect(address, num_cpus=None)
         gpus_per_worker = gpus_per_worker or default_gpus(specs, caption is not None)
         setup = WorkerSetup(specs, resolution=0 if keep_original else resolution,
-                            min_size=min_size, cpus=cpus_per_worker, batch_size=batch_size,
-                            imports=tuple(imports),
+                            min_size=min_size, filters=tuple(rules), cpus=cpus_per_worker,
+                            batch_size=batch_size, imports=tuple(imports),
                             caption=replace(caption, batch_size=batch_size) if caption else None)  # fmt: skip
         options = RunOptions(root=str(out), setup=setup, keep_original=keep_original,
                              cpus_per_worker=cpus_per_worker,
@@ -157,7 +164,8 @@ def _build(storage: Storage, inputs: list[str], out: str, specs: list[AnnotatorS
                    on_shard=shard_finished, on_samples=on_samples, on_ready=ready)  # fmt: skip
     if len(todo) < len(pending):
         return manifest  # stopped early on request: not complete
-    all_stats = [json.loads(storage.read_bytes(layout.stats_path(s.id))) for s in shards]
+    paths = [layout.stats_path(s.id) for s in shards]
+    all_stats = [json.loads(data) for data in storage.read_many(paths)]
     manifest.update(
         status="complete",
         annotators=annotator_info,
@@ -187,10 +195,11 @@ def _build(storage: Storage, inputs: list[str], out: str, specs: list[AnnotatorS
 
 def failed_shards(storage: Storage, complete: set[int]) -> set[int]:
     """Complete shards with failed samples, marked incomplete again (stats removed first)."""
+    ids = sorted(complete)
+    paths = [layout.stats_path(shard_id) for shard_id in ids]
     retry = set()
-    for shard_id in sorted(complete):
-        rel = layout.stats_path(shard_id)
-        if json.loads(storage.read_bytes(rel)).get("failed"):
+    for shard_id, rel, data in zip(ids, paths, storage.read_many(paths), strict=True):
+        if json.loads(data).get("failed"):
             storage.remove(rel)
             retry.add(shard_id)
     return retry

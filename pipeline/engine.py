@@ -14,6 +14,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from pipeline.caption import CaptionSpec
+from pipeline.filters import Rule
 from pipeline.sample_ref import SampleRef
 from pipeline.stages import Pipeline
 from pipeline.units import Unit, iter_unit
@@ -27,6 +28,7 @@ class WorkerSetup:
     specs: list[AnnotatorSpec]
     resolution: int = 512
     min_size: int = 0
+    filters: tuple[Rule, ...] = ()  # resolved --filter rules
     cpus: int = 1  # CPU threads (decode, resize, encode); the model has the main thread
     io_threads: int = 16  # reads in flight
     batch_size: int = 8
@@ -43,7 +45,7 @@ def make_pipeline(setup: WorkerSetup) -> Pipeline:
     for module in setup.imports:
         importlib.import_module(module)
     worker = Worker(setup.specs, resolution=setup.resolution, min_size=setup.min_size,
-                    caption=setup.caption)  # fmt: skip
+                    filters=setup.filters, caption=setup.caption)  # fmt: skip
     return Pipeline(worker, cpu_threads=setup.cpus, io_threads=setup.io_threads,
                     batch_size=setup.batch_size, serial=setup.serial)  # fmt: skip
 

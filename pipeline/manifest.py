@@ -9,7 +9,8 @@ from pipeline.storage import Storage
 
 MANIFEST = "manifest.json"
 #: config fields that must match for a rerun to resume into the same folder
-COMPATIBLE = ("annotators", "resolution", "min_size", "keep_original", "jpeg_quality", "caption")
+COMPATIBLE = ("annotators", "resolution", "min_size", "keep_original", "jpeg_quality", "filters",
+              "caption")  # fmt: skip
 
 
 def read_manifest(storage: Storage) -> dict[str, Any] | None:

@@ -11,6 +11,7 @@ from typing import Any
 
 from pipeline.decode import DecodeError, decode_image
 from pipeline.encode import decode_png
+from pipeline.filters import count_rules
 from pipeline.layout import INDEX, index_path, read_index, split_member, stats_path, tar_path
 from pipeline.manifest import read_manifest
 from pipeline.plan import read_plan
@@ -158,14 +159,18 @@ def summary(root: str) -> dict[str, Any]:
     storage = Storage(root)
     manifest = read_manifest(storage) or {}
     reasons: dict[str, int] = {}
+    filtered: list[str] = []  # reasons of filtered samples: the rule (or --min-size)
     for name in storage.list(INDEX):
         for row in read_index(storage.read_bytes(f"{INDEX}/{name}")):
-            if row["status"] == "failed":  # filtered rows are counted in the totals
+            if row["status"] == "failed":
                 reasons[_reason(row["error"] or "")] = (
                     reasons.get(_reason(row["error"] or ""), 0) + 1
                 )
+            elif row["status"] == "filtered":
+                filtered.append(row["error"])
     return {"status": manifest.get("status"), "totals": manifest.get("totals", {}),
             "failures_by_reason": dict(sorted(reasons.items(), key=lambda kv: -kv[1])),
+            "filtered_by_rule": count_rules(filtered),
             "annotators": manifest.get("annotators", [])}  # fmt: skip
 
 

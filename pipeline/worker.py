@@ -19,6 +19,7 @@ from annotators import create
 from annotators.base import Annotation, Annotator
 from pipeline.decode import MAX_PIXELS, DecodeError, decode, resize_short_side
 from pipeline.encode import encode_json, encode_png
+from pipeline.filters import Rule, rejection
 
 if TYPE_CHECKING:
     from pipeline.caption import CaptionSpec
@@ -103,6 +104,7 @@ class Worker:
         resolution: int = 512,
         max_pixels: int = MAX_PIXELS,
         min_size: int = 0,
+        filters: tuple[Rule, ...] | list[Rule] = (),
         caption: CaptionSpec | None = None,
     ) -> None:
         from pipeline.caption import CaptionStep  # imported here: it imports this module
@@ -111,6 +113,7 @@ class Worker:
         self.resolution = resolution
         self.max_pixels = max_pixels
         self.min_size = min_size
+        self.filters = tuple(filters)  # resolved rules (pipeline.filters.parse_filters)
         self.annotators: list[Annotator] = [create(s.name, **s.params) for s in specs]
         for annotator in self.annotators:
             annotator.load()
@@ -175,7 +178,17 @@ class Worker:
                 if annotation is not None:
                     r.timings[annotator.name] = elapsed
                     r.annotations.append(annotation)
+                    if reason := rejection(self.filters, annotator.name, annotation.stats):
+                        self._reject(r, reason)  # later annotators skip it
         return results
+
+    @staticmethod
+    def _reject(result: Result, reason: str) -> None:
+        """Filter a sample a rule rejects; its stats so far stay for the index, nothing is encoded."""
+        for annotation in result.annotations:
+            result.stats.update(annotation.stats)
+        result.annotations.clear()
+        result.filter(reason)
 
     def encode(self, result: Result) -> Result:
         """Encode the maps (PNG) and side data (JSON) of one annotated result."""

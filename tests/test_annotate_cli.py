@@ -66,6 +66,7 @@ def test_report_counts_and_reasons(first_run, tree):
         "done": total - len(BAD),
         "skipped": 0,
         "failed": len(BAD),
+        "filtered": 0,
     }
     failures = {Path(f["source"]).name: f["error"] for f in report["failures"]}
     assert set(failures) == set(BAD)

@@ -16,7 +16,8 @@ import cv2
 import numpy as np
 import pytest
 
-from annotators import create, hed, list_annotators, mlsd, normal
+from annotators import create, hed, mlsd, normal
+from annotators import depth as depth_models
 from annotators.learned import clear_cache
 from annotators.weights import WeightsError, WeightsFile, sha256_file
 from pipeline.decode import load_image, resize_short_side
@@ -292,16 +293,23 @@ def test_normal_depth_backend_records_convention():
     assert annotator.info()["weights"] == []
 
 
-@pytest.mark.skipif("depth" not in list_annotators(), reason="the depth annotator is not merged")
-def test_normal_depth_backend_end_to_end(tmp_path, photos):
-    write_depth(tmp_path, tiny=True, models=("dpt-hybrid",))
-    annotator = create("normal", backend="depth", weights_dir=str(tmp_path), device="cpu")
+@pytest.mark.parametrize("model", ["dpt-hybrid", "depth-anything-v2-small"])
+def test_normal_depth_backend_end_to_end(tmp_path, photos, model):
+    """Normals from either depth model (MiDaS as in 1.0, or Depth Anything V2), batch = single."""
+    write_depth(tmp_path, tiny=True, models=(model,))
+    annotator = create(
+        "normal", backend="depth", depth_model=model, weights_dir=str(tmp_path), device="cpu"
+    )
     results = annotator.annotate_batch(photos)
     depths = annotator.depth.predict_depth(photos, at_image_size=False)  # at the working size
     for image, result, d in zip(photos, results, depths, strict=True):
         assert result.maps["normal"].shape == (*image.shape[:2], 3)
         expected = cv2.resize(normal.normal_from_depth(d, 0.4), image.shape[1::-1])
         assert np.array_equal(result.maps["normal"], expected)
+        assert np.array_equal(annotator.annotate(image).maps["normal"], result.maps["normal"])
+    repo = depth_models.MODELS[model].repo_id
+    assert [w["model"] for w in annotator.info()["weights"]] == [repo]
+    assert annotator.info()["params"]["depth_model"] == model
 
 
 # -- loading errors ------------------------------------------------------------------------
@@ -424,3 +432,16 @@ def test_cli_runs_every_network(cli, photo_paths, weights_dir, tmp_path):
 def test_fp16_on_cpu_fails_at_load_with_one_line(tmp_path):
     with pytest.raises(WeightsError, match="precision fp16 needs a CUDA device"):
         create("hed", device="cpu", precision="fp16", weights_dir=str(tmp_path)).load()
+
+
+def test_normal_depth_range_makes_slopes_independent_of_the_output_scale():
+    """With depth_range the map is the same whatever the depth model's output scale; without
+    it (1.0's recipe on raw MiDaS output) a smaller scale gives flatter normals."""
+    rng = np.random.default_rng(3)
+    d = cv2.GaussianBlur(rng.random((48, 64)).astype(np.float32), (0, 0), 3) * 50
+    small = d / 40  # the same depth at a smaller output scale (Depth Anything V2 is ~0..7)
+    scaled = [normal.normal_from_depth(x, 0.4, depth_range=50.0) for x in (d, small)]
+    assert np.abs(scaled[0].astype(int) - scaled[1].astype(int)).max() <= 1
+    raw = [normal.normal_from_depth(x, 0.4) for x in (d, small)]
+    assert raw[1][..., 0].mean() > raw[0][..., 0].mean() + 5  # R = z: flatter at small scale
+    assert np.array_equal(raw[0], normal.normal_from_depth(d, 0.4, depth_range=0))

@@ -491,6 +491,299 @@ def write_pidinet(folder: Path, *, tiny: bool = False) -> list[Path]:
 
 
 #: network -> writer(folder, tiny=...) of its random weights
+# -- DWPose: ONNX files with the published names, shapes and dtypes; outputs the test controls --
+#: (x1, y1, x2, y2, score) of the person the small detector reports, in 640x640 letterbox pixels
+DWPOSE_BOX = (200.0, 40.0, 440.0, 440.0, 0.9)
+
+
+def _onnx_model(nodes: list, inputs: list, outputs: list, consts: dict[str, Any]) -> Any:
+    """A checked ONNX model (opset 13, IR 8: loads in every onnxruntime since 1.10)."""
+    import numpy as np
+    import onnx
+    from onnx import helper, numpy_helper
+
+    initializers = [numpy_helper.from_array(np.asarray(v), k) for k, v in consts.items()]
+    graph = helper.make_graph(nodes, "hintset-test", inputs, outputs, initializers)
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 13)])
+    model.ir_version = 8
+    onnx.checker.check_model(model)
+    return model
+
+
+def dwpose_detector(boxes: list[tuple[float, ...]] = (DWPOSE_BOX,)) -> Any:
+    """A ``yolox_l.onnx`` stand-in: input ``images`` (1, 3, 640, 640) float32, output ``output``
+    (1, 8400, 85) float32 as YOLOX-L's export (raw x, y, log w, log h on the stride 8/16/32 grid,
+    then sigmoid objectness and 80 class scores), constant except for 0 x the input's mean.
+    Each box (x1, y1, x2, y2, score[, class]) sits in the stride-32 cell holding its centre."""
+    import numpy as np
+    from onnx import TensorProto, helper
+
+    table = np.zeros((1, 8400, 85), np.float32)
+    for x1, y1, x2, y2, score, *cls in boxes:
+        cx, cy, gx, gy = (x1 + x2) / 2, (y1 + y2) / 2, int((x1 + x2) / 64), int((y1 + y2) / 64)
+        row = 8000 + gy * 20 + gx
+        table[0, row, :4] = (
+            cx / 32 - gx,
+            cy / 32 - gy,
+            np.log((x2 - x1) / 32),
+            np.log((y2 - y1) / 32),
+        )
+        table[0, row, 4], table[0, row, 5 + int(cls[0] if cls else 0)] = 1.0, score
+    nodes = [
+        helper.make_node("ReduceMean", ["images"], ["mean"], keepdims=0),
+        helper.make_node("Mul", ["mean", "zero"], ["nothing"]),
+        helper.make_node("Add", ["table", "nothing"], ["output"]),
+    ]
+    return _onnx_model(
+        nodes,
+        [helper.make_tensor_value_info("images", TensorProto.FLOAT, [1, 3, 640, 640])],
+        [helper.make_tensor_value_info("output", TensorProto.FLOAT, [1, 8400, 85])],
+        {"table": table, "zero": np.zeros((), np.float32)},
+    )
+
+
+def dwpose_pose(keypoints: Any = None, seed: int = 0) -> Any:
+    """A ``dw-ll_ucoco_384.onnx`` stand-in: input ``input`` (1, 3, 384, 288) float32, outputs
+    ``simcc_x`` (1, 133, 576) and ``simcc_y`` (1, 133, 768) float32 as RTMPose's export.
+
+    ``keypoints`` (133, 3) crop x, y, score: constant one-hot SimCC peaks (+ 0 x the input);
+    None: random SimCC that depend on the crop (48x48 block means through random matrices,
+    a random score offset per keypoint), so crop, normalisation and colour order all matter.
+    """
+    import numpy as np
+    from onnx import TensorProto, helper
+
+    shapes = {"simcc_x": [1, 133, 576], "simcc_y": [1, 133, 768]}
+    outputs = [helper.make_tensor_value_info(k, TensorProto.FLOAT, v) for k, v in shapes.items()]
+    inputs = [helper.make_tensor_value_info("input", TensorProto.FLOAT, [1, 3, 384, 288])]
+    if keypoints is not None:
+        consts: dict[str, Any] = {"zero": np.zeros((), np.float32)}
+        nodes = [helper.make_node("ReduceMean", ["input"], ["mean"], keepdims=0),
+                 helper.make_node("Mul", ["mean", "zero"], ["nothing"])]  # fmt: skip
+        for axis, name in enumerate(shapes):
+            table = np.zeros(shapes[name], np.float32)
+            for k, point in enumerate(np.asarray(keypoints, np.float64)):
+                table[0, k, int(round(point[axis] * 2))] = point[2]
+            consts[f"{name}_table"] = table
+            nodes.append(helper.make_node("Add", [f"{name}_table", "nothing"], [name]))
+        return _onnx_model(nodes, inputs, outputs, consts)
+    rng = np.random.default_rng(seed)
+    consts = {
+        "shape": np.array([1, 1, 144], np.int64),
+        "mix": rng.normal(size=(133, 144)).astype(np.float32),
+        "offset": rng.uniform(-0.3, 0.1, size=(133, 1)).astype(np.float32),
+    }
+    nodes = [
+        helper.make_node(
+            "AveragePool", ["input"], ["blocks"], kernel_shape=[48, 48], strides=[48, 48]
+        ),
+        helper.make_node("Reshape", ["blocks", "shape"], ["features"]),
+        helper.make_node("Mul", ["features", "mix"], ["mixed"]),
+    ]
+    for name, (_, _, width) in shapes.items():
+        consts[f"{name}_proj"] = (0.016 * rng.normal(size=(144, width))).astype(np.float32)
+        nodes += [helper.make_node("MatMul", ["mixed", f"{name}_proj"], [f"{name}_raw"]),
+                  helper.make_node("Add", [f"{name}_raw", "offset"], [name])]  # fmt: skip
+    return _onnx_model(nodes, inputs, outputs, consts)
+
+
+class _OnnxGraph:
+    """Builds a real-size ONNX graph with random weights (convolutions as exported: BatchNorm
+    folded into the bias, SiLU as x * sigmoid(x))."""
+
+    def __init__(self, seed: int) -> None:
+        import numpy as np
+
+        self.rng, self.nodes, self.consts, self.count = np.random.default_rng(seed), [], {}, 0
+
+    def const(self, value: Any) -> str:
+        import numpy as np
+
+        self.count += 1
+        name = f"c{self.count}"
+        value = np.asarray(value)
+        self.consts[name] = value.astype(np.float32) if value.dtype.kind == "f" else value
+        return name
+
+    def op(self, kind: str, inputs: list[str], out: str = "", **attrs: Any) -> str:
+        from onnx import helper
+
+        self.count += 1
+        out = out or f"t{self.count}"
+        self.nodes.append(helper.make_node(kind, inputs, [out], **attrs))
+        return out
+
+    def weight(self, *shape: int, fan_in: int) -> str:
+        return self.const(self.rng.normal(0.0, fan_in**-0.5, shape))
+
+    def conv(self, x: str, cin: int, cout: int, k: int = 1, s: int = 1, groups: int = 1,
+             act: bool = True, bias: float = 0.0) -> str:  # fmt: skip
+        import numpy as np
+
+        w = self.weight(cout, cin // groups, k, k, fan_in=cin // groups * k * k)
+        b = self.const(np.full(cout, bias) + 0.01 * self.rng.normal(size=cout))
+        y = self.op("Conv", [x, w, b], kernel_shape=[k, k], strides=[s, s], pads=[k // 2] * 4,
+                    group=groups)  # fmt: skip
+        return self.op("Mul", [y, self.op("Sigmoid", [y])]) if act else y
+
+    def linear(self, x: str, cin: int, cout: int) -> str:
+        return self.op("MatMul", [x, self.weight(cin, cout, fan_in=cin)])
+
+    def cat(self, parts: list[str], axis: int = 1) -> str:
+        return self.op("Concat", parts, axis=axis)
+
+    def pool(self, x: str, k: int) -> str:
+        return self.op("MaxPool", [x], kernel_shape=[k, k], strides=[1, 1], pads=[k // 2] * 4)
+
+    def scale_norm(self, x: str, dim: int) -> str:
+        norm = self.op("ReduceL2", [x], axes=[-1], keepdims=1)
+        norm = self.op("Max", [self.op("Mul", [norm, self.const(dim**-0.5)]), self.const(1e-5)])
+        return self.op("Mul", [self.op("Div", [x, norm]), self.const(1.0)])
+
+    def model(self, inputs: list, outputs: list) -> Any:
+        return _onnx_model(self.nodes, inputs, outputs, self.consts)
+
+
+def yolox_l() -> Any:
+    """YOLOX-L at real size (54 M parameters): Focus stem, CSPDarknet (3/9/9/3 bottlenecks,
+    SPP 5/9/13), PAFPN, decoupled heads at strides 8/16/32; objectness biased low so nobody is
+    found (each image then runs the pose network once, on the whole image)."""
+    import numpy as np
+    from onnx import TensorProto, helper
+
+    g = _OnnxGraph(1)
+
+    def csp(x: str, cin: int, cout: int, n: int, shortcut: bool) -> str:
+        hidden = cout // 2
+        a, b = g.conv(x, cin, hidden), g.conv(x, cin, hidden)
+        for _ in range(n):
+            y = g.conv(g.conv(a, hidden, hidden), hidden, hidden, 3)
+            a = g.op("Add", [a, y]) if shortcut else y
+        return g.conv(g.cat([a, b]), 2 * hidden, cout)
+
+    def up(x: str) -> str:
+        return g.op("Resize", [x, "", g.const([1.0, 1.0, 2.0, 2.0])], mode="nearest")
+
+    parts = [
+        g.op(
+            "Slice",
+            ["images", g.const([r, c]), g.const([1 << 30] * 2), g.const([2, 3]), g.const([2, 2])],
+        )  # fmt: skip
+        for r, c in ((0, 0), (1, 0), (0, 1), (1, 1))
+    ]
+    x = g.conv(g.cat(parts), 12, 64, 3)
+    x = csp(g.conv(x, 64, 128, 3, 2), 128, 128, 3, True)
+    c3 = csp(g.conv(x, 128, 256, 3, 2), 256, 256, 9, True)
+    c4 = csp(g.conv(c3, 256, 512, 3, 2), 512, 512, 9, True)
+    x = g.conv(g.conv(c4, 512, 1024, 3, 2), 1024, 512)
+    x = g.conv(g.cat([x, g.pool(x, 5), g.pool(x, 9), g.pool(x, 13)]), 2048, 1024)
+    c5 = csp(x, 1024, 1024, 3, False)
+    p5 = g.conv(c5, 1024, 512)
+    x = csp(g.cat([up(p5), c4]), 1024, 512, 3, False)
+    p4 = g.conv(x, 512, 256)
+    out3 = csp(g.cat([up(p4), c3]), 512, 256, 3, False)
+    out4 = csp(g.cat([g.conv(out3, 256, 256, 3, 2), p4]), 512, 512, 3, False)
+    out5 = csp(g.cat([g.conv(out4, 512, 512, 3, 2), p5]), 1024, 1024, 3, False)
+    levels = []
+    for x, cin in ((out3, 256), (out4, 512), (out5, 1024)):
+        stem = g.conv(x, cin, 256)
+        cls = g.conv(g.conv(stem, 256, 256, 3), 256, 256, 3)
+        reg = g.conv(g.conv(stem, 256, 256, 3), 256, 256, 3)
+        head = [g.conv(reg, 256, 4, act=False),
+                g.op("Sigmoid", [g.conv(reg, 256, 1, act=False, bias=-12.0)]),
+                g.op("Sigmoid", [g.conv(cls, 256, 80, act=False)])]  # fmt: skip
+        levels.append(g.op("Reshape", [g.cat(head), g.const(np.array([1, 85, -1]))]))
+    g.op("Transpose", [g.cat(levels, axis=2)], "output", perm=[0, 2, 1])
+    return g.model(
+        [helper.make_tensor_value_info("images", TensorProto.FLOAT, [1, 3, 640, 640])],
+        [helper.make_tensor_value_info("output", TensorProto.FLOAT, [1, 8400, 85])],
+    )
+
+
+def rtmpose_l() -> Any:
+    """RTMPose-L 384x288 at real size (as dw-ll_ucoco_384): CSPNeXt (stem 32/32/64, stages of
+    3/6/6/3 blocks with 5x5 depthwise convolutions and channel attention, SPPF), then the
+    RTMCC head: 7x7 conv to 133 tokens, ScaleNorm + linear to 256, one gated attention unit
+    (e = 512, s = 128), linear SimCC classifiers to 576 and 768 bins."""
+    import numpy as np
+    from onnx import TensorProto, helper
+
+    g = _OnnxGraph(2)
+
+    def cspnext(x: str, channels: int, n: int, identity: bool) -> str:
+        mid = channels // 2
+        main, short = g.conv(x, channels, mid), g.conv(x, channels, mid)
+        for _ in range(n):
+            y = g.conv(g.conv(main, mid, mid, 3), mid, mid, 5, groups=mid)
+            y = g.conv(y, mid, mid)
+            main = g.op("Add", [main, y]) if identity else y
+        x = g.cat([main, short])
+        gate = g.conv(g.op("GlobalAveragePool", [x]), channels, channels, act=False)
+        x = g.op("Mul", [x, g.op("HardSigmoid", [gate], alpha=1 / 6, beta=0.5)])
+        return g.conv(x, channels, channels)
+
+    x = g.conv(g.conv(g.conv("input", 3, 32, 3, 2), 32, 32, 3), 32, 64, 3)
+    for cin, cout, n, identity, spp in ((64, 128, 3, True, False), (128, 256, 6, True, False),
+                                        (256, 512, 6, True, False), (512, 1024, 3, False, True)):  # fmt: skip
+        x = g.conv(x, cin, cout, 3, 2)
+        if spp:
+            y = g.conv(x, cout, cout // 2)
+            pools = [y]
+            for _ in range(3):
+                pools.append(g.pool(pools[-1], 5))
+            x = g.conv(g.cat(pools), 2 * cout, cout)
+        x = cspnext(x, cout, n, identity)
+    x = g.op("Reshape", [g.conv(x, 1024, 133, 7, act=False), g.const(np.array([1, 133, 108]))])
+    x = g.linear(g.scale_norm(x, 108), 108, 256)
+    uv = g.linear(g.scale_norm(x, 256), 256, 1152)
+    uv = g.op("Mul", [uv, g.op("Sigmoid", [uv])])
+    u, v, base = (f"gau_{n}" for n in "uvb")
+    g.nodes.append(helper.make_node("Split", [uv, g.const(np.array([512, 512, 128]))],
+                                    [u, v, base], axis=-1))  # fmt: skip
+    base = g.op("Unsqueeze", [base, g.const(np.array([2]))])
+    qk = g.op("Add", [g.op("Mul", [base, g.const(g.rng.normal(size=(2, 128)))]),
+                      g.const(np.zeros((2, 128)))])  # fmt: skip
+    q = g.op("Gather", [qk, g.const(np.array(0))], axis=2)
+    k = g.op("Gather", [qk, g.const(np.array(1))], axis=2)
+    kernel = g.op("MatMul", [q, g.op("Transpose", [k], perm=[0, 2, 1])])
+    kernel = g.op("Relu", [g.op("Div", [kernel, g.const(128**0.5)])])
+    kernel = g.op("Mul", [kernel, kernel])
+    x2 = g.linear(g.op("Mul", [u, g.op("MatMul", [kernel, v])]), 512, 256)
+    x = g.op("Add", [g.op("Mul", [x, g.const(np.ones(256))]), x2])
+    g.op("MatMul", [x, g.weight(256, 576, fan_in=256)], "simcc_x")
+    g.op("MatMul", [x, g.weight(256, 768, fan_in=256)], "simcc_y")
+    shapes = {"simcc_x": [1, 133, 576], "simcc_y": [1, 133, 768]}
+    return g.model(
+        [helper.make_tensor_value_info("input", TensorProto.FLOAT, [1, 3, 384, 288])],
+        [helper.make_tensor_value_info(k, TensorProto.FLOAT, v) for k, v in shapes.items()],
+    )
+
+
+def write_dwpose(
+    folder: Path,
+    *,
+    tiny: bool = False,
+    boxes: list[tuple[float, ...]] = (DWPOSE_BOX,),
+    keypoints: Any = None,
+) -> list[Path]:
+    """``yolox_l.onnx`` and ``dw-ll_ucoco_384.onnx`` with the published names, shapes and dtypes.
+
+    ``tiny``: small graphs whose outputs the caller controls (:func:`dwpose_detector`,
+    :func:`dwpose_pose`); otherwise the real-size architectures with random weights
+    (:func:`yolox_l`, :func:`rtmpose_l`), for speed."""
+    import onnx
+
+    from annotators.dwpose import DETECTOR_WEIGHTS, POSE_WEIGHTS
+
+    folder = Path(folder)
+    folder.mkdir(parents=True, exist_ok=True)
+    paths = [folder / DETECTOR_WEIGHTS.filename, folder / POSE_WEIGHTS.filename]
+    detector = dwpose_detector(list(boxes)) if tiny else yolox_l()
+    onnx.save(detector, str(paths[0]))
+    onnx.save(dwpose_pose(keypoints) if tiny else rtmpose_l(), str(paths[1]))
+    return paths
+
+
 WRITERS: dict[str, Callable[..., list[Path]]] = {
     "hed": write_hed,
     "mlsd": write_mlsd,
@@ -501,6 +794,7 @@ WRITERS: dict[str, Callable[..., list[Path]]] = {
     "lineart": write_lineart,
     "lineart_anime": write_lineart_anime,
     "pidinet": write_pidinet,
+    "dwpose": write_dwpose,
 }
 
 

@@ -58,6 +58,14 @@ from pipeline.commands.options import (
     "other settings (annotator parameters, resolution) are never skipped: without "
     "--overwrite the run is refused.",
 )
+@click.option(
+    "--filter",
+    "filters",
+    multiple=True,
+    metavar="'STAT OP NUMBER'",
+    help="Write outputs only for images whose per-sample stat passes, repeatable: "
+    "--filter 'canny_density > 0.01' (as for build); report.json counts the others.",
+)
 @annotator_options
 @quiet_option
 def annotate(
@@ -73,6 +81,7 @@ def annotate(
     weights_dir,
     overwrite,
     quiet,
+    filters,
 ):
     """Write condition maps for every image in INPUTS (files or folders, searched recursively).
 
@@ -89,8 +98,14 @@ def annotate(
     from tqdm import tqdm
 
     from pipeline.annotate import REPORT_NAME, SettingsConflict, run_annotate
+    from pipeline.filters import parse_filters
 
     specs = specs_from(names, params, weights_dir)
+    try:
+        parse_filters(filters, specs)
+    except ValueError as err:
+        click.echo(f"error: {err}", err=True)
+        sys.exit(2)
 
     bar = tqdm(total=0, unit="img", disable=quiet, dynamic_ncols=True, desc="annotate")
 
@@ -119,6 +134,7 @@ def annotate(
             save_image=save_image,
             on_record=on_record,
             on_plan=on_plan,
+            filters=filters,
         )
     except SettingsConflict as err:
         bar.close()
@@ -130,8 +146,9 @@ def annotate(
     setup = {f["error"] for f in report["failures"] if f["error"].startswith("setup: ")}
     for line in sorted(setup):
         click.echo(f"error: {line.removeprefix('setup: ')}", err=True)
+    filtered = f", {counts['filtered']} filtered" if counts["filtered"] else ""
     click.echo(
-        f"{counts['done']} done, {counts['skipped']} skipped, {counts['failed']} failed "
+        f"{counts['done']} done, {counts['skipped']} skipped, {counts['failed']} failed{filtered} "
         f"in {report['timings']['wall_seconds']:.1f}s -> {out}/{REPORT_NAME}",
         err=True,
     )

@@ -38,6 +38,7 @@ def annotators(weights_dir, as_json):
                 "outputs": [f"{s}.png" for s in cls.outputs]
                 + [f"{s}.json" for s in cls.data_outputs],
                 "params": {p.name: p.default for p in cls.params},
+                "stats": list(cls.stats),
                 "weights": [
                     {"file": f.filename, "present": find_local(f, weights_dir) is not None}
                     for f in cls.weights_files()
@@ -53,6 +54,8 @@ def annotators(weights_dir, as_json):
         click.secho(f"{row['name']}", bold=True, nl=False)
         click.echo(f"  v{row['version']}  {row['description']}  [{status}]")
         click.echo(f"    outputs: {', '.join(row['outputs'])}")
+        if row["stats"]:
+            click.echo(f"    stats (--filter): {', '.join(row['stats'])}")
         for cls_param in get(row["name"]).params:
             choices = f" {{{'|'.join(map(str, cls_param.choices))}}}" if cls_param.choices else ""
             click.echo(f"    {cls_param.name}={cls_param.default!r}{choices}  {cls_param.help}")

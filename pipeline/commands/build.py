@@ -55,6 +55,14 @@ if TYPE_CHECKING:
     "instead of upscaling them; the index records which samples were upscaled.",
 )
 @click.option(
+    "--filter",
+    "filters",
+    multiple=True,
+    metavar="'STAT OP NUMBER'",
+    help="Keep only samples whose per-sample stat passes, repeatable: --filter 'pose_people >= 1' "
+    "(OP: >= > <= < == !=; stat names: `hintset annotators`). Others get status 'filtered'.",
+)
+@click.option(
     "--keep-original",
     is_flag=True,
     help="Store the original image bytes and annotate at the original size.",
@@ -148,7 +156,7 @@ if TYPE_CHECKING:
 def build(inputs, out, names, params, captions, shard_size, resolution, min_size, keep_original,
           workers, address, cpus_per_worker, gpus_per_worker, max_retries, batch_size,
           weights_dir, imports, retry_failed, storage_opts, max_shards, overwrite, quiet,
-          caption_model, recaption, caption_max_tokens):  # fmt: skip
+          filters, caption_model, recaption, caption_max_tokens):  # fmt: skip
     """Build a ControlNet dataset from INPUTS: image folders/files, WebDataset tars (paths,
     globs or brace notation such as 'data/{00000..00009}.tar') or Parquet/CSV/JSONL lists,
     local or any fsspec URL (s3://, gs://, http(s)://). Each tar, each list row range
@@ -174,6 +182,7 @@ def build(inputs, out, names, params, captions, shard_size, resolution, min_size
 
     from annotators.weights import WeightsError
     from pipeline.build import run_build
+    from pipeline.filters import parse_filters
     from pipeline.lock import LockHeld
     from pipeline.ray_runner import BuildFailed
 
@@ -181,6 +190,7 @@ def build(inputs, out, names, params, captions, shard_size, resolution, min_size
     specs = specs_from(names, params, weights_dir, tuple(imports))
     caption = caption_spec(caption_model, recaption, caption_max_tokens)
     try:
+        parse_filters(filters, specs)  # a typo'd rule stops here, before Ray starts
         check_options(inputs, out, address, gpus_per_worker, overwrite)
         if caption and not address:  # a cluster's workers may see other weights: they check
             from annotators.caption import resolve_caption_model
@@ -210,6 +220,7 @@ def build(inputs, out, names, params, captions, shard_size, resolution, min_size
             retry_failed=retry_failed, overwrite=overwrite, imports=tuple(imports),
             on_plan=on_plan, on_samples=bar.update, on_shard=on_shard,
             on_message=lambda text: bar.write(text, file=sys.stderr), max_shards=max_shards,
+            filters=filters,
             caption=caption,
         )  # fmt: skip
     except (BuildFailed, LockHeld, FileNotFoundError, ValueError) as err:

@@ -29,6 +29,10 @@ def inspect_cmd(out, as_json):
         click.echo("  failures by reason:")
         for reason, count in info["failures_by_reason"].items():
             click.echo(f"    {count:6d}  {reason}")
+    if info["filtered_by_rule"]:
+        click.echo("  filtered by rule:")
+        for rule, count in info["filtered_by_rule"].items():
+            click.echo(f"    {count:6d}  {rule}")
     click.echo("  per-sample statistics (mean over ok samples; zeros = samples where it is 0):")
     for key, agg in t.get("stats", {}).items():
         click.echo(f"    {key:<24} mean {agg['mean']:.4g}  zeros {agg['zeros']}/{agg['count']}")

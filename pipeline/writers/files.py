@@ -50,20 +50,27 @@ def output_bases(rels: list[Path]) -> list[str]:
     ]
 
 
-def output_groups(specs: list[AnnotatorSpec], resolution: int,
-                  save_image: bool) -> dict[str, tuple[dict[str, Any], list[str]]]:  # fmt: skip
-    """Output group (annotator name, or ``image``) -> (the settings that make it, its suffixes)."""
+def output_groups(specs: list[AnnotatorSpec], resolution: int, save_image: bool,
+                  filters: list[str] | tuple[str, ...] = (),
+                  ) -> dict[str, tuple[dict[str, Any], list[str]]]:  # fmt: skip
+    """Output group (annotator name, or ``image``) -> (the settings that make it, its suffixes).
+
+    ``--filter`` rules, when given, are part of every group's settings: which inputs have
+    outputs depends on them.
+    """
+    only = {"filters": list(filters)} if filters else {}
     groups = {}
     for spec in specs:
         annotator = create(spec.name, **spec.params)
         info = annotator.info()
         settings = {"annotator": annotator.name, "version": info["version"],
-                    "params": info["params"], "resolution": resolution}  # fmt: skip
+                    "params": info["params"], "resolution": resolution, **only}  # fmt: skip
         suffixes = [f"{s}.png" for s in annotator.outputs]
         suffixes += [f"{s}.json" for s in annotator.data_outputs]
         groups[annotator.name] = (settings, suffixes)
     if save_image:
-        groups[IMAGE] = ({"image": "jpg q95", "resolution": resolution}, [f"{IMAGE}.jpg"])
+        groups[IMAGE] = ({"image": "jpg q95", "resolution": resolution, **only},
+                         [f"{IMAGE}.jpg"])  # fmt: skip
     return groups
 
 

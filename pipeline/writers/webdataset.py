@@ -116,9 +116,9 @@ class ShardWriter:
         row = {"key": sample.ref.key, "source": sample.ref.source, "status": result.status,
                "error": result.error or None, "caption": sample.caption,
                "caption_source": sample.caption_source}  # fmt: skip
-        if result.status == "filtered":
+        if result.status == "filtered":  # stats: those computed before a --filter rule rejected it
             row.update(original_width=result.original_size[0],
-                       original_height=result.original_size[1])  # fmt: skip
+                       original_height=result.original_size[1], **result.stats)  # fmt: skip
         if result.status == "ok":
             row.update(width=result.size[0], height=result.size[1],
                        original_width=result.original_size[0],
