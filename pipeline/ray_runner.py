@@ -130,13 +130,32 @@ def connect(address: str | None, num_cpus: int | None = None) -> None:
             use_token_if_required(address)
             if address.startswith("ray://"):
                 kwargs.pop("include_dashboard")  # not a Ray Client option
-            ray.init(address=address, **kwargs)
+                init_client(address, kwargs)
+            else:
+                ray.init(address=address, **kwargs)
         else:
             ray.init(address="local", num_cpus=num_cpus, **kwargs)  # never join a stray cluster
     except Exception as err:  # noqa: BLE001 - Ray's errors are long; the user gets one line
         raise BuildFailed(
             f"cannot start or join Ray at {address or 'local'}: {_one_line(err)}"
         ) from None
+
+
+def init_client(address: str, kwargs: dict[str, Any], attempts: int = 3) -> None:
+    """``ray.init("ray://...")``, retried when the server aborts the connection: its proxier
+    starts a server process per client and aborts if that process is not up in time
+    (seen as ``ConnectionAbortedError: psutil.ZombieProcess`` on a loaded head)."""
+    import ray
+
+    for attempt in range(attempts):
+        try:
+            ray.init(address=address, **kwargs)
+            return
+        except ConnectionAbortedError:
+            if attempt == attempts - 1:
+                raise
+            ray.shutdown()  # drop any half-made client context before trying again
+            time.sleep(2.0 * (attempt + 1))
 
 
 def use_token_if_required(address: str) -> None:
