@@ -1,5 +1,8 @@
 """Samples per second of ``hintset build`` (canny + lines) with 1 and 2 workers, beside annotate.
 
+Workers have one CPU each (the default), so 2 workers vs 1 is the scaling on two cores;
+``build -w 1 --cpus-per-worker 2`` shows one worker overlapping its CPU work on both.
+
 Each command runs on two input sizes (default 1000 and 3000 samples). Wall time is
 ``start-up + samples x per-sample cost``, so the difference between the two runs gives the
 per-sample cost (tar, Parquet and JPEG writing included) without the fixed start-up
@@ -81,25 +84,27 @@ def main() -> None:
         folder.mkdir()
         make_inputs(folder, large)
         inputs = {small: subset(folder, small, "small"), large: folder}
-        for kind in args.kinds:
-            for workers in (1, 2):
-                wall, inside = {}, []
-                for n, src in inputs.items():
-                    extra = ["--shard-size", str(args.shard_size)] if kind == "build" else []
-                    runs = []
-                    for repeat in range(args.repeats):
-                        out = Path(tmp) / f"{kind}{workers}-{n}-{repeat}"
-                        runs.append(run_hintset(kind, str(src), "-o", str(out), "-a", ANNOTATORS,
-                                               "-w", str(workers), *extra, "-q"))  # fmt: skip
-                        if n == large:
-                            inside.append(worker_ms_per_sample(out, kind))
-                        shutil.rmtree(out)
-                    wall[n] = min(runs)
-                inside = min(inside)
-                per = (wall[large] - wall[small]) / (large - small)
-                rows[(kind, workers)] = {"rate": large / wall[large], "per_ms": 1000 * per,
-                                         "startup": wall[large] - per * large,
-                                         "inside_ms": inside}  # fmt: skip
+        runs_to_time = [(kind, workers, 1) for kind in args.kinds for workers in (1, 2)]
+        runs_to_time += [("build", 1, 2)] if "build" in args.kinds else []
+        for kind, workers, cpus in runs_to_time:
+            wall, inside = {}, []
+            for n, src in inputs.items():
+                extra = ["--shard-size", str(args.shard_size)] if kind == "build" else []
+                extra += ["--cpus-per-worker", str(cpus)] if cpus > 1 else []
+                runs = []
+                for repeat in range(args.repeats):
+                    out = Path(tmp) / f"{kind}{workers}-{n}-{repeat}"
+                    runs.append(run_hintset(kind, str(src), "-o", str(out), "-a", ANNOTATORS,
+                                            "-w", str(workers), *extra, "-q"))  # fmt: skip
+                    if n == large:
+                        inside.append(worker_ms_per_sample(out, kind))
+                    shutil.rmtree(out)
+                wall[n] = min(runs)
+            inside = min(inside)
+            per = (wall[large] - wall[small]) / (large - small)
+            rows[(kind, workers, cpus)] = {"rate": large / wall[large], "per_ms": 1000 * per,
+                                           "startup": wall[large] - per * large,
+                                           "inside_ms": inside}  # fmt: skip
         memory = {} if args.no_memory else {
             count: peak_worker_memory(subset(folder, count, f"mem{count}"),
                                       Path(tmp) / f"memout{count}", 100)
@@ -108,15 +113,16 @@ def main() -> None:
           f"{args.shard_size}, fastest of {args.repeats} runs, {os.cpu_count()} cores\n")  # fmt: skip
     print(f"| run | samples/s (wall, {large}) | ms per sample (wall, marginal) | start-up s | "
           "ms per sample in a worker |\n| --- | ---: | ---: | ---: | ---: |")  # fmt: skip
-    for (kind, workers), r in rows.items():
-        print(f"| {kind} -w {workers} | {r['rate']:.1f} | {r['per_ms']:.1f} | "
+    for (kind, workers, cpus), r in rows.items():
+        name = f"{kind} -w {workers}" + (f" --cpus-per-worker {cpus}" if cpus > 1 else "")
+        print(f"| {name} | {r['rate']:.1f} | {r['per_ms']:.1f} | "
               f"{r['startup']:.1f} | {r['inside_ms']:.1f} |")  # fmt: skip
     for kind in args.kinds:
-        one, two = rows[(kind, 1)], rows[(kind, 2)]
+        one, two = rows[(kind, 1, 1)], rows[(kind, 2, 1)]
         print(f"\n{kind} 2 workers / 1 worker: {two['rate'] / one['rate']:.2f}x wall at {large} "
               f"samples, {one['per_ms'] / two['per_ms']:.2f}x per sample")  # fmt: skip
     for w in (1, 2) if len(args.kinds) == 2 else ():
-        a, b = rows[("annotate", w)], rows[("build", w)]
+        a, b = rows[("annotate", w, 1)], rows[("build", w, 1)]
         print(f"build vs annotate, {w} worker(s): {100 * (b['per_ms'] / a['per_ms'] - 1):+.1f}% "
               f"per sample (wall, marginal); {100 * (a['rate'] / b['rate'] - 1):+.1f}% wall at "
               f"{large} samples with start-up; {100 * (b['inside_ms'] / a['inside_ms'] - 1):+.1f}% "

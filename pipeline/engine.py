@@ -29,7 +29,7 @@ class WorkerSetup:
     resolution: int = 512
     min_size: int = 0
     filters: tuple[Rule, ...] = ()  # resolved --filter rules
-    cpus: int = 1  # CPU threads (decode, resize, encode); the model has the main thread
+    cpus: int = 1  # threads that decode, resize, encode beside the model (1, no GPU: none)
     io_threads: int = 16  # reads in flight
     batch_size: int = 8
     imports: tuple[str, ...] = ()
@@ -46,7 +46,11 @@ def make_pipeline(setup: WorkerSetup) -> Pipeline:
         importlib.import_module(module)
     worker = Worker(setup.specs, resolution=setup.resolution, min_size=setup.min_size,
                     filters=setup.filters, caption=setup.caption)  # fmt: skip
-    return Pipeline(worker, cpu_threads=setup.cpus, io_threads=setup.io_threads,
+    # One CPU and no GPU: no second core to overlap with, so decode and encode run on the
+    # model thread (reads still run ahead). The worker then uses the one CPU Ray reserved
+    # for it, and N such workers on N cores scale N-fold instead of contending.
+    threads = setup.cpus if setup.cpus > 1 or worker.on_gpu else 0
+    return Pipeline(worker, cpu_threads=threads, io_threads=setup.io_threads,
                     batch_size=setup.batch_size, serial=setup.serial)  # fmt: skip
 
 

@@ -4,8 +4,9 @@ Inside each Ray actor or annotate process. I/O threads read with many requests i
 flight (object stores answer in 20-100 ms); CPU threads decode and resize (OpenCV and
 Pillow release the GIL); the model runs batches on the calling (main) thread, so a GPU
 only ever waits for the model; CPU threads encode maps and the stored image; one writer
-thread hands samples to the writer in input order. A bound on samples in flight keeps
-memory flat. Each stage calls the same :class:`~pipeline.worker.Worker` and writer
+thread hands samples to the writer in input order. With no CPU threads (a worker with one
+core and no GPU) decode and encode run on the model thread, reads still ahead. A bound on
+samples in flight keeps memory flat. Each stage calls the same :class:`~pipeline.worker.Worker` and writer
 methods as :meth:`Pipeline.run_serial`, so both give the same bytes.
 """
 
@@ -46,8 +47,10 @@ class Pipeline:
     def __init__(self, worker: Worker, *, cpu_threads: int = 1, io_threads: int = 16,
                  batch_size: int = 8, serial: bool = False) -> None:  # fmt: skip
         self.worker, self.batch_size, self.serial = worker, batch_size, serial
-        self.cpu_threads, self.io_threads = max(1, cpu_threads), max(1, io_threads)
-        self.cpu = ThreadPoolExecutor(self.cpu_threads, thread_name_prefix="hintset-cpu")
+        self.cpu_threads, self.io_threads = max(0, cpu_threads), max(1, io_threads)
+        #: decode + encode threads; None: on the model thread (one core, nothing to overlap with)
+        self.cpu = (ThreadPoolExecutor(self.cpu_threads, thread_name_prefix="hintset-cpu")
+                    if self.cpu_threads else None)  # fmt: skip
         self.io = ThreadPoolExecutor(self.io_threads, thread_name_prefix="hintset-io")
         #: samples read, decoded or waiting for the model at most (plus one batch downstream)
         self.window = self.io_threads + 2 * batch_size + 2 * self.cpu_threads
@@ -144,11 +147,13 @@ class Pipeline:
                     if item is _END:
                         finished = True
                         break
-                    batch.append(item.result())  # raises what the ref iterator raised
+                    sample = item.result()  # raises what the ref iterator raised
+                    batch.append(sample if self.cpu else self.decode(sample))
                 if batch:
                     self.model(batch)  # the model: this thread
                     for sample in batch:
-                        encoded.put(self.cpu.submit(self.encode, sample, writer))
+                        encoded.put(self.cpu.submit(self.encode, sample, writer) if self.cpu
+                                    else _now(self.encode, sample, writer))  # fmt: skip
         finally:
             stop.set()
             for _ in range(self.window):  # wake a feeder blocked on a full window
@@ -176,7 +181,11 @@ class Pipeline:
         decoded.put(_END)
 
     def _start(self, ref: SampleRef) -> Future:
-        """Read on an I/O thread, then decode on a CPU thread; a future of the decoded sample."""
+        """Read on an I/O thread, then decode on a CPU thread; a future of the decoded sample
+        (of the read sample when there are no CPU threads: the model thread decodes it)."""
+        if self.cpu is None:
+            return self.io.submit(self.read, ref)
+        cpu = self.cpu
         done: Future = Future()
 
         def decode(sample: Sample) -> None:
@@ -187,7 +196,7 @@ class Pipeline:
 
         def after_read(read: Future) -> None:
             try:
-                self.cpu.submit(decode, read.result())
+                cpu.submit(decode, read.result())
             except BaseException as err:  # noqa: BLE001 - pool shut down
                 done.set_exception(err)
 
@@ -215,11 +224,22 @@ class Pipeline:
 
     def close(self) -> None:
         """Stop the thread pools."""
-        self.cpu.shutdown(wait=True)
+        if self.cpu:
+            self.cpu.shutdown(wait=True)
         self.io.shutdown(wait=True)
 
 
 _END = object()
+
+
+def _now(fn: Callable[..., Any], *args: Any) -> Future:
+    """Call ``fn`` on this thread; its result or exception in a finished future."""
+    done: Future = Future()
+    try:
+        done.set_result(fn(*args))
+    except BaseException as err:  # noqa: BLE001 - raised where the future is read
+        done.set_exception(err)
+    return done
 
 
 def _os_reason(err: BaseException) -> str | BaseException:

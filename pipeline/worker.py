@@ -119,6 +119,12 @@ class Worker:
             annotator.load()
         self.captions = CaptionStep(caption) if caption else None  # --caption: loaded once
 
+    @property
+    def on_gpu(self) -> bool:
+        """True when an annotator or the captioner computes on CUDA (the model thread mostly waits)."""
+        models = [*self.annotators, *([self.captions.captioner] if self.captions else [])]
+        return any(str(getattr(m, "device", "cpu")).startswith("cuda") for m in models)
+
     def output_suffixes(self) -> list[str]:
         """File suffixes every successful sample gets (``canny.png``, ``pose.json``, ...)."""
         return [

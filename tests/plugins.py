@@ -62,7 +62,15 @@ class StandInModel(Annotator):
 
     name = "test_model"
     outputs = ("grey",)
-    params = (Param("ms", 10.0, "milliseconds of 'model time' per image"),)
+    params = (
+        Param("ms", 10.0, "milliseconds of 'model time' per image"),
+        Param("device", "cpu", "where it claims to compute (cuda: the worker overlaps CPU work)"),
+    )
+
+    @property
+    def device(self) -> str:
+        """What learned annotators report after loading; the worker reads it (Worker.on_gpu)."""
+        return self.config["device"]
 
     def _annotate_batch(self, images, rngs):
         time.sleep(self.config["ms"] * len(images) / 1000)

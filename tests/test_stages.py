@@ -34,24 +34,30 @@ def refs(tmp_path_factory, photo_paths) -> list[SampleRef]:
     return out
 
 
-def setup(serial: bool, **kwargs) -> WorkerSetup:
+#: 2: decode and encode on CPU threads; 1 (no GPU): on the model thread, reads ahead
+CPUS = pytest.mark.parametrize("cpus", [2, 1], ids=["cpu-threads", "one-core"])
+
+
+def setup(serial: bool, cpus: int = 2, **kwargs) -> WorkerSetup:
     from pipeline.worker import AnnotatorSpec
 
     specs = [AnnotatorSpec("canny"), AnnotatorSpec("test_raises", {"threshold": 120.0})]
-    return WorkerSetup(specs, resolution=96, cpus=2, batch_size=4, serial=serial, **kwargs)
+    return WorkerSetup(specs, resolution=96, cpus=cpus, batch_size=4, serial=serial, **kwargs)
 
 
-def build(refs: list[SampleRef], root: Path, serial: bool) -> dict:
-    pipeline = make_pipeline(setup(serial))
+def build(refs: list[SampleRef], root: Path, serial: bool, cpus: int = 2) -> dict:
+    pipeline = make_pipeline(setup(serial, cpus))
+    assert pipeline.cpu_threads == (cpus if cpus > 1 else 0)  # no GPU here
     try:
         return pipeline.run(refs, ShardWriter(Storage(str(root)), 0))
     finally:
         pipeline.close()
 
 
-def test_pipelined_shard_equals_serial_byte_for_byte(refs, tmp_path):
+@CPUS
+def test_pipelined_shard_equals_serial_byte_for_byte(refs, tmp_path, cpus):
     serial = build(refs, tmp_path / "serial", serial=True)
-    piped = build(refs, tmp_path / "piped", serial=False)
+    piped = build(refs, tmp_path / "piped", serial=False, cpus=cpus)
     for rel in ("shards/00000.tar", "index/00000.parquet"):
         assert (tmp_path / "serial" / rel).read_bytes() == (tmp_path / "piped" / rel).read_bytes()
     assert serial["tar_sha256"] == piped["tar_sha256"]
@@ -65,10 +71,11 @@ def test_pipelined_shard_equals_serial_byte_for_byte(refs, tmp_path):
     assert status["inline"][0] == "ok" and piped["ok"] >= 15
 
 
-def test_pipelined_files_equal_serial(refs, tmp_path):
+@CPUS
+def test_pipelined_files_equal_serial(refs, tmp_path, cpus):
     results = {}
     for serial in (True, False):
-        pipeline = make_pipeline(setup(serial))
+        pipeline = make_pipeline(setup(serial, cpus))
         out = tmp_path / str(serial)
         results[serial] = pipeline.run(refs, FilesWriter(out, save_image=True))
         pipeline.close()
@@ -94,7 +101,8 @@ class CountingWriter(FilesWriter):
         super().write(sample)
 
 
-def test_samples_in_flight_stay_bounded(photo_paths, tmp_path):
+@CPUS
+def test_samples_in_flight_stay_bounded(photo_paths, tmp_path, cpus):
     started = [0]
     lock = threading.Lock()
 
@@ -104,7 +112,7 @@ def test_samples_in_flight_stay_bounded(photo_paths, tmp_path):
                 started[0] += 1
             yield SampleRef(key=f"k{i}", source="x", data=photo_paths[i % 20].read_bytes())
 
-    pipeline = make_pipeline(setup(False, io_threads=4))
+    pipeline = make_pipeline(setup(False, cpus, io_threads=4))
     writer = CountingWriter(tmp_path, started)
     records = pipeline.run(refs(), writer)
     pipeline.close()
@@ -112,14 +120,30 @@ def test_samples_in_flight_stay_bounded(photo_paths, tmp_path):
     assert writer.most <= pipeline.window + 1  # not 300: the feed waits for the writer
 
 
-def test_an_error_in_the_unit_iterator_fails_the_unit(photo_paths, tmp_path):
+@CPUS
+def test_an_error_in_the_unit_iterator_fails_the_unit(photo_paths, tmp_path, cpus):
     def refs():
         yield SampleRef(key="a", source="a", data=photo_paths[0].read_bytes())
         raise OSError("tar truncated")
 
-    pipeline = make_pipeline(setup(False))
+    pipeline = make_pipeline(setup(False, cpus))
     writer = ShardWriter(Storage(str(tmp_path)), 3)
     with pytest.raises(OSError, match="tar truncated"):
         pipeline.run(refs(), writer)
     pipeline.close()
     assert not list(tmp_path.rglob("*.tmp")) and not (tmp_path / "stats").exists()
+
+
+@pytest.mark.parametrize(("cpus", "device", "threads"),
+                         [(1, "cpu", 0), (1, "cuda", 1), (2, "cpu", 2), (3, "cuda", 3)])  # fmt: skip
+def test_one_cpu_without_gpu_runs_cpu_work_on_the_model_thread(cpus, device, threads):
+    """A 1-CPU worker keeps to one core; with a GPU (or more CPUs) CPU work overlaps the model."""
+    from pipeline.worker import AnnotatorSpec
+
+    spec = AnnotatorSpec("test_model", {"ms": 0.0, "device": device})
+    pipeline = make_pipeline(WorkerSetup([spec], cpus=cpus))
+    try:
+        assert pipeline.worker.on_gpu == (device == "cuda")
+        assert pipeline.cpu_threads == threads and (pipeline.cpu is None) == (threads == 0)
+    finally:
+        pipeline.close()

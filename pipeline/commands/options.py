@@ -22,8 +22,10 @@ weights_dir_option = click.option(
 quiet_option = click.option("-q", "--quiet", is_flag=True, help="No progress bar.")
 cpus_per_worker_option = click.option(
     "--cpus-per-worker", default=1, show_default=True, type=click.IntRange(min=1),
-    help="Threads each worker uses to read, decode, resize and encode beside the model, so "
-    "the model never waits for JPEG/PNG work (build: the CPUs each Ray worker asks for).",
+    help="CPUs each worker uses (build: what each Ray worker asks for). With 2 or more, or a "
+    "GPU, that many threads decode, resize and encode beside the model, so the model never "
+    "waits for JPEG/PNG work; with 1 and no GPU, one thread does all in turn (reads still run "
+    "ahead), so N workers on N cores do not contend.",
 )  # fmt: skip
 
 
