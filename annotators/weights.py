@@ -215,6 +215,12 @@ PROCESSOR_CONFIG = "preprocessor_config.json"
 MODEL_FILES = (MODEL_CONFIG, MODEL_WEIGHTS[0], PROCESSOR_CONFIG)
 
 
+def model_files(extra: tuple[str, ...] = (),
+                processor: tuple[str, ...] = (PROCESSOR_CONFIG,)) -> list[str]:  # fmt: skip
+    """The files a model folder needs, as error lines and ``hintset weights`` name them."""
+    return [MODEL_CONFIG, MODEL_WEIGHTS[0], " or ".join(processor), *extra]
+
+
 def model_weights_file(folder: str | os.PathLike) -> Path | None:
     """The weights file of a model folder: ``model.safetensors`` if there, else ``pytorch_model.bin``."""
     for name in MODEL_WEIGHTS:
@@ -338,8 +344,9 @@ def resolve_model_dir(
         raise WeightsError(
             model_missing_message(model, missing=incomplete[1], folder=incomplete[0])
         )
-    needed = [MODEL_CONFIG, MODEL_WEIGHTS[0], " or ".join(processor), *extra]
-    raise WeightsError(model_missing_message(model, weights_dir, missing=needed))
+    raise WeightsError(
+        model_missing_message(model, weights_dir, missing=model_files(extra, processor))
+    )
 
 
 def model_identity(

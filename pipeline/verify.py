@@ -6,6 +6,7 @@ import hashlib
 import io
 import json
 import tarfile
+from collections import Counter
 from collections.abc import Callable
 from typing import Any
 
@@ -158,18 +159,16 @@ def summary(root: str) -> dict[str, Any]:
     """Totals, failures grouped by reason and per-annotator stats, for ``hintset inspect``."""
     storage = Storage(root)
     manifest = read_manifest(storage) or {}
-    reasons: dict[str, int] = {}
+    reasons: Counter[str] = Counter()
     filtered: list[str] = []  # reasons of filtered samples: the rule (or --min-size)
     for name in storage.list(INDEX):
         for row in read_index(storage.read_bytes(f"{INDEX}/{name}")):
             if row["status"] == "failed":
-                reasons[_reason(row["error"] or "")] = (
-                    reasons.get(_reason(row["error"] or ""), 0) + 1
-                )
+                reasons[_reason(row["error"] or "")] += 1
             elif row["status"] == "filtered":
                 filtered.append(row["error"])
     return {"status": manifest.get("status"), "totals": manifest.get("totals", {}),
-            "failures_by_reason": dict(sorted(reasons.items(), key=lambda kv: -kv[1])),
+            "failures_by_reason": dict(reasons.most_common()),
             "filtered_by_rule": count_rules(filtered),
             "annotators": manifest.get("annotators", [])}  # fmt: skip
 

@@ -8,7 +8,9 @@ import click
 
 from pipeline.commands.options import (
     annotator_options,
+    batch_size_option,
     cpus_per_worker_option,
+    filter_option,
     quiet_option,
     specs_from,
 )
@@ -41,13 +43,7 @@ from pipeline.commands.options import (
     help="Worker processes [default: all cores].",
 )
 @cpus_per_worker_option
-@click.option(
-    "--batch-size",
-    default=8,
-    show_default=True,
-    type=click.IntRange(min=1),
-    help="Images per annotator call (learned annotators run them as one batch).",
-)
+@batch_size_option
 @click.option(
     "--save-image", is_flag=True, help="Also write the resized image as <stem>.image.jpg."
 )
@@ -58,13 +54,9 @@ from pipeline.commands.options import (
     "other settings (annotator parameters, resolution) are never skipped: without "
     "--overwrite the run is refused.",
 )
-@click.option(
-    "--filter",
-    "filters",
-    multiple=True,
-    metavar="'STAT OP NUMBER'",
-    help="Write outputs only for images whose per-sample stat passes, repeatable: "
-    "--filter 'canny_density > 0.01' (as for build); report.json counts the others.",
+@filter_option(
+    "Write outputs only for images whose per-sample stat passes, repeatable: "
+    "--filter 'canny_density > 0.01' (as for build); report.json counts the others."
 )
 @annotator_options
 @quiet_option

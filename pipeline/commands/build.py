@@ -9,7 +9,9 @@ import click
 
 from pipeline.commands.options import (
     annotator_options,
+    batch_size_option,
     cpus_per_worker_option,
+    filter_option,
     quiet_option,
     specs_from,
 )
@@ -54,13 +56,9 @@ if TYPE_CHECKING:
     help="Skip images whose short side is below this (status 'filtered' in the index) "
     "instead of upscaling them; the index records which samples were upscaled.",
 )
-@click.option(
-    "--filter",
-    "filters",
-    multiple=True,
-    metavar="'STAT OP NUMBER'",
-    help="Keep only samples whose per-sample stat passes, repeatable: --filter 'pose_people >= 1' "
-    "(OP: >= > <= < == !=; stat names: `hintset annotators`). Others get status 'filtered'.",
+@filter_option(
+    "Keep only samples whose per-sample stat passes, repeatable: --filter 'pose_people >= 1' "
+    "(OP: >= > <= < == !=; stat names: `hintset annotators`). Others get status 'filtered'."
 )
 @click.option(
     "--keep-original",
@@ -95,13 +93,7 @@ if TYPE_CHECKING:
     type=click.IntRange(min=0),
     help="Times a shard is retried when its worker dies.",
 )
-@click.option(
-    "--batch-size",
-    default=8,
-    show_default=True,
-    type=click.IntRange(min=1),
-    help="Images per annotator call (learned annotators batch them).",
-)
+@batch_size_option
 @click.option(
     "--import",
     "imports",

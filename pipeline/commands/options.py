@@ -28,6 +28,17 @@ cpus_per_worker_option = click.option(
     "ahead), so N workers on N cores do not contend.",
 )  # fmt: skip
 
+batch_size_option = click.option(
+    "--batch-size", default=8, show_default=True, type=click.IntRange(min=1),
+    help="Images per annotator call (learned annotators run them as one batch).",
+)  # fmt: skip
+
+
+def filter_option(help: str) -> Callable:
+    """``--filter 'STAT OP NUMBER'`` (repeatable, into ``filters``) with the command's help."""
+    return click.option("--filter", "filters", multiple=True, metavar="'STAT OP NUMBER'",
+                        help=help)  # fmt: skip
+
 
 def annotator_options(command: Callable) -> Callable:
     """--annotators, --param and --weights-dir on a command."""

@@ -61,8 +61,8 @@ def models_rows(name: str, models: dict[str, str], default: str | None,
                 processor: tuple[str, ...] = ("preprocessor_config.json",)) -> list[dict]:  # fmt: skip
     """One row per model (short name -> hub id): where it is, or the files it needs."""
     from annotators.weights import (
-        MODEL_FILES,
         WeightsError,
+        model_files,
         model_weights_file,
         resolve_model_dir,
         sha256_file,
@@ -77,7 +77,7 @@ def models_rows(name: str, models: dict[str, str], default: str | None,
             "default": short == default,
             "source": f"https://huggingface.co/{repo}",
             "repo_id": repo,
-            "needs": [MODEL_FILES[0], MODEL_FILES[1], " or ".join(processor), *extra],
+            "needs": model_files(extra, processor),
         }
         try:
             folder = resolve_model_dir(repo, weights_dir, offline=True, extra=extra,
