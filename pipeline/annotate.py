@@ -16,6 +16,7 @@ from typing import Any
 
 from annotators import create
 from pipeline.atomic import atomic_write, remove_stale_temps
+from pipeline.caption import CaptionSpec
 from pipeline.encode import encode_json
 from pipeline.engine import FilesJob, WorkerSetup
 from pipeline.filters import count_rules, parse_filters
@@ -81,8 +82,11 @@ def run_annotate(
     on_record: Callable[[dict[str, Any]], None] | None = None,
     on_plan: Callable[[int, int], None] | None = None,
     filters: list[str] | tuple[str, ...] = (),
+    caption: CaptionSpec | None = None,
 ) -> dict[str, Any]:
     """Annotate every image below ``inputs`` into ``out``; return (and write) the report.
+
+    With ``caption``, each image also gets ``<stem>.caption.txt`` from that model.
 
     Raises SettingsConflict when existing outputs were made with other settings and
     ``overwrite`` is off (a rerun never keeps maps under another run's settings), and
@@ -94,7 +98,7 @@ def run_annotate(
     out.mkdir(parents=True, exist_ok=True)
     remove_stale_temps(out)
     refs = list_refs(inputs, exclude=[str(out)])
-    groups = output_groups(specs, resolution, save_image, [rule.text for rule in rules])
+    groups = output_groups(specs, resolution, save_image, [rule.text for rule in rules], caption)
     refs, records = spare_inputs(
         refs, out, [s for _, suffixes in groups.values() for s in suffixes]
     )
@@ -134,8 +138,9 @@ def run_annotate(
 
     processes = max(1, min(workers or os.cpu_count() or 1, len(todo)))
     setup = WorkerSetup(specs, resolution=resolution, cpus=cpus_per_worker, batch_size=batch_size,
-                        filters=tuple(rules))  # fmt: skip
-    jobs = (FilesJob(unit, str(out), save_image) for unit in units(todo, processes, batch_size))
+                        filters=tuple(rules), caption=caption)  # fmt: skip
+    jobs = (FilesJob(unit, str(out), save_image, caption is not None)
+            for unit in units(todo, processes, batch_size))  # fmt: skip
     made.start(groups, ids)
     try:
         run_local(jobs, setup, processes, collect)
@@ -144,6 +149,8 @@ def run_annotate(
     redone = {ref.key for ref in todo}
     records += [record(ref.source, "skipped") for ref in refs if ref.key not in redone]
     report = build_report(inputs, out, specs, resolution, processes, records, time.time() - started)
+    if caption:
+        report["caption"] = caption.config()
     atomic_write(out / REPORT_NAME, encode_json(report) + b"\n")
     return report
 

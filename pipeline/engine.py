@@ -61,6 +61,7 @@ class FilesJob:
     refs: list[SampleRef]
     out: str
     save_image: bool = False
+    caption: bool = False  # --caption: write <stem>.caption.txt
 
     def samples(self) -> Iterator[SampleRef]:
         return iter(self.refs)
@@ -68,7 +69,7 @@ class FilesJob:
     def writer(self) -> Any:
         from pipeline.writers.files import FilesWriter
 
-        return FilesWriter(self.out, self.save_image)
+        return FilesWriter(self.out, self.save_image, self.caption)
 
     def setup_failed(self, error: str) -> list[dict[str, Any]]:
         """Every input failed because the worker could not start (e.g. missing weights)."""

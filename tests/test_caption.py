@@ -180,6 +180,47 @@ def test_resume_must_agree_on_the_caption_settings(filled, inputs, weights):
     assert plain.returncode == 2 and "caption was" in plain.stderr
 
 
+def annotate_args(inputs: Path, out: Path, weights: Path, *extra: str) -> tuple:
+    return ("annotate", inputs, "-o", out, "-a", "canny", "--caption", BLIP, "--weights-dir",
+            weights, "-r", "64", "--workers", "1", "-q", *extra)  # fmt: skip
+
+
+def test_annotate_writes_a_caption_per_image(filled, inputs, weights, photo_paths, tmp_path):
+    """``annotate --caption``: <stem>.caption.txt beside the maps, the caption build generates."""
+    out = tmp_path / "maps"
+    proc = run_cli(*annotate_args(inputs, out, weights), env=OFFLINE)
+    assert proc.returncode == 0, proc.stderr
+    built = {Path(r["source"]).name: r["caption"] for r in index_rows(filled).values()}
+    texts = {}
+    for i, path in enumerate(photo_paths[:4]):
+        assert (out / f"{path.stem}.canny.png").exists()
+        texts[i] = (out / f"{path.stem}.caption.txt").read_text()
+        if i in SIDECARS and SIDECARS[i].strip():  # annotate captions every image
+            assert texts[i] and texts[i] != SIDECARS[i]
+        else:  # same resized image, same model: the caption build generated
+            assert texts[i] == built[path.name]
+    report = json.loads((out / "report.json").read_text())
+    assert report["caption"] == {"model": BLIP, "recaption": False, "max_tokens": 40}
+    assert report["counts"]["done"] == 4 and report["counts"]["failed"] == 0
+    again = run_cli(*annotate_args(inputs, out, weights), env=OFFLINE)
+    assert again.returncode == 0 and "0 done, 4 skipped" in again.stderr
+    maps = {p.name: p.read_bytes() for p in out.glob("*.canny.png")}
+    shorter = run_cli(
+        *annotate_args(inputs, out, weights, "--caption-max-tokens", "3"), env=OFFLINE
+    )
+    assert shorter.returncode == 2 and "holds caption outputs" in shorter.stderr
+    assert "max_tokens" in shorter.stderr and len(shorter.stderr.strip().splitlines()) == 1
+    redo = run_cli(*annotate_args(inputs, out, weights, "--caption-max-tokens", "3",
+                                  "--overwrite"), env=OFFLINE)  # fmt: skip
+    assert redo.returncode == 0 and "4 done" in redo.stderr
+    short = {i: (out / f"{p.stem}.caption.txt").read_text() for i, p in enumerate(photo_paths[:4])}
+    assert all(texts[i].startswith(short[i]) for i in texts)
+    assert sum(map(len, short.values())) < sum(map(len, texts.values()))
+    assert {p.name: p.read_bytes() for p in out.glob("*.canny.png")} == maps
+    plain = run_cli("annotate", inputs, "-o", out, "-a", "canny", "-r", "64", "-q")
+    assert plain.returncode == 0 and "0 done, 4 skipped" in plain.stderr
+
+
 def test_missing_model_fails_before_any_work(inputs, tmp_path):
     out = tmp_path / "ds"
     env = {
@@ -194,6 +235,10 @@ def test_missing_model_fails_before_any_work(inputs, tmp_path):
     assert not out.exists()
     alone = run_cli("build", inputs, "-o", out, "--recaption", "-q")
     assert alone.returncode == 2 and "--recaption needs --caption" in alone.stderr
+    maps = run_cli("annotate", inputs, "-o", out, "--caption", "blip-base", "-q", env=env)
+    assert maps.returncode == 2 and maps.stderr.count("error:") == 1
+    assert len(maps.stderr.strip().splitlines()) == 1 and BLIP in maps.stderr
+    assert not out.exists()
 
 
 def test_indexes_without_caption_source_still_read(filled, tmp_path):

@@ -9,6 +9,9 @@ import click
 from pipeline.commands.options import (
     annotator_options,
     batch_size_option,
+    caption_max_tokens_option,
+    caption_option,
+    caption_spec,
     cpus_per_worker_option,
     filter_option,
     quiet_option,
@@ -58,6 +61,8 @@ from pipeline.commands.options import (
     "Write outputs only for images whose per-sample stat passes, repeatable: "
     "--filter 'canny_density > 0.01' (as for build); report.json counts the others."
 )
+@caption_option("Also write a caption per image as <stem>.caption.txt,")
+@caption_max_tokens_option
 @annotator_options
 @quiet_option
 def annotate(
@@ -74,6 +79,8 @@ def annotate(
     overwrite,
     quiet,
     filters,
+    caption_model,
+    caption_max_tokens,
 ):
     """Write condition maps for every image in INPUTS (files or folders, searched recursively).
 
@@ -84,19 +91,26 @@ def annotate(
     usage errors.
 
     \b
-    Example:
+    Examples:
       hintset annotate photos/ -o maps/ --annotators canny,lines --param canny.low=50
+      hintset annotate photos/ -o maps/ -a canny --caption blip-base --weights-dir models/
     """
     from tqdm import tqdm
 
+    from annotators.weights import WeightsError
     from pipeline.annotate import REPORT_NAME, SettingsConflict, run_annotate
     from pipeline.filters import parse_filters
 
     specs = specs_from(names, params, weights_dir)
+    caption = caption_spec(caption_model, False, caption_max_tokens)
     try:
         parse_filters(filters, specs)
-    except ValueError as err:
-        click.echo(f"error: {err}", err=True)
+        if caption:  # a missing model stops here, before any output is written
+            from annotators.caption import resolve_caption_model
+
+            resolve_caption_model(caption.model)
+    except (ValueError, WeightsError) as err:
+        click.echo(f"error: {' '.join(str(err).split())}", err=True)
         sys.exit(2)
 
     bar = tqdm(total=0, unit="img", disable=quiet, dynamic_ncols=True, desc="annotate")
@@ -127,6 +141,7 @@ def annotate(
             on_record=on_record,
             on_plan=on_plan,
             filters=filters,
+            caption=caption,
         )
     except SettingsConflict as err:
         bar.close()

@@ -3,21 +3,20 @@
 from __future__ import annotations
 
 import sys
-from typing import TYPE_CHECKING
 
 import click
 
 from pipeline.commands.options import (
     annotator_options,
     batch_size_option,
+    caption_max_tokens_option,
+    caption_option,
+    caption_spec,
     cpus_per_worker_option,
     filter_option,
     quiet_option,
     specs_from,
 )
-
-if TYPE_CHECKING:
-    from pipeline.caption import CaptionSpec
 
 
 @click.command()
@@ -126,23 +125,12 @@ if TYPE_CHECKING:
     type=click.IntRange(min=0),
     help="Stop after building this many shards (a trial run; rerun to continue).",
 )
-@click.option(
-    "--caption",
-    "caption_model",
-    metavar="MODEL",
-    help="Caption inputs that have no caption with an image-to-text model: blip-base, "
-    "blip-large, florence-2-base, florence-2-large (-detailed for long captions), a hub id "
-    "or a model folder; weights found like --weights-dir models. The index column "
-    "caption_source says input or generated:<model id>.",
+@caption_option(
+    "Caption inputs that have no caption (the index column caption_source says input or "
+    "generated:<model id>)"
 )
 @click.option("--recaption", is_flag=True, help="With --caption: replace every caption.")
-@click.option(
-    "--caption-max-tokens",
-    default=40,
-    show_default=True,
-    type=click.IntRange(min=1),
-    help="With --caption: longest caption in tokens (greedy decoding).",
-)
+@caption_max_tokens_option
 @annotator_options
 @quiet_option
 def build(inputs, out, names, params, captions, shard_size, resolution, min_size, keep_original,
@@ -229,17 +217,6 @@ def build(inputs, out, names, params, captions, shard_size, resolution, min_size
     click.echo(f"{t['ok']} ok, {t['failed']} failed{filtered}, {t['no_caption']} without caption"
                f"{generated} in {t['shards']} shards -> {out}", err=True)  # fmt: skip
     sys.exit(1 if t["failed"] else 0)
-
-
-def caption_spec(model: str | None, recaption: bool, max_tokens: int) -> CaptionSpec | None:
-    """The --caption settings (None without --caption; --recaption alone is a usage error)."""
-    from pipeline.caption import CaptionSpec
-
-    if not model:
-        if recaption:
-            raise click.UsageError("--recaption needs --caption MODEL")
-        return None
-    return CaptionSpec(model, recaption=recaption, max_tokens=max_tokens)
 
 
 def check_options(

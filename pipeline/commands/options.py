@@ -4,8 +4,12 @@ from __future__ import annotations
 
 import os
 from collections.abc import Callable
+from typing import TYPE_CHECKING
 
 import click
+
+if TYPE_CHECKING:
+    from pipeline.caption import CaptionSpec
 
 annotators_option = click.option(
     "-a", "--annotators", "names", default="canny", show_default=True,
@@ -38,6 +42,33 @@ def filter_option(help: str) -> Callable:
     """``--filter 'STAT OP NUMBER'`` (repeatable, into ``filters``) with the command's help."""
     return click.option("--filter", "filters", multiple=True, metavar="'STAT OP NUMBER'",
                         help=help)  # fmt: skip
+
+
+caption_max_tokens_option = click.option(
+    "--caption-max-tokens", default=40, show_default=True, type=click.IntRange(min=1),
+    help="With --caption: longest caption in tokens (greedy decoding).",
+)  # fmt: skip
+
+
+def caption_option(what: str) -> Callable:
+    """``--caption MODEL`` (into ``caption_model``); ``what`` says what the command captions."""
+    return click.option(
+        "--caption", "caption_model", metavar="MODEL",
+        help=f"{what} with an image-to-text model: blip-base, blip-large, florence-2-base, "
+        "florence-2-large (-detailed for long captions), a hub id or a model folder; weights "
+        "are found like --weights-dir models.",
+    )  # fmt: skip
+
+
+def caption_spec(model: str | None, recaption: bool, max_tokens: int) -> CaptionSpec | None:
+    """The --caption settings (None without --caption; --recaption alone is a usage error)."""
+    from pipeline.caption import CaptionSpec
+
+    if not model:
+        if recaption:
+            raise click.UsageError("--recaption needs --caption MODEL")
+        return None
+    return CaptionSpec(model, recaption=recaption, max_tokens=max_tokens)
 
 
 def annotator_options(command: Callable) -> Callable:

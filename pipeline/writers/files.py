@@ -20,11 +20,13 @@ from pipeline.atomic import atomic_write
 from pipeline.encode import encode_jpeg, encode_json
 
 if TYPE_CHECKING:
+    from pipeline.caption import CaptionSpec
     from pipeline.stages import Sample
     from pipeline.worker import AnnotatorSpec
 
 MADE_BY = "made_by.jsonl"
 IMAGE = "image"  # the --save-image output group
+CAPTION = "caption"  # the --caption output group
 
 
 def output_bases(rels: list[Path]) -> list[str]:
@@ -51,9 +53,10 @@ def output_bases(rels: list[Path]) -> list[str]:
 
 
 def output_groups(specs: list[AnnotatorSpec], resolution: int, save_image: bool,
-                  filters: list[str] | tuple[str, ...] = (),
+                  filters: list[str] | tuple[str, ...] = (), caption: CaptionSpec | None = None,
                   ) -> dict[str, tuple[dict[str, Any], list[str]]]:  # fmt: skip
-    """Output group (annotator name, or ``image``) -> (the settings that make it, its suffixes).
+    """Output group (annotator name, ``image`` or ``caption``) -> (the settings that make it,
+    its suffixes).
 
     ``--filter`` rules, when given, are part of every group's settings: which inputs have
     outputs depends on them.
@@ -71,6 +74,9 @@ def output_groups(specs: list[AnnotatorSpec], resolution: int, save_image: bool,
     if save_image:
         groups[IMAGE] = ({"image": "jpg q95", "resolution": resolution, **only},
                          [f"{IMAGE}.jpg"])  # fmt: skip
+    if caption:
+        groups[CAPTION] = ({"caption": caption.config(), "resolution": resolution, **only},
+                           [f"{CAPTION}.txt"])  # fmt: skip
     return groups
 
 
@@ -161,15 +167,19 @@ def record(source: str, status: str, error: str = "", **extra: Any) -> dict[str,
 
 
 class FilesWriter:
-    """Writes each sample's maps (and ``--save-image`` JPEG) beside its output base under OUT."""
+    """Writes each sample's maps (and ``--save-image`` JPEG, ``--caption`` text) beside its
+    output base under OUT."""
 
-    def __init__(self, out: str | os.PathLike, save_image: bool = False) -> None:
-        self.out, self.save_image = Path(out), save_image
+    def __init__(self, out: str | os.PathLike, save_image: bool = False,
+                 caption: bool = False) -> None:  # fmt: skip
+        self.out, self.save_image, self.caption = Path(out), save_image, caption
         self.records: list[dict[str, Any]] = []
 
     def encode(self, sample: Sample) -> None:
         if self.save_image:
             sample.stored[f"{IMAGE}.jpg"] = encode_jpeg(sample.result.image)
+        if self.caption:  # empty when the model generated nothing: the file still says so
+            sample.stored[f"{CAPTION}.txt"] = (sample.caption or "").encode()
 
     def write(self, sample: Sample) -> None:
         result, ref = sample.result, sample.ref
