@@ -92,12 +92,15 @@ def classify(url: str) -> Input:
 
 
 def expand(pattern: str) -> list[str]:
-    """Expand brace notation (``data-{000..009}.tar``) and globs into sorted existing inputs."""
+    """Expand brace notation (``data-{000..009}.tar``) and globs into sorted existing inputs.
+
+    A path that exists as written is taken as is, even with glob characters (``photos[1]/``).
+    """
     import braceexpand
 
     urls: list[str] = []
     for item in braceexpand.braceexpand(pattern):
-        if not glob.has_magic(item):
+        if not glob.has_magic(item) or _exists(item):
             urls.append(item)
         elif is_local(item):
             urls += sorted(glob.glob(item.removeprefix("file://")))
@@ -105,6 +108,16 @@ def expand(pattern: str) -> list[str]:
             protocol = item.split("://", 1)[0]
             urls += sorted(f"{protocol}://{p}" for p in filesystem(protocol).glob(item))
     return urls
+
+
+def _exists(url: str) -> bool:
+    """True when ``url`` names an existing file or folder (False when it cannot be checked)."""
+    if is_local(url):
+        return os.path.exists(url.removeprefix("file://"))
+    try:
+        return filesystem(url.split("://", 1)[0]).exists(url)
+    except Exception:  # noqa: BLE001 - unreachable or no credentials: reported by the caller
+        return False
 
 
 def walk_folder(root: str, exclude: Iterable[str] = ()) -> Iterator[ImageFile]:

@@ -162,6 +162,23 @@ def test_symlinked_folder_is_followed_once(tmp_path, photo):
     assert found == ["b.jpg", "linked/a.jpg"]
 
 
+def test_paths_with_glob_characters_are_taken_as_written(tmp_path, photo):
+    """``photos[1]/`` and ``b[2].jpg`` exist as named: not read as patterns (which match nothing)."""
+    from pipeline.sources import expand
+
+    (tmp_path / "ph[1]").mkdir()
+    (tmp_path / "ph[1]" / "a.jpg").write_bytes(photo)
+    (tmp_path / "b[2].jpg").write_bytes(photo)
+    (tmp_path / "c1.jpg").write_bytes(photo)
+    assert expand(str(tmp_path / "ph[1]")) == [str(tmp_path / "ph[1]")]
+    assert expand(f"file://{tmp_path}/b[2].jpg") == [f"file://{tmp_path}/b[2].jpg"]
+    assert expand(str(tmp_path / "c[0-9].jpg")) == [str(tmp_path / "c1.jpg")]  # still a glob
+    units = plan(
+        Storage(tmp_path / "ds"), [str(tmp_path / "ph[1]"), str(tmp_path / "b[2].jpg")], 10
+    )
+    assert sorted(read_sample(r)[0] == photo for r in refs_of(units)) == [True, True]
+
+
 def test_empty_folder_is_an_error(tmp_path):
     (tmp_path / "empty").mkdir()
     with pytest.raises(ValueError, match="no images found"):
