@@ -54,9 +54,13 @@ def resolve_inputs(inputs: Iterable[str]) -> list[Input]:
     """Expand globs and brace patterns and classify each input; FileNotFoundError if missing."""
     found: list[Input] = []
     for item in inputs:
-        urls = expand(str(item))
+        try:
+            urls = expand(str(item))
+        except RecursionError:  # a pattern with hundreds of glob parts (a pasted list)
+            urls = []
         if not urls:
-            raise FileNotFoundError(f"input not found: {item}")
+            shown = str(item) if len(str(item)) <= 200 else f"{str(item)[:200]}..."
+            raise FileNotFoundError(f"input not found: {shown}")
         for url in urls:
             found.append(classify(url))
     return found

@@ -177,6 +177,11 @@ def test_paths_with_glob_characters_are_taken_as_written(tmp_path, photo):
         Storage(tmp_path / "ds"), [str(tmp_path / "ph[1]"), str(tmp_path / "b[2].jpg")], 10
     )
     assert sorted(read_sample(r)[0] == photo for r in refs_of(units)) == [True, True]
+    pasted = str([tmp_path / f"{i}.jpg" for i in range(1000)])  # a Python list as one argument
+    with pytest.raises(FileNotFoundError) as missing:
+        plan(Storage(tmp_path / "ds2"), [pasted], 10)
+    assert str(missing.value).startswith("input not found: [PosixPath(")
+    assert len(str(missing.value)) < 250
 
 
 def test_empty_folder_is_an_error(tmp_path):
