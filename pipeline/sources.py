@@ -53,13 +53,13 @@ def absolute(url: str) -> str:
 def resolve_inputs(inputs: Iterable[str]) -> list[Input]:
     """Expand globs and brace patterns and classify each input; FileNotFoundError if missing."""
     found: list[Input] = []
-    for item in inputs:
+    for item in map(str, inputs):
         try:
-            urls = expand(str(item))
+            urls = expand(item)
         except RecursionError:  # a pattern with hundreds of glob parts (a pasted list)
             urls = []
         if not urls:
-            shown = str(item) if len(str(item)) <= 200 else f"{str(item)[:200]}..."
+            shown = item if len(item) <= 200 else f"{item[:200]}..."
             raise FileNotFoundError(f"input not found: {shown}")
         for url in urls:
             found.append(classify(url))

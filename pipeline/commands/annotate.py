@@ -102,13 +102,10 @@ def annotate(
     from pipeline.filters import parse_filters
 
     specs = specs_from(names, params, weights_dir)
-    caption = caption_spec(caption_model, False, caption_max_tokens)
     try:
         parse_filters(filters, specs)
-        if caption:  # a missing model stops here, before any output is written
-            from annotators.caption import resolve_caption_model
-
-            resolve_caption_model(caption.model)
+        # a missing captioning model stops here, before any output is written
+        caption = caption_spec(caption_model, False, caption_max_tokens, check_weights=True)
     except (ValueError, WeightsError) as err:
         click.echo(f"error: {' '.join(str(err).split())}", err=True)
         sys.exit(2)

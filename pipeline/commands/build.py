@@ -168,14 +168,12 @@ def build(inputs, out, names, params, captions, shard_size, resolution, min_size
 
     set_storage_options(storage_opts)
     specs = specs_from(names, params, weights_dir, tuple(imports))
-    caption = caption_spec(caption_model, recaption, caption_max_tokens)
     try:
         parse_filters(filters, specs)  # a typo'd rule stops here, before Ray starts
         check_options(inputs, out, address, gpus_per_worker, overwrite)
-        if caption and not address:  # a cluster's workers may see other weights: they check
-            from annotators.caption import resolve_caption_model
-
-            resolve_caption_model(caption.model)
+        # a cluster's workers may see other weights than this machine: they check there
+        caption = caption_spec(caption_model, recaption, caption_max_tokens,
+                               check_weights=not address)  # fmt: skip
     except (BuildFailed, ValueError, WeightsError) as err:
         click.echo(f"error: {' '.join(str(err).split())}", err=True)
         sys.exit(2)

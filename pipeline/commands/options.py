@@ -60,14 +60,22 @@ def caption_option(what: str) -> Callable:
     )  # fmt: skip
 
 
-def caption_spec(model: str | None, recaption: bool, max_tokens: int) -> CaptionSpec | None:
-    """The --caption settings (None without --caption; --recaption alone is a usage error)."""
+def caption_spec(model: str | None, recaption: bool, max_tokens: int, *,
+                 check_weights: bool = False) -> CaptionSpec | None:  # fmt: skip
+    """The --caption settings (None without --caption; --recaption alone is a usage error).
+
+    ``check_weights``: raise WeightsError (one line) now, before any work, if the model is missing.
+    """
     from pipeline.caption import CaptionSpec
 
     if not model:
         if recaption:
             raise click.UsageError("--recaption needs --caption MODEL")
         return None
+    if check_weights:
+        from annotators.caption import resolve_caption_model
+
+        resolve_caption_model(model)
     return CaptionSpec(model, recaption=recaption, max_tokens=max_tokens)
 
 
