@@ -20,6 +20,7 @@ from annotators import (  # noqa: F401
     seg,
     shuffle,
     softedge,
+    teed,
     tile,
 )
 from annotators.base import Annotation, Annotator, AnnotatorError, Param

@@ -127,6 +127,8 @@ class Annotator:
     description: ClassVar[str] = ""
     #: Whether ``cuda`` helps; the pipeline asks Ray for GPUs only for these.
     wants_gpu: ClassVar[bool] = False
+    #: The implementation whose maps this one equals (``benchmarks/reference_check.py``).
+    reference: ClassVar[str] = ""
 
     def __init__(self, **params: Any) -> None:
         known = {p.name: p for p in self.params}
@@ -167,6 +169,24 @@ class Annotator:
     def weights_identity(self) -> list[dict[str, Any]]:
         """Name and sha256 of the weights actually loaded (for the manifest); empty if none."""
         return []
+
+    @classmethod
+    def catalogue(cls) -> dict[str, dict[str, Any]]:
+        """Per backend (default first): weights file names, hub repos, licence and reference,
+        as ``hintset annotators --json`` lists them."""
+        from annotators.weights import describe_files
+
+        return {b: describe_files(f, cls.reference) for b, f in cls.weights_by_backend().items()}
+
+    def backend(self) -> str:
+        """The ``catalogue()`` key this configuration uses (its ``backend`` param, else the first)."""
+        entries = self.catalogue()
+        chosen = self.config.get("backend")
+        return chosen if chosen in entries else next(iter(entries))
+
+    def licence(self) -> str:
+        """Licence of the weights this configuration loads (recorded in the manifest)."""
+        return self.catalogue()[self.backend()]["licence"]
 
     # -- public API --------------------------------------------------------
     def load(self) -> None:
@@ -218,6 +238,7 @@ class Annotator:
             "data_outputs": list(self.data_outputs),
             "stats": list(self.stats),
             "weights": self.weights_identity(),
+            "licence": self.licence(),
         }
 
     def __repr__(self) -> str:

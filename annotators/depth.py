@@ -1,7 +1,9 @@
 """Depth: relative inverse depth from a transformers depth-estimation model, near = bright.
 
-Models: DPT-Hybrid MiDaS (``Intel/dpt-hybrid-midas``, the one ControlNet 1.0 used) and
-Depth Anything V2 (small/base/large). The map is the model's relative inverse depth resized
+Models: DPT-Hybrid MiDaS (``Intel/dpt-hybrid-midas``, the one ControlNet 1.0 used), Depth
+Anything V1 (small/base/large, the transformers ports ``LiheYoung/depth-anything-*-hf``; BFL's
+FLUX.1 Depth uses large) and Depth Anything V2 (small/base/large). Licences differ per model
+(V2 base/large are CC-BY-NC-4.0): ``hintset annotators`` lists them, the manifest records them. The map is the model's relative inverse depth resized
 back to the input size and min-max normalised per image (as ControlNet's MiDaS annotator
 does), stored as 8-bit (or 16-bit) 1-channel PNG.
 """
@@ -24,21 +26,28 @@ class DepthModel:
     """A published depth model: hub id, architecture family and size."""
 
     repo_id: str
-    family: str  # "dpt-hybrid" or "depth-anything-v2"
+    family: str  # "dpt-hybrid", "depth-anything-v1" or "depth-anything-v2"
     size: str = ""
+    licence: str = ""
 
 
 #: short name -> published model (``model=`` also takes a hub id or a local folder)
 MODELS: dict[str, DepthModel] = {
-    "dpt-hybrid": DepthModel("Intel/dpt-hybrid-midas", "dpt-hybrid"),
+    "dpt-hybrid": DepthModel("Intel/dpt-hybrid-midas", "dpt-hybrid", licence="Apache-2.0"),
+    **{
+        f"depth-anything-v1-{size}": DepthModel(
+            f"LiheYoung/depth-anything-{size}-hf", "depth-anything-v1", size, "Apache-2.0"
+        )
+        for size in ("small", "base", "large")
+    },
     "depth-anything-v2-small": DepthModel(
-        "depth-anything/Depth-Anything-V2-Small-hf", "depth-anything-v2", "small"
+        "depth-anything/Depth-Anything-V2-Small-hf", "depth-anything-v2", "small", "Apache-2.0"
     ),
     "depth-anything-v2-base": DepthModel(
-        "depth-anything/Depth-Anything-V2-Base-hf", "depth-anything-v2", "base"
+        "depth-anything/Depth-Anything-V2-Base-hf", "depth-anything-v2", "base", "CC-BY-NC-4.0"
     ),
     "depth-anything-v2-large": DepthModel(
-        "depth-anything/Depth-Anything-V2-Large-hf", "depth-anything-v2", "large"
+        "depth-anything/Depth-Anything-V2-Large-hf", "depth-anything-v2", "large", "CC-BY-NC-4.0"
     ),
 }
 DEFAULT_MODEL = "dpt-hybrid"
@@ -75,7 +84,7 @@ def normalize_depth(depth: np.ndarray, bits: int = 8) -> np.ndarray:
 
 @register
 class Depth(hf_models.HFAnnotator):
-    """Monocular relative depth (MiDaS DPT-Hybrid or Depth Anything V2), near = bright."""
+    """Monocular relative depth (MiDaS DPT-Hybrid, Depth Anything V1 or V2), near = bright."""
 
     name = "depth"
     version = "2"
@@ -83,6 +92,7 @@ class Depth(hf_models.HFAnnotator):
     stats = ("depth_mean",)
     description = "relative inverse depth, normalised per image, near = bright (1 channel)"
     wants_gpu = True
+    reference = "controlnet_aux 0.0.10 MidasDetector (dpt-hybrid)"
     task = "depth"
     models = MODELS
     default_model = DEFAULT_MODEL

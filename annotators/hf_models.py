@@ -23,6 +23,7 @@ from annotators.base import Param
 from annotators.learned import LEARNED_PARAMS, LearnedAnnotator, groups_by_size, padded_size
 from annotators.weights import (
     MODEL_FILES,
+    NOT_RECORDED,
     PROCESSOR_CONFIG,
     WeightsError,
     WeightsFile,
@@ -210,8 +211,35 @@ class HFAnnotator(LearnedAnnotator):
     @classmethod
     def weights_files(cls) -> list[WeightsFile]:
         """Files of the default model (other models: see ``models`` / ``hintset weights``)."""
-        repo = cls.models[cls.default_model].repo_id
-        return [WeightsFile(name, repo_id=repo) for name in MODEL_FILES]
+        spec = cls.models[cls.default_model]
+        licence = getattr(spec, "licence", "")
+        return [WeightsFile(name, repo_id=spec.repo_id, licence=licence) for name in MODEL_FILES]
+
+    @classmethod
+    def catalogue(cls) -> dict[str, dict[str, Any]]:
+        """One entry per published model (short name, default first): its folder's files, hub
+        repo, licence and reference implementation."""
+        names = [cls.default_model, *(n for n in cls.models if n != cls.default_model)]
+        return {
+            name: {
+                "files": list(MODEL_FILES),
+                "repos": [cls.models[name].repo_id],
+                "licence": getattr(cls.models[name], "licence", "") or NOT_RECORDED,
+                "reference": cls.reference if name == cls.default_model else "",
+            }
+            for name in names
+        }
+
+    def backend(self) -> str:
+        """The configured model's short name (a hub id or folder when it is not a published one)."""
+        return self.config["model"]
+
+    def licence(self) -> str:
+        """The published model's licence; a model given by hub id or folder: not known here."""
+        entries = self.catalogue()
+        if self.backend() in entries:
+            return entries[self.backend()]["licence"]
+        return f"not known for {self.backend()}: see its model card"
 
     @classmethod
     def model_ids(cls) -> dict[str, str]:

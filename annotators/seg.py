@@ -26,14 +26,20 @@ class SegModel:
     repo_id: str
     family: str  # "upernet-convnext" or "segformer"
     size: str = ""
+    licence: str = ""
 
 
 #: short name -> published model (``model=`` also takes a hub id or a local folder)
 MODELS: dict[str, SegModel] = {
     "upernet-convnext-small": SegModel(
-        "openmmlab/upernet-convnext-small", "upernet-convnext", "small"
+        "openmmlab/upernet-convnext-small", "upernet-convnext", "small", "MIT"
     ),
-    "segformer-b0": SegModel("nvidia/segformer-b0-finetuned-ade-512-512", "segformer", "b0"),
+    "segformer-b0": SegModel(
+        "nvidia/segformer-b0-finetuned-ade-512-512",
+        "segformer",
+        "b0",
+        "NVIDIA Source Code Licence for SegFormer (non-commercial)",
+    ),  # fmt: skip
 }
 DEFAULT_MODEL = "upernet-convnext-small"
 BENCHMARK_MODELS = ("upernet-convnext-small", "segformer-b0")

@@ -34,12 +34,49 @@ class WeightsFile:
     sha256: str | None = None
     subfolder: str = ""
     size_hint: str = ""
+    #: licence of the published file ("" = the repository's own, see ``DEFAULT_LICENCES``)
+    licence: str = ""
 
     @property
     def url(self) -> str:
         """Where a user can download the file by hand."""
         sub = f"{self.subfolder}/" if self.subfolder else ""
         return f"https://huggingface.co/{self.repo_id}/resolve/main/{sub}{self.filename}"
+
+
+#: licences of the upstream projects of lllyasviel/Annotators' files (the hub repo names none);
+#: a file missing here is reported as "not recorded"
+ANNOTATORS_LICENCES = {
+    "ControlNetHED.pth": "Apache-2.0 (lllyasviel/ControlNet)",
+    "mlsd_large_512_fp32.pth": "Apache-2.0 (navervision/mlsd)",
+    "body_pose_model.pth": "CMU OpenPose academic non-commercial licence",
+    "hand_pose_model.pth": "CMU OpenPose academic non-commercial licence",
+    "scannet.pt": "MIT (baegwangbin/surface_normal_uncertainty)",
+    "sk_model.pth": "MIT (carolineec/informative-drawings)",
+    "sk_model2.pth": "MIT (carolineec/informative-drawings)",
+}
+NO_WEIGHTS = "none (no weights)"
+NOT_RECORDED = "not recorded: see the source"
+
+
+def file_licence(spec: WeightsFile) -> str:
+    """The licence of a weights file: its own field, else the known upstream licence."""
+    if spec.licence:
+        return spec.licence
+    if spec.repo_id == DEFAULT_REPO:
+        return ANNOTATORS_LICENCES.get(spec.filename, NOT_RECORDED)
+    return NOT_RECORDED
+
+
+def describe_files(files: Sequence[WeightsFile], reference: str = "") -> dict[str, Any]:
+    """Plain data for one backend: file names, hub repos, licence(s), reference implementation."""
+    licences = list(dict.fromkeys(file_licence(f) for f in files))
+    return {
+        "files": [f.filename for f in files],
+        "repos": list(dict.fromkeys(f.repo_id for f in files)),
+        "licence": "; ".join(licences) if licences else NO_WEIGHTS,
+        "reference": reference,
+    }
 
 
 def is_offline(offline: bool | None = None) -> bool:

@@ -45,6 +45,7 @@ from annotators.pose_draw import draw_people  # noqa: E402
 from annotators.shuffle import content_shuffle  # noqa: E402
 from benchmarks.common import PHOTOS  # noqa: E402
 from pipeline.decode import load_image, resize_short_side  # noqa: E402
+from pipeline.sources import IMAGE_EXTENSIONS  # noqa: E402
 from tests.weights import (  # noqa: E402
     write_bae,
     write_depth,
@@ -55,6 +56,7 @@ from tests.weights import (  # noqa: E402
     write_mlsd,
     write_openpose,
     write_pidinet,
+    write_teed,
 )
 
 SIZE = 512
@@ -66,11 +68,19 @@ DWPOSE_BOXES = [(200.0, 40.0, 440.0, 440.0, 0.9), (100.0, 100.0, 300.0, 500.0, 0
 FACE_PHOTOS = (3, 8, 10, 11)
 
 
-def photos(count: int, indices: tuple[int, ...] = ()) -> list[np.ndarray]:
-    """``count`` photos (or those at ``indices``) at short side 512, long side cropped (centred)
-    to a multiple of 64."""
+def image_paths(folder: Path) -> list[Path]:
+    """Every image in ``folder`` the pipeline reads (jpg, png, webp, ...: any case), sorted."""
+    return sorted(
+        p for p in Path(folder).iterdir()
+        if p.suffix.lower() in IMAGE_EXTENSIONS and not p.name.startswith(".")
+    )  # fmt: skip
+
+
+def photos(count: int, indices: tuple[int, ...] = (), folder: Path = PHOTOS) -> list[np.ndarray]:
+    """``count`` images of ``folder`` (or those at ``indices``) at short side 512, long side
+    cropped (centred) to a multiple of 64."""
     out = []
-    paths = sorted(PHOTOS.glob("*.jpg"))
+    paths = image_paths(folder)
     for path in [paths[i] for i in indices] if indices else paths[:count]:
         img = resize_short_side(load_image(path), SIZE)
         h, w = (s // 64 * 64 for s in img.shape[:2])
@@ -206,9 +216,18 @@ def dwpose_reference(folder: Path) -> Any:
     return detector
 
 
+def skimage_before_026() -> bool:
+    """Whether scikit-image's ``remove_small_objects(min_size=n)`` still removes only sizes < n."""
+    import skimage
+
+    return tuple(int(p) for p in skimage.__version__.split(".")[:2]) < (0, 26)
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--photos", type=int, default=3)
+    parser.add_argument("--dir", type=Path, default=PHOTOS,
+                        help="folder of images (jpg, png, webp, ...); default: the test photos")  # fmt: skip
     parser.add_argument("--only", default="", help="comma-separated rows (e.g. depth,hand_box)")
     args = parser.parse_args()
     try:
@@ -216,6 +235,7 @@ def main() -> None:
     except ImportError:
         raise SystemExit("controlnet_aux is not importable: see this script's docstring") from None
     import torch
+    from controlnet_aux.anyline import AnylineDetector
     from controlnet_aux.canny import CannyDetector
     from controlnet_aux.hed import HEDdetector
     from controlnet_aux.lineart import LineartDetector
@@ -226,14 +246,15 @@ def main() -> None:
     from controlnet_aux.open_pose import Body, Hand, OpenposeDetector
     from controlnet_aux.pidi import PidiNetDetector
     from controlnet_aux.shuffle import ContentShuffleDetector
+    from controlnet_aux.teed import TEEDdetector
 
     torch.set_num_threads(2)
     only = set(filter(None, args.only.split(",")))
-    images = photos(args.photos)
+    images = photos(args.photos, folder=args.dir)
     res = {"detect_resolution": SIZE, "image_resolution": SIZE, "output_type": "np"}
     with tempfile.TemporaryDirectory() as tmp:
         for write in (write_hed, write_mlsd, write_bae, write_openpose, write_lineart,
-                      write_lineart_anime, write_pidinet):  # fmt: skip
+                      write_lineart_anime, write_pidinet, write_teed):  # fmt: skip
             write(Path(tmp))
         ours = {
             name: create(name, device="cpu", weights_dir=tmp, **params) if name != "canny" else
@@ -254,6 +275,11 @@ def main() -> None:
             ours[name] = create(name, device="cpu", weights_dir=tmp, **params)
         ours["lineart_coarse"] = create("lineart", coarse=True, device="cpu", weights_dir=tmp)
         ours["softedge_safe"] = create("softedge", safe=True, device="cpu", weights_dir=tmp)
+        ours["teed"] = create("teed", device="cpu", weights_dir=tmp)
+        ours["teed_raw"] = create("teed", safe_steps=0, device="cpu", weights_dir=tmp)
+        # scikit-image >= 0.26 reads the reference's min_size=36 as an inclusive bound
+        ours["anyline"] = create("anyline", device="cpu", weights_dir=tmp,
+                                 min_area=12 if skimage_before_026() else 13)  # fmt: skip
         # shuffle with ControlNet's legacy global draws (np.random.seed(0) before each image)
         ours["shuffle"] = lambda im: content_shuffle(im, np.random.RandomState(0))
         ours["face"] = create("face")
@@ -269,6 +295,9 @@ def main() -> None:
         lineart = LineartDetector.from_pretrained(tmp)
         anime = LineartAnimeDetector.from_pretrained(tmp)
         pidi = PidiNetDetector.from_pretrained(tmp)
+        teed = TEEDdetector.from_pretrained(tmp, filename="7_model.pth")
+        anyline = AnylineDetector.from_pretrained(tmp, filename="MTEED.pth")
+        teed_res = {"detect_resolution": SIZE, "output_type": "np"}
 
         def ref_shuffle(im: np.ndarray) -> np.ndarray:
             np.random.seed(0)
@@ -298,8 +327,11 @@ def main() -> None:
             "shuffle": ref_shuffle,
             "face": lambda im: MediapipeFaceDetector()(im, max_faces=1, min_confidence=0.5, **res),
             "dwpose": lambda im: dwpose(im, **res),
+            "teed": lambda im: first_channel(teed(im, safe_steps=2, **teed_res)),
+            "teed_raw": lambda im: first_channel(teed(im, safe_steps=0, **teed_res)),
+            "anyline": lambda im: first_channel(anyline(im, **teed_res)),
         }
-        face_images = photos(0, FACE_PHOTOS)
+        face_images = photos(0, FACE_PHOTOS) if args.dir == PHOTOS else images
         rows = []
         for name, annotator in ours.items():
             if only and name not in only:

@@ -26,6 +26,7 @@ from tests.weights import (
     write_mlsd,
     write_pidinet,
     write_seg,
+    write_teed,
 )
 
 pytestmark = pytest.mark.usefixtures("offline_weights")
@@ -49,6 +50,8 @@ CASES = [
     ("scribble", {}),
     ("softedge", {}),
     ("lineart", {}),
+    ("teed", {}),
+    ("anyline", {}),
     ("depth", {"model": "dpt-hybrid"}),
     ("seg", {"model": "segformer-b0", "resolution": 96}),
     ("normal", {"backend": "depth"}),
@@ -62,7 +65,7 @@ NOT_RUN = {
 @pytest.fixture(scope="module")
 def weights_dir(tmp_path_factory) -> Path:
     folder = tmp_path_factory.mktemp("stats-weights")
-    for write in (write_hed, write_mlsd, write_pidinet, write_lineart):
+    for write in (write_hed, write_mlsd, write_pidinet, write_lineart, write_teed):
         write(folder)
     write_depth(folder, tiny=True, models=["dpt-hybrid"])
     write_seg(folder, tiny=True, models=["segformer-b0"])

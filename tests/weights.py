@@ -20,6 +20,7 @@ from annotators.mlsd import MLSD_WEIGHTS, build_mlsd
 from annotators.normal import BAE_WEIGHTS, build_bae
 from annotators.openpose import BODY_WEIGHTS, HAND_WEIGHTS
 from annotators.softedge import PIDINET_WEIGHTS, build_pidinet
+from annotators.teed import ANYLINE_WEIGHTS, TEED_WEIGHTS, build_teed
 
 
 def random_state(build: Callable[[], Any], seed: int = 0) -> dict[str, Any]:
@@ -185,8 +186,12 @@ def dpt_hybrid_config(tiny: bool = False) -> Any:
     )
 
 
-def depth_anything_v2_config(size: str = "small", tiny: bool = False) -> Any:
-    """Depth Anything V2 (DINOv2 ViT-S/B/L 14 + DPT head), relative depth."""
+#: Depth Anything V1 taps the last four DINOv2 layers (transformers' conversion script)
+_DA_V1_OUT = {"small": [9, 10, 11, 12], "base": [9, 10, 11, 12], "large": [21, 22, 23, 24]}
+
+
+def depth_anything_v2_config(size: str = "small", tiny: bool = False, v1: bool = False) -> Any:
+    """Depth Anything V2 (or V1: ``v1=True``; DINOv2 ViT-S/B/L 14 + DPT head), relative depth."""
     from transformers import DepthAnythingConfig, Dinov2Config
 
     if tiny:
@@ -194,6 +199,7 @@ def depth_anything_v2_config(size: str = "small", tiny: bool = False) -> Any:
         extra = {"head_hidden_size": 8}
     else:
         hidden, layers, heads, out_idx, fusion, neck = _DA_SIZES[size]
+        out_idx = _DA_V1_OUT[size] if v1 else out_idx
         extra = {}
     backbone = Dinov2Config(
         hidden_size=hidden,
@@ -243,7 +249,8 @@ def build_depth_model(spec: Any, tiny: bool = False) -> Any:
 
     if spec.family == "dpt-hybrid":
         return DPTForDepthEstimation(dpt_hybrid_config(tiny))
-    return DepthAnythingForDepthEstimation(depth_anything_v2_config(spec.size, tiny))
+    v1 = spec.family == "depth-anything-v1"
+    return DepthAnythingForDepthEstimation(depth_anything_v2_config(spec.size, tiny, v1=v1))
 
 
 def write_depth(
@@ -488,6 +495,16 @@ def write_pidinet(folder: Path, *, tiny: bool = False) -> list[Path]:
     state = {f"module.{k}": v for k, v in random_state(build_pidinet).items()}
     write_state(path, {"epoch": 0, "state_dict": state})
     return [path]
+
+
+def write_teed(folder: Path, *, tiny: bool = False) -> list[Path]:
+    """Random ``7_model.pth`` (TEED) and ``MTEED.pth`` (Anyline): plain state dicts, real size
+    (58,910 parameters), different seeds."""
+    paths = []
+    for seed, spec in enumerate((TEED_WEIGHTS, ANYLINE_WEIGHTS)):
+        paths.append(Path(folder) / spec.filename)
+        write_state(paths[-1], random_state(build_teed, seed=seed))
+    return paths
 
 
 #: network -> writer(folder, tiny=...) of its random weights
@@ -795,6 +812,7 @@ WRITERS: dict[str, Callable[..., list[Path]]] = {
     "lineart_anime": write_lineart_anime,
     "pidinet": write_pidinet,
     "dwpose": write_dwpose,
+    "teed": write_teed,
 }
 
 

@@ -44,6 +44,9 @@ def annotators(weights_dir, as_json):
                     for f in cls.weights_files()
                 ],
                 "weights_by_backend": by_backend,
+                "reference": cls.reference,
+                # per backend / model: weights file names, hub repos, licence, reference
+                "backends": cls.catalogue(),
             }
         )
     if as_json:
@@ -56,6 +59,14 @@ def annotators(weights_dir, as_json):
         click.echo(f"    outputs: {', '.join(row['outputs'])}")
         if row["stats"]:
             click.echo(f"    stats (--filter): {', '.join(row['stats'])}")
+        if row["reference"]:
+            click.echo(f"    reference: {row['reference']}")
+        if any(b["files"] for b in row["backends"].values()):
+            licences = "; ".join(
+                f"{name + ': ' if name else ''}{entry['licence']}"
+                for name, entry in row["backends"].items()
+            )
+            click.echo(f"    licence: {licences}")
         for cls_param in get(row["name"]).params:
             choices = f" {{{'|'.join(map(str, cls_param.choices))}}}" if cls_param.choices else ""
             click.echo(f"    {cls_param.name}={cls_param.default!r}{choices}  {cls_param.help}")
