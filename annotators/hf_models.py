@@ -41,6 +41,7 @@ UNUSED_KEYS = (re.compile(r"(^|\.)neck\.fusion_stage\.layers\.0\.residual_layer1
 AUTO_CLASSES = {
     "depth": "AutoModelForDepthEstimation",
     "seg": "AutoModelForSemanticSegmentation",
+    "universal-seg": "AutoModelForUniversalSegmentation",  # OneFormer (annotators/seg.py)
     "caption": "AutoModelForImageTextToText",  # BLIP, Florence-2 (annotators/caption.py)
 }
 
@@ -132,6 +133,8 @@ class Preprocess:
         normalize = conf.get("do_normalize", True)
         mean = tuple(conf.get("image_mean", (0.5,) * 3)) if normalize else (0.0,) * 3
         std = tuple(conf.get("image_std", (0.5,) * 3)) if normalize else (1.0,) * 3
+        if max(mean) > 1:  # given for 0..255 pixels (OneFormer's processors): scale to 0..1
+            mean, std = tuple(m / 255 for m in mean), tuple(s / 255 for s in std)
         ensure = int(conf.get("ensure_multiple_of") or 1)
         return cls(
             size=(height, width),
@@ -222,7 +225,7 @@ class HFAnnotator(LearnedAnnotator):
         names = [cls.default_model, *(n for n in cls.models if n != cls.default_model)]
         return {
             name: {
-                "files": list(MODEL_FILES),
+                "files": [*MODEL_FILES, *getattr(cls.models[name], "extra", ())],
                 "repos": [cls.models[name].repo_id],
                 "licence": getattr(cls.models[name], "licence", "") or NOT_RECORDED,
                 "reference": cls.reference if name == cls.default_model else "",
@@ -266,12 +269,22 @@ class HFAnnotator(LearnedAnnotator):
         """Check the loaded model for this annotator and return its preprocessing."""
         raise NotImplementedError
 
+    def model_task(self) -> str:
+        """Key of AUTO_CLASSES the configured model loads with (the class's ``task``)."""
+        return self.task
+
+    def model_extra_files(self) -> tuple[str, ...]:
+        """Files the configured model's folder needs beside config, weights and processor."""
+        return ()
+
     def _load_networks(self) -> list[dict[str, Any]]:
         """Resolve the model folder, check/record the weights hash, load the network."""
         repo = self.model_id()
-        folder = resolve_model_dir(repo, self.config["weights_dir"] or None)
+        folder = resolve_model_dir(
+            repo, self.config["weights_dir"] or None, extra=self.model_extra_files()
+        )
         ident = model_identity(repo, folder, self.config["sha256"])
-        model = load_pretrained(self.task, folder, repo, self.device, self.dtype)
+        model = load_pretrained(self.model_task(), folder, repo, self.device, self.dtype)
         self._pre = self._prepare(model, folder, repo)
         self._model = model
         return [ident]

@@ -1,7 +1,10 @@
 """Semantic segmentation with ADE20K's 150 classes, coloured with the exact ADE20K palette.
 
 Models (transformers): UperNet ConvNeXt-small (``openmmlab/upernet-convnext-small``, the model
-diffusers' ControlNet seg examples use) and SegFormer-B0 ADE 512. Writes ``seg.png`` (RGB,
+diffusers' ControlNet seg examples use), SegFormer-B0 ADE 512 and OneFormer ADE20K Swin-L/Swin-T
+(``shi-labs/oneformer_ade20k_swin_*``, ControlNet 1.1's ``seg_ofade20k``: semantic task, the
+class scores ``softmax(class logits)[:-1] . sigmoid(mask logits)`` of transformers'
+``post_process_semantic_segmentation``; its folder also holds the CLIP tokenizer files). Writes ``seg.png`` (RGB,
 palette colours, opacity 1) and ``seglabel.png`` (uint8 class index 0..149, 0 = wall).
 """
 
@@ -18,6 +21,11 @@ from annotators.base import Annotation, Param
 from annotators.registry import register
 from annotators.weights import WeightsError
 
+#: OneFormer's text side: the CLIP tokenizer files of the published repos
+ONEFORMER_FILES = ("tokenizer_config.json", "vocab.json", "merges.txt")
+#: the task prompt of semantic segmentation (OneFormerProcessor's ``task_inputs``)
+ONEFORMER_TASK = "the task is semantic"
+
 
 @dataclass(frozen=True)
 class SegModel:
@@ -27,6 +35,8 @@ class SegModel:
     family: str  # "upernet-convnext" or "segformer"
     size: str = ""
     licence: str = ""
+    #: files the folder needs beside config, weights and processor config
+    extra: tuple[str, ...] = ()
 
 
 #: short name -> published model (``model=`` also takes a hub id or a local folder)
@@ -40,6 +50,12 @@ MODELS: dict[str, SegModel] = {
         "b0",
         "NVIDIA Source Code Licence for SegFormer (non-commercial)",
     ),  # fmt: skip
+    **{
+        f"oneformer-ade20k-swin-{size}": SegModel(
+            f"shi-labs/oneformer_ade20k_swin_{size}", "oneformer", size, "MIT", ONEFORMER_FILES
+        )
+        for size in ("large", "tiny")
+    },
 }
 DEFAULT_MODEL = "upernet-convnext-small"
 BENCHMARK_MODELS = ("upernet-convnext-small", "segformer-b0")
@@ -76,16 +92,42 @@ class Seg(hf_models.HFAnnotator):
         *hf_models.HF_PARAMS,
     )
 
+    def is_oneformer(self) -> bool:
+        """A OneFormer model: a published one, or a hub id / folder named after OneFormer."""
+        model = self.config["model"]
+        return MODELS[model].family == "oneformer" if model in MODELS else "oneformer" in model
+
+    def model_task(self) -> str:
+        return "universal-seg" if self.is_oneformer() else self.task
+
+    def model_extra_files(self) -> tuple[str, ...]:
+        return ONEFORMER_FILES if self.is_oneformer() else ()
+
     def _prepare(self, model: Any, folder: Path, repo: str) -> hf_models.Preprocess:
         if model.config.num_labels != len(ade20k.CLASSES):
             raise WeightsError(
                 f"seg: {repo} predicts {model.config.num_labels} classes, not ADE20K's 150"
             )
+        if self.is_oneformer():
+            from transformers import AutoTokenizer
+
+            tokens = AutoTokenizer.from_pretrained(str(folder), local_files_only=True)(
+                ONEFORMER_TASK, padding="max_length", truncation=True,
+                max_length=model.config.task_seq_len, return_tensors="pt",
+            )  # fmt: skip
+            self._task_inputs = tokens["input_ids"].to(self.device)
         return hf_models.Preprocess.from_folder(folder, multiple=32)
 
     def forward(self, pixels: Any) -> Any:
-        """(B, 150, h, w) class logits."""
-        return self._model(pixel_values=pixels).logits
+        """(B, 150, h, w) class scores (logits; OneFormer: its semantic class scores)."""
+        import torch
+
+        if not self.is_oneformer():
+            return self._model(pixel_values=pixels).logits
+        tasks = self._task_inputs.expand(pixels.shape[0], -1)
+        out = self._model(pixel_values=pixels, task_inputs=tasks)
+        classes = out.class_queries_logits.softmax(dim=-1)[..., :-1]
+        return torch.einsum("bqc,bqhw->bchw", classes, out.masks_queries_logits.sigmoid())
 
     def predict_labels(self, images: list[np.ndarray]) -> list[np.ndarray]:
         """HxW uint8 ADE20K class indices for each RGB image (argmax of logits at full size)."""

@@ -1,4 +1,5 @@
-"""Backends added for issue 25: Depth Anything V1 (depth), with their published layouts and licences.
+"""Backends added for issue 25: Depth Anything V1 (depth) and OneFormer ADE20K (seg), with their
+published layouts and licences.
 
 Tiny configs of the published transformers classes are written in the published folder layout
 (``DIR/<hub id>/``) and loaded offline through the same code a user runs; the real sizes are
@@ -15,9 +16,10 @@ import numpy as np
 import pytest
 import torch
 
-from annotators import create, depth
+from annotators import ade20k, create, depth, seg
 from annotators.learned import clear_cache
-from tests.weights import depth_anything_v2_config, write_depth
+from annotators.weights import WeightsError
+from tests.weights import depth_anything_v2_config, write_depth, write_oneformer
 
 pytestmark = pytest.mark.usefixtures("offline_weights")
 
@@ -28,6 +30,7 @@ V1 = ("depth-anything-v1-small", "depth-anything-v1-base", "depth-anything-v1-la
 def tiny_dir(tmp_path_factory) -> Path:
     folder = tmp_path_factory.mktemp("more-models")
     write_depth(folder, tiny=True, models=["depth-anything-v1-small"])
+    write_oneformer(folder)
     yield folder
     clear_cache()
 
@@ -89,3 +92,59 @@ def test_cli_lists_models_with_licence(cli, photo_paths, tmp_path):
     assert proc.returncode != 0
     errors = [line for line in proc.stderr.splitlines() if "depth-anything-large-hf" in line]
     assert len(errors) == 1 and "model.safetensors" in errors[0]
+
+
+def test_oneformer_published_folder_and_layout(tiny_dir):
+    spec = seg.MODELS["oneformer-ade20k-swin-large"]
+    assert spec.repo_id == "shi-labs/oneformer_ade20k_swin_large" and spec.licence == "MIT"
+    folder = tiny_dir / spec.repo_id
+    for name in ("config.json", "pytorch_model.bin", "preprocessor_config.json", *spec.extra):
+        assert (folder / name).is_file(), name
+    state = torch.load(folder / "pytorch_model.bin", weights_only=True)
+    for key in ("model.task_encoder.task_mlp.layers.0.0.weight",
+                "model.transformer_module.decoder.query_transformer.decoder.layers.0."
+                "self_attn.out_proj.weight", "model.transformer_module.decoder.class_embed.weight"):  # fmt: skip
+        assert key in state, key
+    assert any(k.startswith("model.pixel_level_module.encoder.") for k in state)
+    # 150 classes + no-object
+    assert tuple(state["model.transformer_module.decoder.class_embed.weight"].shape) == (151, 32)
+    assert tuple(state["model.task_encoder.task_mlp.layers.0.0.weight"].shape)[1] == 77
+
+
+def test_oneformer_equals_transformers_post_processing(tiny_dir, photos):
+    """The seg map is transformers' OneFormer semantic post-processing of the network output
+    (task prompt "the task is semantic"), and batches equal single images."""
+    from transformers import OneFormerImageProcessor
+
+    annotator = create("seg", model="oneformer-ade20k-swin-large", resolution=64,
+                       weights_dir=str(tiny_dir), device="cpu")  # fmt: skip
+    results = annotator.annotate_batch(photos, keys=["a", "b"])
+    processor = OneFormerImageProcessor(num_labels=150)
+    for image, result in zip(photos, results, strict=True):
+        _, pixels, _ = next(annotator.batches([image]))
+        tasks = annotator._task_inputs
+        with torch.no_grad():
+            out = annotator._model(pixel_values=pixels, task_inputs=tasks)
+        (expected,) = processor.post_process_semantic_segmentation(
+            out, target_sizes=[image.shape[:2]]
+        )
+        labels = result.maps["seglabel"]
+        assert labels.shape == image.shape[:2]
+        assert np.mean(labels == expected.numpy()) > 0.99
+        assert np.array_equal(result.maps["seg"], ade20k.PALETTE[labels])
+        assert len(np.unique(labels)) > 1  # the random network separates regions
+        single = annotator.annotate_batch([image])[0].maps["seglabel"]
+        assert np.mean(single == labels) > 0.99
+    info = annotator.info()
+    assert info["licence"] == "MIT" and info["weights"][0]["file"] == "pytorch_model.bin"
+
+
+def test_oneformer_without_tokenizer_fails_with_one_line(tiny_dir, tmp_path):
+    source = tiny_dir / "shi-labs/oneformer_ade20k_swin_large"
+    target = tmp_path / "shi-labs/oneformer_ade20k_swin_large"
+    shutil.copytree(source, target)
+    (target / "vocab.json").unlink()
+    with pytest.raises(WeightsError) as err:
+        create("seg", model="oneformer-ade20k-swin-large", weights_dir=str(tmp_path),
+               device="cpu").load()  # fmt: skip
+    assert "\n" not in str(err.value) and "vocab.json" in str(err.value)

@@ -347,6 +347,61 @@ def write_seg(
     return write_models(seg, build_seg_model, lambda spec: seg_processor(), folder, tiny, models)
 
 
+# -- OneFormer (seg): tiny Swin config, the published folder (CLIP tokenizer, .bin weights) ----
+def oneformer_config(tiny: bool = True) -> Any:
+    """OneFormer with a Swin backbone and ADE20K's 150 classes (a tiny config of the classes)."""
+    from transformers import OneFormerConfig, SwinConfig
+
+    swin = SwinConfig(embed_dim=16, depths=[1, 1, 1, 1], num_heads=[1, 1, 2, 2], window_size=4,
+                      out_features=["stage1", "stage2", "stage3", "stage4"])  # fmt: skip
+    return OneFormerConfig(
+        backbone_config=swin, hidden_dim=32, conv_dim=32, mask_dim=32, encoder_feedforward_dim=64,
+        dim_feedforward=64, encoder_layers=1, decoder_layers=2, num_attention_heads=2,
+        num_queries=8, text_encoder_width=32, text_encoder_num_layers=1, text_encoder_n_ctx=4,
+        text_encoder_proj_layers=1, query_dec_layers=1, task_seq_len=77, max_seq_len=77,
+        num_labels=150, **_labels(),
+    )  # fmt: skip
+
+
+def clip_tokenizer(folder: Path) -> Any:
+    """A CLIP BPE tokenizer (OneFormer's) over letters and a few words, built offline."""
+    from transformers import CLIPTokenizer
+
+    letters = "abcdefghijklmnopqrstuvwxyz"
+    tokens = ["<|startoftext|>", "<|endoftext|>", *letters, *(c + "</w>" for c in letters),
+              "the</w>", "task</w>", "is</w>", "semantic</w>"]  # fmt: skip
+    folder.mkdir(parents=True, exist_ok=True)
+    (folder / "vocab.json").write_text(json.dumps({t: i for i, t in enumerate(tokens)}))
+    (folder / "merges.txt").write_text("#version: 0.2\n")
+    return CLIPTokenizer(str(folder / "vocab.json"), str(folder / "merges.txt"),
+                         pad_token="<|endoftext|>")  # fmt: skip
+
+
+def write_oneformer(folder: Path, *, repo_id: str = "shi-labs/oneformer_ade20k_swin_large",
+                    seed: int = 0) -> list[Path]:  # fmt: skip
+    """A random tiny OneFormer as ``folder/<repo_id>/`` with the published files: config.json,
+    pytorch_model.bin, preprocessor_config.json (0..255 mean/std), CLIP tokenizer files."""
+    import torch
+    from transformers import OneFormerForUniversalSegmentation
+
+    target = Path(folder) / repo_id
+    torch.manual_seed(seed)
+    model = spread(OneFormerForUniversalSegmentation(oneformer_config()), 0.3)
+    model.save_pretrained(str(target))
+    torch.save(model.state_dict(), str(target / "pytorch_model.bin"))
+    (target / "model.safetensors").unlink()
+    clip_tokenizer(target).save_pretrained(str(target))
+    processor = {
+        "image_processor_type": "OneFormerImageProcessor", "do_normalize": True,
+        "do_resize": True, "size": {"shortest_edge": 512, "longest_edge": 2048},
+        "image_mean": [123.675, 116.28, 103.53], "image_std": [58.395, 57.12, 57.375],
+        "num_labels": 150, "task_seq_length": 77, "class_info_file": "ade20k_panoptic.json",
+        "repo_path": "shi-labs/oneformer_demo", "ignore_index": 255,
+    }  # fmt: skip
+    (target / "preprocessor_config.json").write_text(json.dumps(processor, indent=2))
+    return sorted(p for p in target.iterdir() if p.is_file())
+
+
 # -- captioning models (``--caption``): tiny configs of the published classes ------------------
 #: a small lower-case word list: BERT-style (BLIP) vocabulary for the tiny tokenizers
 CAPTION_WORDS = (
