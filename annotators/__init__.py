@@ -17,6 +17,7 @@ from annotators import (  # noqa: F401
     lines,
     normal,
     pose,
+    sam,
     seg,
     shuffle,
     softedge,

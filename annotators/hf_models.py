@@ -42,6 +42,7 @@ AUTO_CLASSES = {
     "depth": "AutoModelForDepthEstimation",
     "seg": "AutoModelForSemanticSegmentation",
     "universal-seg": "AutoModelForUniversalSegmentation",  # OneFormer (annotators/seg.py)
+    "mask-generation": "AutoModelForMaskGeneration",  # SAM (annotators/sam.py)
     "caption": "AutoModelForImageTextToText",  # BLIP, Florence-2 (annotators/caption.py)
 }
 

@@ -25,6 +25,7 @@ from tests.weights import (
     write_lineart,
     write_mlsd,
     write_pidinet,
+    write_sam,
     write_seg,
     write_teed,
 )
@@ -55,6 +56,7 @@ CASES = [
     ("depth", {"model": "dpt-hybrid"}),
     ("seg", {"model": "segformer-b0", "resolution": 96}),
     ("normal", {"backend": "depth"}),
+    ("sam", {"points_per_side": 4}),
 ]
 #: registered annotators whose weights are too costly to write here, and why they are covered
 NOT_RUN = {
@@ -70,6 +72,7 @@ def weights_dir(tmp_path_factory) -> Path:
     write_depth(folder, tiny=True, models=["dpt-hybrid"])
     write_seg(folder, tiny=True, models=["segformer-b0"])
     write_dwpose(folder, tiny=True)
+    write_sam(folder)
     yield folder
     clear_cache()
 

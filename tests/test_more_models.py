@@ -1,5 +1,5 @@
-"""Backends added for issue 25: Depth Anything V1 (depth) and OneFormer ADE20K (seg), with their
-published layouts and licences.
+"""Backends added for issue 25: Depth Anything V1 (depth), OneFormer ADE20K (seg) and SAM (sam),
+with their published layouts and licences.
 
 Tiny configs of the published transformers classes are written in the published folder layout
 (``DIR/<hub id>/``) and loaded offline through the same code a user runs; the real sizes are
@@ -18,8 +18,9 @@ import torch
 
 from annotators import ade20k, create, depth, seg
 from annotators.learned import clear_cache
+from annotators.sam import colour_masks
 from annotators.weights import WeightsError
-from tests.weights import depth_anything_v2_config, write_depth, write_oneformer
+from tests.weights import depth_anything_v2_config, write_depth, write_oneformer, write_sam
 
 pytestmark = pytest.mark.usefixtures("offline_weights")
 
@@ -31,6 +32,7 @@ def tiny_dir(tmp_path_factory) -> Path:
     folder = tmp_path_factory.mktemp("more-models")
     write_depth(folder, tiny=True, models=["depth-anything-v1-small"])
     write_oneformer(folder)
+    write_sam(folder)
     yield folder
     clear_cache()
 
@@ -148,3 +150,43 @@ def test_oneformer_without_tokenizer_fails_with_one_line(tiny_dir, tmp_path):
         create("seg", model="oneformer-ade20k-swin-large", weights_dir=str(tmp_path),
                device="cpu").load()  # fmt: skip
     assert "\n" not in str(err.value) and "vocab.json" in str(err.value)
+
+
+def test_sam_published_layout():
+    """transformers' SamModel at the default (ViT-B) config: sam-vit-base's 93.7M parameters
+    and key names; the hub ids are facebook/sam-vit-{huge,large,base} (Apache-2.0)."""
+    from transformers import SamConfig, SamModel
+
+    with torch.device("meta"):
+        state = SamModel(SamConfig()).state_dict()
+    assert sum(v.numel() for v in state.values()) == 93_735_984
+    assert tuple(state["vision_encoder.patch_embed.projection.weight"].shape) == (768, 3, 16, 16)
+    assert tuple(state["mask_decoder.iou_prediction_head.proj_out.weight"].shape) == (4, 256)
+    assert create("sam").licence() == "Apache-2.0"
+    assert create("sam").model_id() == "facebook/sam-vit-huge"
+
+
+def test_colour_masks_smaller_on_top():
+    big = np.zeros((4, 6), bool)
+    big[:, :4] = True
+    small = np.zeros((4, 6), bool)
+    small[1:3, 2:5] = True
+    out = colour_masks([small, big], (4, 6))
+    assert (out[0, 0] == ade20k.PALETTE[0]).all() and (out[1, 3] == ade20k.PALETTE[1]).all()
+    assert (out[0, 5] == 0).all()
+
+
+def test_sam_masks_map_and_count(tiny_dir, photos):
+    annotator = create("sam", points_per_side=8, pred_iou_thresh=0.0, stability_score_thresh=0.0,
+                       weights_dir=str(tiny_dir), device="cpu")  # fmt: skip
+    results = annotator.annotate_batch(photos)
+    again = annotator.annotate_batch(photos[:1])[0]
+    assert np.array_equal(again.maps["sam"], results[0].maps["sam"])  # deterministic
+    for image, result in zip(photos, results, strict=True):
+        rgb = result.maps["sam"]
+        assert rgb.shape == (*image.shape[:2], 3) and rgb.dtype == np.uint8
+        count = int(result.stats["sam_masks"])
+        colours = {tuple(c) for c in rgb.reshape(-1, 3)} - {(0, 0, 0)}
+        assert count > 1 and 1 < len(colours) <= count  # masks may hide smaller-ranked ones
+        assert colours <= {tuple(c) for c in ade20k.PALETTE[:count]}
+    assert annotator.info()["weights"][0]["model"] == "facebook/sam-vit-huge"

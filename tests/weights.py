@@ -402,6 +402,34 @@ def write_oneformer(folder: Path, *, repo_id: str = "shi-labs/oneformer_ade20k_s
     return sorted(p for p in target.iterdir() if p.is_file())
 
 
+# -- SAM: a tiny config of the published classes, processor at 64 px ------------------------
+def write_sam(folder: Path, *, repo_id: str = "facebook/sam-vit-huge", seed: int = 0) -> list[Path]:
+    """A random tiny SAM as ``folder/<repo_id>/`` (config.json, model.safetensors,
+    preprocessor_config.json); the processor works at 64 px instead of 1024."""
+    from transformers import (
+        SamConfig,
+        SamImageProcessor,
+        SamMaskDecoderConfig,
+        SamModel,
+        SamPromptEncoderConfig,
+        SamVisionConfig,
+    )
+
+    vision = SamVisionConfig(hidden_size=32, num_hidden_layers=2, num_attention_heads=2,
+                             image_size=64, patch_size=16, output_channels=16, mlp_dim=64,
+                             global_attn_indexes=[1], window_size=2, num_pos_feats=8)  # fmt: skip
+    prompt = SamPromptEncoderConfig(hidden_size=16, image_size=64, patch_size=16,
+                                    mask_input_channels=4)  # fmt: skip
+    decoder = SamMaskDecoderConfig(hidden_size=16, num_hidden_layers=2, num_attention_heads=2,
+                                   mlp_dim=32, iou_head_hidden_dim=16)  # fmt: skip
+    config = SamConfig(vision_config=vision, prompt_encoder_config=prompt,
+                       mask_decoder_config=decoder)  # fmt: skip
+    processor = SamImageProcessor(size={"longest_edge": 64}, pad_size={"height": 64, "width": 64},
+                                  mask_size={"longest_edge": 16},
+                                  mask_pad_size={"height": 16, "width": 16})  # fmt: skip
+    return save_random(Path(folder) / repo_id, lambda: SamModel(config), lambda: processor, seed)
+
+
 # -- captioning models (``--caption``): tiny configs of the published classes ------------------
 #: a small lower-case word list: BERT-style (BLIP) vocabulary for the tiny tokenizers
 CAPTION_WORDS = (
