@@ -21,6 +21,7 @@ from pipeline.engine import WorkerSetup
 from pipeline.filters import parse_filters
 from pipeline.lock import BuildLock
 from pipeline.manifest import incompatibility, read_manifest, totals, write_manifest
+from pipeline.ownership import check_output, remove_owned
 from pipeline.plan import plan
 from pipeline.ray_runner import BuildFailed, RunOptions, connect, run_shards
 from pipeline.sources import absolute
@@ -80,6 +81,7 @@ def run_build(
     """
     rules = parse_filters(filters, specs)
     storage = Storage(out)
+    check_output(storage)  # a folder of other files is refused before anything is written
     with BuildLock(storage):
         return _build(storage, inputs, out, specs, captions=captions, shard_size=shard_size,
                       resolution=resolution, min_size=min_size, keep_original=keep_original,
@@ -97,7 +99,7 @@ def _build(storage: Storage, inputs: list[str], out: str, specs: list[AnnotatorS
            on_message, max_shards, rules, caption) -> dict[str, Any]:  # fmt: skip
     started = time.time()
     if overwrite:
-        storage.remove_all(keep=(layout.LOCK,))
+        remove_owned(storage, keep=(layout.LOCK,))
     config = {
         "annotators": [{"name": s.name, "params": dict(sorted(s.params.items()))} for s in specs],
         "resolution": resolution,

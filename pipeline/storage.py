@@ -6,13 +6,11 @@ whole-object puts (atomic by nature). All cluster nodes must see the same root.
 
 from __future__ import annotations
 
-import json
 import os
-import shutil
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
-from pipeline.atomic import atomic_write, is_temp_name
+from pipeline.atomic import atomic_write
 
 
 class Storage:
@@ -85,50 +83,6 @@ class Storage:
             self.fs.rm_file(self.path(rel))
         except FileNotFoundError:
             pass
-
-    def remove_all(self, keep: tuple[str, ...] = ()) -> None:
-        """Delete what hintset wrote here (for --overwrite): the dataset layout and hintset temps.
-
-        Refuses (NotHintsetOutput) a non-empty folder that holds no hintset manifest or
-        report, and leaves every other file in the folder alone.
-        """
-        owned = dataset_entries()
-        names = self.list("")
-        if not names:
-            return
-        if not self.is_hintset_output():
-            other = [n for n in names if n not in owned - {"manifest.json"} and not is_temp_name(n)]
-            if other:
-                raise NotHintsetOutput(
-                    f"{self.root} is not a hintset output (no hintset manifest.json or report.json "
-                    f"but {len(other)} other entries, e.g. {other[0]!r}); --overwrite deletes "
-                    "only hintset outputs: choose an empty or new folder"
-                )
-        for name in names:
-            if name not in keep and (name in owned or is_temp_name(name)):
-                target = self.path(name)
-                if self.local:
-                    path = Path(target)
-                    if path.is_dir() and not path.is_symlink():
-                        shutil.rmtree(path)
-                    else:
-                        path.unlink(missing_ok=True)
-                else:
-                    self.fs.rm(target, recursive=True)
-
-    def is_hintset_output(self) -> bool:
-        """True when the root holds a manifest.json (build) or report.json (annotate) hintset wrote."""
-        for name, key in (("manifest.json", "format_version"), ("report.json", "hintset_version")):
-            try:
-                if key in json.loads(self.read_bytes(name)):
-                    return True
-            except (OSError, ValueError, TypeError):
-                continue
-        return False
-
-
-class NotHintsetOutput(ValueError):
-    """--overwrite was pointed at a folder hintset did not make (one-line message)."""
 
 
 def dataset_entries() -> set[str]:
