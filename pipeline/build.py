@@ -23,7 +23,7 @@ from pipeline.lock import BuildLock
 from pipeline.manifest import incompatibility, read_manifest, totals, write_manifest
 from pipeline.ownership import check_output, remove_owned
 from pipeline.plan import plan
-from pipeline.ray_runner import BuildFailed, RunOptions, connect, run_shards
+from pipeline.ray_runner import START_TIMEOUT, BuildFailed, RunOptions, connect, run_shards
 from pipeline.sources import absolute
 from pipeline.storage import Storage
 from pipeline.worker import AnnotatorSpec
@@ -70,6 +70,7 @@ def run_build(
     max_shards: int = 0,
     filters: tuple[str, ...] | list[str] = (),
     caption: CaptionSpec | None = None,
+    start_timeout: float = START_TIMEOUT,
 ) -> dict[str, Any]:
     """Build (or resume) the dataset in ``out``; return the final manifest.
 
@@ -78,6 +79,8 @@ def run_build(
     ``filters`` are ``--filter`` rules (``'pose_people >= 1'``), checked before anything
     else (ValueError); samples they reject get status ``filtered``.
     ``caption`` fills missing (or all) captions with an image-to-text model.
+    ``start_timeout``: seconds to wait for Ray to place the workers (then build on those that
+    started; BuildFailed if none did).
     """
     rules = parse_filters(filters, specs)
     storage = Storage(out)
@@ -90,13 +93,14 @@ def run_build(
                       max_retries=max_retries, batch_size=batch_size, overwrite=overwrite,
                       imports=imports, on_plan=on_plan, on_samples=on_samples,
                       on_shard=on_shard, on_message=on_message or (lambda _: None),
-                      max_shards=max_shards, rules=rules, caption=caption)  # fmt: skip
+                      max_shards=max_shards, rules=rules, caption=caption,
+                      start_timeout=start_timeout)  # fmt: skip
 
 
 def _build(storage: Storage, inputs: list[str], out: str, specs: list[AnnotatorSpec], *,
            captions, shard_size, resolution, min_size, keep_original, workers, address,
            cpus_per_worker, gpus_per_worker, retry_failed, max_retries, batch_size, overwrite, imports, on_plan, on_samples, on_shard,
-           on_message, max_shards, rules, caption) -> dict[str, Any]:  # fmt: skip
+           on_message, max_shards, rules, caption, start_timeout) -> dict[str, Any]:  # fmt: skip
     started = time.time()
     if overwrite:
         remove_owned(storage, keep=(layout.LOCK,))
@@ -163,7 +167,8 @@ def _build(storage: Storage, inputs: list[str], out: str, specs: list[AnnotatorS
                              cpus_per_worker=cpus_per_worker,
                              gpus_per_worker=gpus_per_worker)  # fmt: skip
         run_shards(todo, options, workers=workers, max_retries=max_retries,
-                   on_shard=shard_finished, on_samples=on_samples, on_ready=ready)  # fmt: skip
+                   start_timeout=start_timeout, on_shard=shard_finished, on_samples=on_samples,
+                   on_ready=ready, on_message=on_message)  # fmt: skip
     if len(todo) < len(pending):
         return manifest  # stopped early on request: not complete
     paths = [layout.stats_path(s.id) for s in shards]

@@ -114,3 +114,65 @@ def test_s3_build_into_a_prefix_of_other_objects_is_refused(
     assert proc.returncode == 2 and "not a hintset output" in error_line(proc.stderr)
     s3.invalidate_cache()
     assert s3.ls("bucket/trust14", detail=False) == ["bucket/trust14/report.csv"]
+
+
+# -- 6: workers Ray cannot place never make a build wait forever ----------------------------
+@pytest.fixture(scope="module")
+def four_photos(tmp_path_factory, photo_paths) -> Path:
+    folder = tmp_path_factory.mktemp("four")
+    for path in photo_paths[3:7]:
+        shutil.copy(path, folder / path.name)
+    return folder
+
+
+def test_more_workers_than_cpus_build_on_those_that_started(tmp_path, four_photos):
+    """4 workers (one per shard) of half the machine's CPUs each: 2 are placed, the build
+    runs on them (on 2 cores: 4 one-CPU workers, as in the issue)."""
+    from ray._private.utils import get_num_cpus
+
+    cpus = max(1, get_num_cpus() // 2)
+    args = ("-r", "64", "--shard-size", "1", "--workers", "8", "--cpus-per-worker", str(cpus),
+            "--start-timeout", "8", "-q")  # fmt: skip
+    proc = run_cli("build", four_photos, "-o", tmp_path / "ds", *args, timeout=180)
+    assert proc.returncode == 0, proc.stderr
+    said = [line for line in proc.stderr.splitlines() if "workers started within" in line]
+    placed = get_num_cpus() // cpus
+    assert len(said) == 1, proc.stderr
+    assert said[0].startswith(f"{placed} of 4 workers started within 8 s"), proc.stderr
+    assert "4 ok, 0 failed" in proc.stderr and "in 4 shards" in proc.stderr
+
+
+def test_a_worker_larger_than_this_machine_is_refused_at_once(tmp_path, four_photos):
+    proc = run_cli("build", four_photos, "-o", tmp_path / "ds", *FAST, "--cpus-per-worker", "64")
+    assert proc.returncode == 2
+    assert "--cpus-per-worker 64 asks for more CPUs than this machine has" in error_line(
+        proc.stderr
+    )
+    assert not (tmp_path / "ds").exists()
+
+
+def test_no_worker_placed_within_the_timeout_names_what_was_asked_and_free(tmp_path):
+    """A cluster (here a local Ray with 1 CPU) that cannot place one 2-CPU worker."""
+    import ray
+
+    from pipeline.engine import WorkerSetup
+    from pipeline.ray_runner import BuildFailed, RunOptions, run_shards
+    from pipeline.units import Unit
+    from pipeline.worker import AnnotatorSpec
+
+    if ray.is_initialized():
+        ray.shutdown()
+    ray.init(address="local", num_cpus=1, include_dashboard=False, logging_level="ERROR",
+             log_to_driver=False)  # fmt: skip
+    try:
+        options = RunOptions(root=str(tmp_path), setup=WorkerSetup([AnnotatorSpec("canny", {})]),
+                             cpus_per_worker=2)  # fmt: skip
+        unit = Unit(id=0, kind="files", urls=("x.jpg",), keys=("x",), rels=("x.jpg",))
+        with pytest.raises(BuildFailed) as err:
+            run_shards([unit], options, workers=1, start_timeout=3)
+    finally:
+        ray.shutdown()
+    assert str(err.value) == (
+        "no worker could start within 3 s (--start-timeout): 2 CPU each; "
+        "the cluster has 1 CPU (1 free)"
+    )

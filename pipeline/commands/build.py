@@ -86,6 +86,14 @@ from pipeline.commands.options import (
     "fractions such as 0.5 let several workers share one GPU.",
 )
 @click.option(
+    "--start-timeout",
+    default=60.0,
+    show_default=True,
+    type=click.FloatRange(min=0, min_open=True),
+    help="Seconds to wait for Ray to place the workers asked for; then the build runs on those "
+    "that started (and says so), or stops with exit code 2 if none could.",
+)
+@click.option(
     "--max-retries",
     default=3,
     show_default=True,
@@ -136,7 +144,7 @@ from pipeline.commands.options import (
 def build(inputs, out, names, params, captions, shard_size, resolution, min_size, keep_original,
           workers, address, cpus_per_worker, gpus_per_worker, max_retries, batch_size,
           weights_dir, imports, retry_failed, storage_opts, max_shards, overwrite, quiet,
-          filters, caption_model, recaption, caption_max_tokens):  # fmt: skip
+          filters, caption_model, recaption, caption_max_tokens, start_timeout):  # fmt: skip
     """Build a ControlNet dataset from INPUTS: image folders/files, WebDataset tars (paths,
     globs or brace notation such as 'data/{00000..00009}.tar') or Parquet/CSV/JSONL lists,
     local or any fsspec URL (s3://, gs://, http(s)://). Each tar, each list row range
@@ -170,7 +178,7 @@ def build(inputs, out, names, params, captions, shard_size, resolution, min_size
     specs = specs_from(names, params, weights_dir, tuple(imports))
     try:
         parse_filters(filters, specs)  # a typo'd rule stops here, before Ray starts
-        check_options(inputs, out, address, gpus_per_worker, overwrite)
+        check_options(inputs, out, address, gpus_per_worker, overwrite, cpus_per_worker)
         # a cluster's workers may see other weights than this machine: they check there
         caption = caption_spec(caption_model, recaption, caption_max_tokens,
                                check_weights=not address)  # fmt: skip
@@ -200,6 +208,7 @@ def build(inputs, out, names, params, captions, shard_size, resolution, min_size
             on_message=lambda text: bar.write(text, file=sys.stderr), max_shards=max_shards,
             filters=filters,
             caption=caption,
+            start_timeout=start_timeout,
         )  # fmt: skip
     except (BuildFailed, LockHeld, FileNotFoundError, ValueError) as err:
         bar.close()
@@ -217,9 +226,8 @@ def build(inputs, out, names, params, captions, shard_size, resolution, min_size
     sys.exit(1 if t["failed"] else 0)
 
 
-def check_options(
-    inputs: tuple[str, ...], out: str, address: str | None, gpus_per_worker: float, overwrite: bool
-) -> None:
+def check_options(inputs: tuple[str, ...], out: str, address: str | None, gpus_per_worker: float,
+                  overwrite: bool, cpus_per_worker: int = 1) -> None:  # fmt: skip
     """Refuse, in one line and before any work, options that would hang, fail late or lose data."""
     import os
 
@@ -227,7 +235,7 @@ def check_options(
     from pipeline.storage import Storage, dataset_entries
 
     check_address(address)
-    check_resources(address, gpus_per_worker)
+    check_resources(address, gpus_per_worker, cpus_per_worker)
     storage = Storage(out)
     if overwrite and storage.local:
         owned = [os.path.join(os.path.abspath(storage.base), name) for name in dataset_entries()]
