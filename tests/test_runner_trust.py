@@ -176,3 +176,112 @@ def test_no_worker_placed_within_the_timeout_names_what_was_asked_and_free(tmp_p
         "no worker could start within 3 s (--start-timeout): 2 CPU each; "
         "the cluster has 1 CPU (1 free)"
     )
+
+
+# -- 18: a command or annotator whose extra is missing says which, before any work ----------
+BLOCKER = """import os, sys
+BLOCKED = set(filter(None, os.environ.get("HINTSET_TEST_BLOCK", "").split(",")))
+class Blocker:  # what a package that is not installed looks like to import
+    def find_spec(self, name, path=None, target=None):
+        if name.split(".")[0] in BLOCKED:
+            raise ModuleNotFoundError(f"No module named {name!r}", name=name)
+        return None
+sys.meta_path.insert(0, Blocker())
+"""
+
+
+@pytest.fixture(scope="module")
+def without(tmp_path_factory):
+    """``without("torch", "mediapipe")``: env for run_cli in which those imports fail."""
+    import os
+
+    from tests.conftest import ROOT
+
+    folder = tmp_path_factory.mktemp("blocker")
+    (folder / "sitecustomize.py").write_text(BLOCKER)
+
+    def env(*modules: str) -> dict[str, str]:
+        path = os.pathsep.join([str(ROOT), str(folder), os.environ.get("PYTHONPATH", "")])
+        return {"PYTHONPATH": path, "HINTSET_TEST_BLOCK": ",".join(modules)}
+
+    return env
+
+
+@pytest.mark.parametrize("args", [("tiny-base", "{tmp}/base"), ("train", "--data", "{tmp}/ds"),
+                                  ("export", "{tmp}", "-o", "{tmp}/export")])  # fmt: skip
+def test_training_commands_without_the_train_extra_say_which(args, without, tmp_path):
+    proc = run_cli(*(a.format(tmp=tmp_path) for a in args), env=without("torch"))
+    assert proc.returncode == 2
+    assert error_line(proc.stderr) == (f"error: hintset {args[0]} needs torch (not installed): "
+                                       "pip install 'hintset[train]'")  # fmt: skip
+    assert run_cli(args[0], "--help", env=without("torch")).returncode == 0
+
+
+def test_annotate_without_an_annotators_extra_stops_before_any_work(without, tmp_path,
+                                                                    three_photos):  # fmt: skip
+    out = tmp_path / "out"
+    proc = run_cli("annotate", three_photos, "-o", out, "-a", "canny,pose", "-q",
+                   env=without("mediapipe"))  # fmt: skip
+    assert proc.returncode == 2
+    assert error_line(proc.stderr) == ("error: pose backend=mediapipe needs mediapipe (not "
+                                       "installed): pip install 'hintset[pose]'")  # fmt: skip
+    assert not out.exists()
+
+
+def test_build_names_every_missing_extra_in_one_line(without, tmp_path, three_photos):
+    out = tmp_path / "ds"
+    proc = run_cli("build", three_photos, "-o", out, "-a", "hed,pose", "-p", "pose.backend=dwpose",
+                   *FAST, env={**without("torch", "onnxruntime"), "HINTSET_OFFLINE": "1"})  # fmt: skip
+    assert proc.returncode == 2
+    line = error_line(proc.stderr)
+    assert "hed needs torch (not installed): pip install 'hintset[models]'" in line
+    assert (
+        "pose backend=dwpose needs onnxruntime (not installed): pip install 'hintset[dwpose]'"
+        in line
+    )
+    assert not out.exists()
+
+
+# -- 19: missing weights stop annotate and build before any work, and fast ------------------
+def test_build_with_missing_weights_changes_nothing(tmp_path, three_photos):
+    out = tmp_path / "ds"
+    assert run_cli("build", three_photos, "-o", out, *FAST).returncode == 0
+    before = tree(out)
+    env = {"HINTSET_OFFLINE": "1", "HINTSET_WEIGHTS_DIR": str(tmp_path / "none"),
+           "HF_HOME": str(tmp_path / "hf")}  # fmt: skip
+    for extra in ((), ("--overwrite",)):
+        proc = run_cli("build", three_photos, "-o", out, *FAST, "-a", "canny,hed,lines",
+                       "-p", "lines.backend=mlsd", *extra, env=env)  # fmt: skip
+        assert proc.returncode == 2
+        line = error_line(proc.stderr)
+        assert "missing weights ControlNetHED.pth" in line
+        assert "missing weights mlsd_large_512_fp32.pth" in line and str(tmp_path / "none") in line
+        assert tree(out) == before  # manifest still complete, no plan or lock added
+    proc = run_cli("annotate", three_photos, "-o", tmp_path / "maps", "-a", "hed", "-q", env=env)
+    assert proc.returncode == 2 and "missing weights ControlNetHED.pth" in error_line(proc.stderr)
+    assert not (tmp_path / "maps").exists()
+
+
+def test_an_unreachable_hub_fails_at_once_without_retries(tmp_path, monkeypatch):
+    """Not offline by configuration, but the hub does not answer: no 25 s of retries."""
+    import socket
+    import time
+
+    from annotators import weights
+    from annotators.weights import WeightsError, WeightsFile, resolve
+
+    with socket.socket() as closed:  # a port on 127.0.0.1 nothing listens on
+        closed.bind(("127.0.0.1", 0))
+        port = closed.getsockname()[1]
+    monkeypatch.setenv("HF_ENDPOINT", f"http://127.0.0.1:{port}")
+    monkeypatch.delenv("HINTSET_OFFLINE", raising=False)
+    monkeypatch.delenv("HF_HUB_OFFLINE", raising=False)
+    monkeypatch.setenv("HF_HOME", str(tmp_path / "hf"))
+    weights.hub_reachable.cache_clear()
+    started = time.monotonic()
+    try:
+        with pytest.raises(WeightsError, match="missing weights nothing.pth"):
+            resolve(WeightsFile("nothing.pth", repo_id="someone/nothing"), tmp_path / "none")
+    finally:
+        weights.hub_reachable.cache_clear()
+    assert time.monotonic() - started < 3

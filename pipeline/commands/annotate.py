@@ -12,6 +12,7 @@ from pipeline.commands.options import (
     caption_max_tokens_option,
     caption_option,
     caption_spec,
+    check_ready,
     cpus_per_worker_option,
     filter_option,
     quiet_option,
@@ -97,6 +98,7 @@ def annotate(
     """
     from tqdm import tqdm
 
+    from annotators.extras import MissingExtra
     from annotators.weights import WeightsError
     from pipeline.annotate import REPORT_NAME, SettingsConflict, run_annotate
     from pipeline.filters import parse_filters
@@ -104,9 +106,10 @@ def annotate(
     specs = specs_from(names, params, weights_dir)
     try:
         parse_filters(filters, specs)
-        # a missing captioning model stops here, before any output is written
-        caption = caption_spec(caption_model, False, caption_max_tokens, check_weights=True)
-    except (ValueError, WeightsError) as err:
+        caption = caption_spec(caption_model, False, caption_max_tokens)
+        # a missing package or weights file stops here, before any output is written
+        check_ready(specs, caption, here=True)
+    except (ValueError, WeightsError, MissingExtra) as err:
         click.echo(f"error: {' '.join(str(err).split())}", err=True)
         sys.exit(2)
 

@@ -12,6 +12,7 @@ from pipeline.commands.options import (
     caption_max_tokens_option,
     caption_option,
     caption_spec,
+    check_ready,
     cpus_per_worker_option,
     filter_option,
     quiet_option,
@@ -168,6 +169,7 @@ def build(inputs, out, names, params, captions, shard_size, resolution, min_size
     """
     from tqdm import tqdm
 
+    from annotators.extras import MissingExtra
     from annotators.weights import WeightsError
     from pipeline.build import run_build
     from pipeline.filters import parse_filters
@@ -179,10 +181,10 @@ def build(inputs, out, names, params, captions, shard_size, resolution, min_size
     try:
         parse_filters(filters, specs)  # a typo'd rule stops here, before Ray starts
         check_options(inputs, out, address, gpus_per_worker, overwrite, cpus_per_worker)
-        # a cluster's workers may see other weights than this machine: they check there
-        caption = caption_spec(caption_model, recaption, caption_max_tokens,
-                               check_weights=not address)  # fmt: skip
-    except (BuildFailed, ValueError, WeightsError) as err:
+        caption = caption_spec(caption_model, recaption, caption_max_tokens)
+        # a cluster's workers may have other packages and weights than this machine: they check there
+        check_ready(specs, caption, here=not address)
+    except (BuildFailed, ValueError, WeightsError, MissingExtra) as err:
         click.echo(f"error: {' '.join(str(err).split())}", err=True)
         sys.exit(2)
     bar = tqdm(total=0, unit="sample", disable=quiet, dynamic_ncols=True, desc="build",

@@ -60,23 +60,41 @@ def caption_option(what: str) -> Callable:
     )  # fmt: skip
 
 
-def caption_spec(model: str | None, recaption: bool, max_tokens: int, *,
-                 check_weights: bool = False) -> CaptionSpec | None:  # fmt: skip
-    """The --caption settings (None without --caption; --recaption alone is a usage error).
-
-    ``check_weights``: raise WeightsError (one line) now, before any work, if the model is missing.
-    """
+def caption_spec(model: str | None, recaption: bool, max_tokens: int) -> CaptionSpec | None:
+    """The --caption settings (None without --caption; --recaption alone is a usage error)."""
     from pipeline.caption import CaptionSpec
 
     if not model:
         if recaption:
             raise click.UsageError("--recaption needs --caption MODEL")
         return None
-    if check_weights:
-        from annotators.caption import resolve_caption_model
-
-        resolve_caption_model(model)
     return CaptionSpec(model, recaption=recaption, max_tokens=max_tokens)
+
+
+def check_ready(specs: list, caption: CaptionSpec | None, *, here: bool) -> None:
+    """Raise MissingExtra or WeightsError (one line) now, before any work or output, when an
+    annotator or the captioning model lacks a package or weights. The one rule for both:
+    checked when the workers run on this machine (``here``: annotate, build without
+    --address); a cluster's workers may have their own packages and weights."""
+    if not here:
+        return
+    from annotators import create
+    from annotators.caption import resolve_caption_model
+    from annotators.extras import TRANSFORMERS, MissingExtra, check_extras
+    from annotators.weights import WeightsError
+
+    checks = [create(spec.name, **spec.params).check_ready for spec in specs]
+    if caption is not None:
+        checks.append(lambda: check_extras(f"--caption {caption.model}", TRANSFORMERS))
+        checks.append(lambda: resolve_caption_model(caption.model))
+    problems: list[Exception] = []
+    for check in checks:
+        try:
+            check()
+        except (MissingExtra, WeightsError) as err:
+            problems.append(err)
+    if problems:  # every missing package and file at once, in one line
+        raise type(problems[0])("; ".join(dict.fromkeys(str(p) for p in problems)))
 
 
 def annotator_options(command: Callable) -> Callable:
