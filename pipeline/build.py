@@ -16,6 +16,7 @@ from typing import Any
 
 from pipeline import layout
 from pipeline.atomic import remove_stale_temps
+from pipeline.budget import DEFAULT_SECONDS
 from pipeline.caption import CaptionSpec
 from pipeline.engine import WorkerSetup
 from pipeline.filters import parse_filters
@@ -71,6 +72,7 @@ def run_build(
     filters: tuple[str, ...] | list[str] = (),
     caption: CaptionSpec | None = None,
     start_timeout: float = START_TIMEOUT,
+    sample_timeout: float = DEFAULT_SECONDS,
 ) -> dict[str, Any]:
     """Build (or resume) the dataset in ``out``; return the final manifest.
 
@@ -80,7 +82,8 @@ def run_build(
     else (ValueError); samples they reject get status ``filtered``.
     ``caption`` fills missing (or all) captions with an image-to-text model.
     ``start_timeout``: seconds to wait for Ray to place the workers (then build on those that
-    started; BuildFailed if none did).
+    started; BuildFailed if none did). ``sample_timeout``: seconds the annotators may take
+    per sample (0: no limit); a sample over it fails alone.
     """
     rules = parse_filters(filters, specs)
     storage = Storage(out)
@@ -94,13 +97,13 @@ def run_build(
                       imports=imports, on_plan=on_plan, on_samples=on_samples,
                       on_shard=on_shard, on_message=on_message or (lambda _: None),
                       max_shards=max_shards, rules=rules, caption=caption,
-                      start_timeout=start_timeout)  # fmt: skip
+                      start_timeout=start_timeout, sample_timeout=sample_timeout)  # fmt: skip
 
 
 def _build(storage: Storage, inputs: list[str], out: str, specs: list[AnnotatorSpec], *,
            captions, shard_size, resolution, min_size, keep_original, workers, address,
            cpus_per_worker, gpus_per_worker, retry_failed, max_retries, batch_size, overwrite, imports, on_plan, on_samples, on_shard,
-           on_message, max_shards, rules, caption, start_timeout) -> dict[str, Any]:  # fmt: skip
+           on_message, max_shards, rules, caption, start_timeout, sample_timeout) -> dict[str, Any]:  # fmt: skip
     started = time.time()
     if overwrite:
         remove_owned(storage, keep=(layout.LOCK,))
@@ -162,7 +165,8 @@ def _build(storage: Storage, inputs: list[str], out: str, specs: list[AnnotatorS
         setup = WorkerSetup(specs, resolution=0 if keep_original else resolution,
                             min_size=min_size, filters=tuple(rules), cpus=cpus_per_worker,
                             batch_size=batch_size, imports=tuple(imports),
-                            caption=replace(caption, batch_size=batch_size) if caption else None)  # fmt: skip
+                            caption=replace(caption, batch_size=batch_size) if caption else None,
+                            sample_timeout=sample_timeout)  # fmt: skip
         options = RunOptions(root=str(out), setup=setup, keep_original=keep_original,
                              cpus_per_worker=cpus_per_worker,
                              gpus_per_worker=gpus_per_worker)  # fmt: skip

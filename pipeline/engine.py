@@ -13,6 +13,7 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import Any
 
+from pipeline.budget import DEFAULT_SECONDS
 from pipeline.caption import CaptionSpec
 from pipeline.filters import Rule
 from pipeline.sample_ref import SampleRef
@@ -35,6 +36,7 @@ class WorkerSetup:
     imports: tuple[str, ...] = ()
     serial: bool = False  # the one-thread design (for comparisons and debugging)
     caption: CaptionSpec | None = None  # --caption: fill missing (or all) captions
+    sample_timeout: float = DEFAULT_SECONDS  # annotators' seconds per sample (0: no limit)
 
 
 def make_pipeline(setup: WorkerSetup) -> Pipeline:
@@ -45,7 +47,8 @@ def make_pipeline(setup: WorkerSetup) -> Pipeline:
     for module in setup.imports:
         importlib.import_module(module)
     worker = Worker(setup.specs, resolution=setup.resolution, min_size=setup.min_size,
-                    filters=setup.filters, caption=setup.caption)  # fmt: skip
+                    filters=setup.filters, caption=setup.caption,
+                    sample_timeout=setup.sample_timeout)  # fmt: skip
     # One CPU and no GPU: no second core to overlap with, so decode and encode run on the
     # model thread (reads still run ahead). The worker then uses the one CPU Ray reserved
     # for it, and N such workers on N cores scale N-fold instead of contending.

@@ -285,3 +285,121 @@ def test_an_unreachable_hub_fails_at_once_without_retries(tmp_path, monkeypatch)
     finally:
         weights.hub_reachable.cache_clear()
     assert time.monotonic() - started < 3
+
+
+# -- 26: one image cannot stall a worker ----------------------------------------------------
+def noisy_heatmaps(size: int, parts: int, seed: int = 0):
+    """Heatmaps full of peaks (and random PAFs), as random weights or a noise image give."""
+    import numpy as np
+
+    rng = np.random.default_rng(seed)
+    yy, xx = np.mgrid[0:size, 0:size]
+    bumps = (np.sin(xx / 2.2) * np.sin(yy / 2.2) > 0)[..., None]
+    heat = rng.random((size, size, parts)) * 0.05 + 0.6 * bumps * rng.random((size, size, parts))
+    return heat, rng.normal(0, 0.5, (size, size, 38))
+
+
+def test_openpose_keeps_the_highest_127_peaks_in_reference_order():
+    import numpy as np
+
+    from annotators.openpose import MAX_PEAKS, find_peaks
+
+    heat, _ = noisy_heatmaps(128, 1)
+    everything = find_peaks(heat[:, :, 0], 0.1, max_peaks=10**6)
+    kept = find_peaks(heat[:, :, 0], 0.1)
+    assert MAX_PEAKS == 127 and len(everything) > 150 and len(kept) == 127
+    scores = sorted((p[2] for p in everything), reverse=True)
+    assert sorted(p[2] for p in kept) == sorted(scores[:127])
+    order = [(y, x) for x, y, _ in kept]
+    assert order == sorted(order)  # row-major, as np.nonzero (and the reference) lists them
+    three = np.zeros((40, 40))
+    three[10, 10], three[20, 20], three[30, 8] = 0.5, 0.9, 0.7
+    assert [p[:2] for p in find_peaks(three, 0.001)] == [(10, 10), (20, 20), (8, 30)]
+    assert [p[:2] for p in find_peaks(three, 0.001, max_peaks=2)] == [(20, 20), (8, 30)]
+
+
+@pytest.mark.timeout(120)  # the old grouping (no cap, one pair at a time) ran for minutes here
+def test_openpose_grouping_of_a_heatmap_full_of_peaks_is_bounded():
+    import time
+
+    from annotators.openpose import PEAK_THRESHOLD, find_peaks, group_people
+
+    heat, paf = noisy_heatmaps(128, 18)
+    peaks = [find_peaks(heat[:, :, part], PEAK_THRESHOLD) for part in range(18)]
+    assert max(len(p) for p in peaks) == 127
+    started = time.monotonic()
+    group_people(peaks, paf, 128)
+    assert time.monotonic() - started < 30
+
+
+def test_a_stalled_sample_fails_alone_and_the_shard_completes(tmp_path, three_photos):
+    """test_stall sleeps 600 s on the one bright photo; --sample-timeout 2 interrupts it."""
+    import time
+
+    out = tmp_path / "ds"
+    started = time.monotonic()
+    proc = run_cli("build", three_photos, "-o", out, "-a", "canny,test_stall",
+                   "-p", "test_stall.threshold=130", "-p", "test_stall.seconds=600",
+                   "--sample-timeout", "2", "--import", "tests.plugins", "-r", "64",
+                   "--shard-size", "3", "-w", "1", "-q", timeout=400)  # fmt: skip
+    assert time.monotonic() - started < 300
+    assert proc.returncode == 1, proc.stderr
+    assert "2 ok, 1 failed" in proc.stderr and "in 1 shard ->" in proc.stderr
+    from pipeline.layout import read_index
+
+    rows = read_index((out / "index" / "00000.parquet").read_bytes())
+    failed = [r for r in rows if r["status"] == "failed"]
+    assert len(rows) == 3 and len(failed) == 1
+    assert failed[0]["error"] == ("annotator test_stall: SampleTimeout: over the 2 s per-sample "
+                                  "time budget (--sample-timeout)")  # fmt: skip
+    assert json.loads((out / "manifest.json").read_text())["status"] == "complete"
+
+
+def test_the_budget_is_checked_between_annotators_where_it_cannot_interrupt(photos):
+    """Off the main thread no timer interrupts; the sample still fails after the annotator
+    that ran over, and later annotators skip it."""
+    import threading
+
+    import tests.plugins  # noqa: F401 - registers test_slow
+    from pipeline.worker import AnnotatorSpec, Result, Worker
+
+    worker = Worker([AnnotatorSpec("test_slow", {"seconds": 0.5}), AnnotatorSpec("canny")],
+                    sample_timeout=0.2)  # fmt: skip
+    results = [Result(key="a", image=photos[0]), Result(key="b", image=photos[1])]
+    thread = threading.Thread(target=worker.run_models, args=(results,))
+    thread.start()
+    thread.join()
+    for result in results:
+        assert result.status == "failed"
+        assert result.error == ("annotator test_slow: SampleTimeout: over the 0.2 s per-sample "
+                                "time budget (--sample-timeout)")  # fmt: skip
+        assert "canny" not in result.timings
+
+
+# -- 27: no empty progress bar before an error; "1 shard"; labelled preview columns ---------
+def test_a_refused_build_or_annotate_draws_no_progress_bar(tmp_path, three_photos):
+    out = tmp_path / "mine"
+    out.mkdir()
+    (out / "notes.txt").write_text("x")
+    proc = run_cli("build", three_photos, "-o", out, "-r", "64")  # no -q: the bar would show
+    assert proc.returncode == 2 and "not a hintset output" in error_line(proc.stderr)
+    maps = tmp_path / "maps"
+    assert run_cli("annotate", three_photos, "-o", maps, "-r", "64", "-q").returncode == 0
+    proc = run_cli("annotate", three_photos, "-o", maps, "-r", "128")  # other settings: refused
+    assert proc.returncode == 2 and "other settings" in error_line(proc.stderr)
+
+
+def test_the_preview_png_names_each_column(tmp_path, three_photos):
+    import cv2
+
+    from pipeline.preview import LABEL_HEIGHT, THUMB
+
+    out = tmp_path / "ds"
+    assert run_cli("build", three_photos, "-o", out, *FAST, "-a", "canny").returncode == 0
+    assert run_cli("preview", out, "-o", tmp_path / "p.png", "-n", "1").returncode == 0
+    sheet = cv2.imread(str(tmp_path / "p.png"))
+    band = sheet[24 : 24 + LABEL_HEIGHT]  # below the caption line, above the panels
+    assert (band == 40).all(axis=2).mean() > 0.8  # the dark label strip
+    columns = [band[:, x : x + 60] for x in (0, sheet.shape[1] // 2)]
+    assert all((col > 200).all(axis=2).any() for col in columns)  # white text in both columns
+    assert sheet.shape[0] == 24 + LABEL_HEIGHT + THUMB + 4

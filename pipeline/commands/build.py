@@ -7,6 +7,7 @@ import sys
 import click
 
 from pipeline.commands.options import (
+    Progress,
     annotator_options,
     batch_size_option,
     caption_max_tokens_option,
@@ -15,7 +16,9 @@ from pipeline.commands.options import (
     check_ready,
     cpus_per_worker_option,
     filter_option,
+    plural,
     quiet_option,
+    sample_timeout_option,
     specs_from,
 )
 
@@ -102,6 +105,7 @@ from pipeline.commands.options import (
     help="Times a shard is retried when its worker dies.",
 )
 @batch_size_option
+@sample_timeout_option
 @click.option(
     "--import",
     "imports",
@@ -145,7 +149,8 @@ from pipeline.commands.options import (
 def build(inputs, out, names, params, captions, shard_size, resolution, min_size, keep_original,
           workers, address, cpus_per_worker, gpus_per_worker, max_retries, batch_size,
           weights_dir, imports, retry_failed, storage_opts, max_shards, overwrite, quiet,
-          filters, caption_model, recaption, caption_max_tokens, start_timeout):  # fmt: skip
+          filters, caption_model, recaption, caption_max_tokens, start_timeout,
+          sample_timeout):  # fmt: skip
     """Build a ControlNet dataset from INPUTS: image folders/files, WebDataset tars (paths,
     globs or brace notation such as 'data/{00000..00009}.tar') or Parquet/CSV/JSONL lists,
     local or any fsspec URL (s3://, gs://, http(s)://). Each tar, each list row range
@@ -167,8 +172,6 @@ def build(inputs, out, names, params, captions, shard_size, resolution, min_size
       hintset build photos/ --captions captions.jsonl -o ds/ -a canny,lines --shard-size 1000
       hintset build photos/ -o ds/ -a canny --caption blip-base --weights-dir models/
     """
-    from tqdm import tqdm
-
     from annotators.extras import MissingExtra
     from annotators.weights import WeightsError
     from pipeline.build import run_build
@@ -187,11 +190,10 @@ def build(inputs, out, names, params, captions, shard_size, resolution, min_size
     except (BuildFailed, ValueError, WeightsError, MissingExtra) as err:
         click.echo(f"error: {' '.join(str(err).split())}", err=True)
         sys.exit(2)
-    bar = tqdm(total=0, unit="sample", disable=quiet, dynamic_ncols=True, desc="build",
-               smoothing=0.1)  # fmt: skip
+    bar = Progress(unit="sample", disable=quiet, desc="build", smoothing=0.1)
 
     def on_plan(total: int, todo: int, samples: int) -> None:
-        bar.reset(total=samples if samples >= 0 else None)
+        bar.start(samples if samples >= 0 else None)
         if total > todo:
             bar.write(f"{total - todo} of {total} shards already complete; resuming")
 
@@ -211,6 +213,7 @@ def build(inputs, out, names, params, captions, shard_size, resolution, min_size
             filters=filters,
             caption=caption,
             start_timeout=start_timeout,
+            sample_timeout=sample_timeout,
         )  # fmt: skip
     except (BuildFailed, LockHeld, FileNotFoundError, ValueError) as err:
         bar.close()
@@ -224,7 +227,7 @@ def build(inputs, out, names, params, captions, shard_size, resolution, min_size
     filtered = f", {t['filtered']} filtered" if t.get("filtered") else ""
     generated = f" ({t['captions_generated']} generated)" if t.get("captions_generated") else ""
     click.echo(f"{t['ok']} ok, {t['failed']} failed{filtered}, {t['no_caption']} without caption"
-               f"{generated} in {t['shards']} shards -> {out}", err=True)  # fmt: skip
+               f"{generated} in {plural(t['shards'], 'shard')} -> {out}", err=True)  # fmt: skip
     sys.exit(1 if t["failed"] else 0)
 
 

@@ -8,6 +8,8 @@ from typing import TYPE_CHECKING
 
 import click
 
+from pipeline.budget import DEFAULT_SECONDS
+
 if TYPE_CHECKING:
     from pipeline.caption import CaptionSpec
 
@@ -32,10 +34,50 @@ cpus_per_worker_option = click.option(
     "ahead), so N workers on N cores do not contend.",
 )  # fmt: skip
 
+sample_timeout_option = click.option(
+    "--sample-timeout", default=DEFAULT_SECONDS, show_default=True, type=click.FloatRange(min=0),
+    help="Seconds the annotators may take per image; an image over it fails alone (its "
+    "error says so), the rest go on. 0: no limit.",
+)  # fmt: skip
+
 batch_size_option = click.option(
     "--batch-size", default=8, show_default=True, type=click.IntRange(min=1),
     help="Images per annotator call (learned annotators run them as one batch).",
 )  # fmt: skip
+
+
+def plural(count: int, noun: str) -> str:
+    """``1 shard``, ``2 shards``."""
+    return f"{count} {noun}{'' if count == 1 else 's'}"
+
+
+class Progress:
+    """A tqdm bar drawn only once the work is known (:meth:`start`), so a command that stops
+    with an error before that prints no empty bar; :meth:`write` prints above it."""
+
+    def __init__(self, **options) -> None:
+        self.options, self.bar = options, None
+
+    def start(self, total: int | None) -> None:
+        from tqdm import tqdm
+
+        if self.bar is None:
+            self.bar = tqdm(total=total, dynamic_ncols=True, **self.options)
+        else:
+            self.bar.reset(total=total)
+
+    def update(self, count: int) -> None:
+        if self.bar is not None:
+            self.bar.update(count)
+
+    def write(self, text: str, file=None) -> None:
+        from tqdm import tqdm
+
+        tqdm.write(text, file=file)
+
+    def close(self) -> None:
+        if self.bar is not None:
+            self.bar.close()
 
 
 def filter_option(help: str) -> Callable:
