@@ -13,16 +13,9 @@ from pipeline.ownership import NotHintsetOutput, owned_files
 from pipeline.storage import Storage
 from tests.conftest import run_cli
 from tests.test_cloud import s3  # noqa: F401 - the moto S3 server fixture
+from tests.test_misuse import one_error_line as error_line
 
 FAST = ("-r", "64", "--shard-size", "2", "-w", "1", "-q")
-
-
-def error_line(stderr: str) -> str:
-    """The one line a refused command prints (no traceback, no progress bar)."""
-    assert "Traceback" not in stderr, stderr
-    lines = [line for line in stderr.splitlines() if line.strip()]
-    assert len(lines) == 1, stderr
-    return lines[0]
 
 
 @pytest.fixture(scope="module")
