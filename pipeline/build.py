@@ -25,6 +25,7 @@ from pipeline.plan import plan
 from pipeline.ray_runner import BuildFailed, RunOptions, connect, run_shards
 from pipeline.sources import absolute
 from pipeline.storage import Storage
+from pipeline.trust import Limits
 from pipeline.worker import AnnotatorSpec
 from pipeline.writers.webdataset import done_shards
 
@@ -69,6 +70,7 @@ def run_build(
     max_shards: int = 0,
     filters: tuple[str, ...] | list[str] = (),
     caption: CaptionSpec | None = None,
+    limits: Limits | None = None,
 ) -> dict[str, Any]:
     """Build (or resume) the dataset in ``out``; return the final manifest.
 
@@ -77,6 +79,7 @@ def run_build(
     ``filters`` are ``--filter`` rules (``'pose_people >= 1'``), checked before anything
     else (ValueError); samples they reject get status ``filtered``.
     ``caption`` fills missing (or all) captions with an image-to-text model.
+    ``limits``: what list rows may name and the caps on reading inputs (:mod:`pipeline.trust`).
     """
     rules = parse_filters(filters, specs)
     storage = Storage(out)
@@ -88,13 +91,14 @@ def run_build(
                       max_retries=max_retries, batch_size=batch_size, overwrite=overwrite,
                       imports=imports, on_plan=on_plan, on_samples=on_samples,
                       on_shard=on_shard, on_message=on_message or (lambda _: None),
-                      max_shards=max_shards, rules=rules, caption=caption)  # fmt: skip
+                      max_shards=max_shards, rules=rules, caption=caption,
+                      limits=limits or Limits())  # fmt: skip
 
 
 def _build(storage: Storage, inputs: list[str], out: str, specs: list[AnnotatorSpec], *,
            captions, shard_size, resolution, min_size, keep_original, workers, address,
            cpus_per_worker, gpus_per_worker, retry_failed, max_retries, batch_size, overwrite, imports, on_plan, on_samples, on_shard,
-           on_message, max_shards, rules, caption) -> dict[str, Any]:  # fmt: skip
+           on_message, max_shards, rules, caption, limits) -> dict[str, Any]:  # fmt: skip
     started = time.time()
     if overwrite:
         storage.remove_all(keep=(layout.LOCK,))
@@ -156,7 +160,8 @@ def _build(storage: Storage, inputs: list[str], out: str, specs: list[AnnotatorS
         setup = WorkerSetup(specs, resolution=0 if keep_original else resolution,
                             min_size=min_size, filters=tuple(rules), cpus=cpus_per_worker,
                             batch_size=batch_size, imports=tuple(imports),
-                            caption=replace(caption, batch_size=batch_size) if caption else None)  # fmt: skip
+                            caption=replace(caption, batch_size=batch_size) if caption else None,
+                            limits=limits)  # fmt: skip
         options = RunOptions(root=str(out), setup=setup, keep_original=keep_original,
                              cpus_per_worker=cpus_per_worker,
                              gpus_per_worker=gpus_per_worker)  # fmt: skip

@@ -62,7 +62,7 @@ def decode(
             warnings.simplefilter("ignore")
             img = Image.open(io.BytesIO(data))
     except UnidentifiedImageError:
-        raise DecodeError(f"not an image (unrecognised format, starts with {data[:8]!r})") from None
+        raise DecodeError(f"not an image ({sniff(data)}, {len(data):,} bytes)") from None
     except Exception as err:  # noqa: BLE001 - any parser failure is a bad input
         raise DecodeError(f"unreadable image header: {err}") from None
     width, height = img.size
@@ -89,6 +89,29 @@ def decode(
     except Exception as err:  # noqa: BLE001 - truncated/corrupt data raises OSError & co
         raise DecodeError(f"corrupt or truncated image data ({img.format}): {err}") from None
     return Decoded(to_rgb(img), size)
+
+
+_MAGIC = ((b"%PDF", "application/pdf"), (b"\x1f\x8b", "application/gzip"),
+          (b"PK\x03\x04", "application/zip"), (b"ftyp", "video/mp4"))  # fmt: skip
+
+
+def sniff(data: bytes) -> str:
+    """A media type guessed from the first bytes (``text/html``, ``application/pdf``, ...).
+
+    Errors name this, never the bytes themselves: an input may be any server's answer.
+    """
+    head = data[:512]
+    for magic, kind in _MAGIC:
+        if head.startswith(magic) or (kind == "video/mp4" and head[4:8] == magic):
+            return kind
+    if any(b < 9 or 13 < b < 32 or b == 127 for b in head):  # control bytes: not text
+        return "application/octet-stream"
+    text = head.decode("utf-8", "replace").lstrip("\ufeff \t\r\n").lower()
+    if text.startswith(("<!doctype html", "<html", "<head", "<body")):
+        return "text/html"
+    if text.startswith(("<?xml", "<svg")):
+        return "image/svg+xml" if "<svg" in text else "application/xml"
+    return "application/json" if text.startswith(("{", "[")) else "text/plain"
 
 
 #: Huffman-coded JPEG frame types -> fewest bits one 8x8 block can take (sequential: a DC

@@ -17,6 +17,7 @@ from pipeline.caption import CaptionSpec
 from pipeline.filters import Rule
 from pipeline.sample_ref import SampleRef
 from pipeline.stages import Pipeline
+from pipeline.trust import Limits, configure
 from pipeline.units import Unit, iter_unit
 from pipeline.worker import AnnotatorSpec, Worker
 
@@ -35,6 +36,7 @@ class WorkerSetup:
     imports: tuple[str, ...] = ()
     serial: bool = False  # the one-thread design (for comparisons and debugging)
     caption: CaptionSpec | None = None  # --caption: fill missing (or all) captions
+    limits: Limits = Limits()  # what inputs may name and the caps on reading them
 
 
 def make_pipeline(setup: WorkerSetup) -> Pipeline:
@@ -42,6 +44,7 @@ def make_pipeline(setup: WorkerSetup) -> Pipeline:
     import cv2
 
     cv2.setNumThreads(1)  # parallelism comes from the stage threads, not inside OpenCV
+    configure(setup.limits)
     for module in setup.imports:
         importlib.import_module(module)
     worker = Worker(setup.specs, resolution=setup.resolution, min_size=setup.min_size,
