@@ -8,6 +8,7 @@ is decoded. Also the short-side resize every part of hintset uses.
 from __future__ import annotations
 
 import io
+import re
 import warnings
 from pathlib import Path
 from typing import Any, NamedTuple
@@ -64,7 +65,7 @@ def decode(
     except UnidentifiedImageError:
         raise DecodeError(f"not an image ({sniff(data)}, {len(data):,} bytes)") from None
     except Exception as err:  # noqa: BLE001 - any parser failure is a bad input
-        raise DecodeError(f"unreadable image header: {err}") from None
+        raise DecodeError(f"unreadable image header: {_reason(err)}") from None
     width, height = img.size
     if width * height > max_pixels:
         raise DecodeError(
@@ -87,12 +88,23 @@ def decode(
         img.load()
         img = ImageOps.exif_transpose(img, in_place=False) if _orientation(img) > 1 else img
     except Exception as err:  # noqa: BLE001 - truncated/corrupt data raises OSError & co
-        raise DecodeError(f"corrupt or truncated image data ({img.format}): {err}") from None
+        raise DecodeError(
+            f"corrupt or truncated image data ({img.format}): {_reason(err)}"
+        ) from None
     return Decoded(to_rgb(img), size)
 
 
 _MAGIC = ((b"%PDF", "application/pdf"), (b"\x1f\x8b", "application/gzip"),
           (b"PK\x03\x04", "application/zip"), (b"ftyp", "video/mp4"))  # fmt: skip
+
+
+_BYTES = re.compile(r"""b(['"]).*?(?<!\\)\1""")
+
+
+def _reason(err: BaseException) -> str:
+    """A decoder's message without the input bytes it may quote (``chunk b'..'``), short."""
+    text = " ".join(_BYTES.sub("<bytes>", str(err)).split())
+    return text if len(text) <= 120 else text[:117] + "..."
 
 
 def sniff(data: bytes) -> str:

@@ -19,12 +19,13 @@ import pytest
 
 from pipeline import fetch as fetch_module
 from pipeline import trust
-from pipeline.decode import DecodeError, decode
+from pipeline.decode import DecodeError, _reason, decode
 from pipeline.fetch import fetch
 from pipeline.layout import read_index
-from pipeline.reader import read_caption, read_url
+from pipeline.reader import read_caption, read_image, read_url
 from pipeline.sample_ref import SampleRef
 from pipeline.trust import InputRefused, Limits, address_class, resolve_row
+from pipeline.units import Unit, iter_unit
 from tests.conftest import run_cli
 from tests.test_cloud import s3  # noqa: F401 - the moto S3 server fixture
 
@@ -162,10 +163,14 @@ def test_remote_list_rows_resolve_against_the_list(tmp_path, www, photo_paths):
               for m in tarfile.open(p).getmembers() if m.name.startswith("list__")}  # fmt: skip
     assert stored == {f"list__{i:09d}" for i in range(3)}  # only the allowed rows were stored
 
-    trusted = run_cli("build", f"{base}/one.jsonl", "-o", tmp_path / "t", "-r", "64", "-w", "1",
-                      "-q", "--trust-remote-lists")  # fmt: skip
-    assert trusted.returncode == 0, trusted.stderr
-    assert [r["status"] for r in index_rows(tmp_path / "t")] == ["ok"]
+    trust.configure(Limits(trust_remote_lists=True))  # the opt-in: the row is read as asked
+    try:
+        unit = Unit(id=0, kind="list", url=f"{base}/one.jsonl", ns="one", start=0, stop=1,
+                    end=len((folder / "one.jsonl").read_bytes()))  # fmt: skip
+        (ref,) = iter_unit(unit)
+        assert ref.error == "" and read_image(ref) == victim.read_bytes()
+    finally:
+        trust.configure(Limits())
 
 
 def test_row_rule_per_store():
@@ -193,6 +198,10 @@ def test_not_an_image_names_the_type_never_the_bytes():
         with pytest.raises(DecodeError) as err:
             decode(data)
         assert str(err.value) == f"not an image ({kind}, {len(data)} bytes)"
+    # decoder messages that quote input bytes (Pillow: "broken PNG file (chunk b'..')")
+    assert _reason(SyntaxError(f"broken PNG file (chunk {SECRET.encode()!r})")) == (
+        "broken PNG file (chunk <bytes>)"
+    )
 
 
 # -- 3: addresses -----------------------------------------------------------------------------
