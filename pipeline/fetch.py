@@ -11,6 +11,7 @@ bytes of an answer.
 
 from __future__ import annotations
 
+import errno
 import functools
 import http.client
 import socket
@@ -45,6 +46,8 @@ def fetch(url: str, reach: tuple[str, ...] = (), headers: dict[str, str] | None 
                     raise OSError(f"HTTP {response.status} redirect without a Location")
                 url = urljoin(url, location.strip())
                 continue
+            if response.status in (404, 410):  # as fsspec says it: a missing sidecar is no error
+                raise FileNotFoundError(errno.ENOENT, f"HTTP {response.status} {HTTPStatus(response.status).phrase}", url)  # fmt: skip
             if response.status != 200:
                 phrase = HTTPStatus(response.status).phrase if response.status in _KNOWN else ""
                 raise OSError(f"HTTP {response.status} {phrase}".strip())

@@ -74,11 +74,19 @@ def open_url(url: str, seekable: bool = False) -> IO[bytes]:
     return fs.open(path, "rb", block_size=8 * 1024 * 1024)
 
 
-def read_url(url: str, reach: tuple[str, ...] = (), head: int = 0) -> bytes:
-    """All bytes of ``url``: local files as they are; remote objects within the object cap
-    (:mod:`pipeline.trust`), over HTTP also within ``reach`` (address classes, at every hop).
+def read_url(url: str) -> bytes:
+    """All bytes of ``url``, a file the user named (a --captions file): no cap."""
+    fs, path = split_url(url)
+    if fs is None:
+        with open(path, "rb") as handle:
+            return handle.read()
+    return fs.cat_file(path)
 
-    ``head`` > 0: only the first ``head`` bytes (a bounded read, e.g. a sidecar caption).
+
+def read_object(url: str, reach: tuple[str, ...] = (), head: int = 0) -> bytes:
+    """A sample's object (image, sidecar): local files as they are; remote ones within the
+    object cap (:mod:`pipeline.trust`), over HTTP also within ``reach`` (address classes,
+    checked at every hop). ``head`` > 0: only the first ``head`` bytes (a bounded read).
     """
     if url.lower().startswith(("http://", "https://")):
         from pipeline.fetch import fetch
@@ -115,7 +123,7 @@ def read_image(ref: SampleRef) -> bytes:
     if ref.data is not None:
         return ref.data
     try:
-        return read_url(ref.url, ref.reach)
+        return read_object(ref.url, ref.reach)
     except OSError:
         raise
     except Exception as err:  # fsspec backends raise their own types (e.g. aiohttp errors)
@@ -133,7 +141,7 @@ def read_caption(ref: SampleRef) -> str | None:
         caption = ref.caption
     else:
         try:
-            head = read_url(ref.caption_url, ref.reach, limits().max_caption_bytes + 1)
+            head = read_object(ref.caption_url, ref.reach, limits().max_caption_bytes + 1)
         except FileNotFoundError:
             return None
         caption = head.decode("utf-8", errors="replace").strip()

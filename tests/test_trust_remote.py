@@ -22,7 +22,7 @@ from pipeline import trust
 from pipeline.decode import DecodeError, _reason, decode
 from pipeline.fetch import fetch
 from pipeline.layout import read_index
-from pipeline.reader import read_caption, read_image, read_url
+from pipeline.reader import read_caption, read_image, read_object
 from pipeline.sample_ref import SampleRef
 from pipeline.trust import InputRefused, Limits, address_class, resolve_row
 from pipeline.units import Unit, iter_unit
@@ -265,6 +265,15 @@ def test_private_addresses_only_from_a_list_that_lives_there(www, photo_paths):
     assert log == [f"/{photo_paths[0].name}"]
 
 
+def test_missing_http_object_is_file_not_found(www, photo_paths):
+    _, base, _ = www
+    with pytest.raises(FileNotFoundError, match="HTTP 404 Not Found"):
+        fetch(f"{base}/missing.jpg")
+    ref = SampleRef(key="a", source="a", url=f"{base}/{photo_paths[0].name}",
+                    caption_url=f"{base}/missing.txt")  # fmt: skip
+    assert read_caption(ref) is None and read_image(ref) == photo_paths[0].read_bytes()
+
+
 # -- 4: size caps and timeouts ------------------------------------------------------------------
 def test_http_size_cap_stops_reading(www, limits, photo_paths):
     _, base, _ = www
@@ -299,7 +308,7 @@ def test_s3_object_size_is_checked_before_reading(s3, limits):  # noqa: F811 - t
     s3.pipe("bucket/trust/big.jpg", b"\0" * (2 * MIB))
     limits(max_object_bytes=MIB)
     with pytest.raises(InputRefused, match="2,097,152 bytes, over the limit of 1,048,576"):
-        read_url("s3://bucket/trust/big.jpg")
+        read_object("s3://bucket/trust/big.jpg")
 
 
 # -- 5: captions ----------------------------------------------------------------------------------
