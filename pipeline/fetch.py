@@ -16,6 +16,7 @@ import functools
 import http.client
 import socket
 import ssl
+import threading
 import zlib
 from collections.abc import Iterator
 from http import HTTPStatus
@@ -36,32 +37,53 @@ def fetch(url: str, reach: tuple[str, ...] = (), headers: dict[str, str] | None 
     """
     for hop in range(MAX_REDIRECTS + 1):
         try:
-            response = _request(url, reach, headers or {})
+            conn, response = _request(url, reach, headers or {})
         except InputRefused as err:  # each hop is checked again, before connecting
             raise InputRefused(f"redirect {hop}: {err}" if hop else str(err)) from None
+        done = False
         try:
-            if response.status in _REDIRECTS:
+            status = response.status
+            if status in _REDIRECTS:
                 location = response.getheader("Location")
                 if not location:
-                    raise OSError(f"HTTP {response.status} redirect without a Location")
+                    raise OSError(f"HTTP {status} redirect without a Location")
                 url = urljoin(url, location.strip())
                 continue
-            if response.status in (404, 410):  # as fsspec says it: a missing sidecar is no error
-                raise FileNotFoundError(errno.ENOENT, f"HTTP {response.status} {HTTPStatus(response.status).phrase}", url)  # fmt: skip
-            if response.status != 200:
-                phrase = HTTPStatus(response.status).phrase if response.status in _KNOWN else ""
-                raise OSError(f"HTTP {response.status} {phrase}".strip())
-            return _body(response, head)
+            phrase = HTTPStatus(status).phrase if status in _KNOWN else ""
+            if status in (404, 410):  # as fsspec says it: a missing sidecar is no caption
+                raise FileNotFoundError(errno.ENOENT, f"HTTP {status} {phrase}", url)
+            if status != 200:
+                raise OSError(f"HTTP {status} {phrase}".strip())
+            body = _body(response, head)
+            done = response.isclosed() and not response.will_close  # all read: reusable
+            return body
         finally:
             response.close()
+            _release(conn, done)
     raise InputRefused(f"more than {MAX_REDIRECTS} redirects")
 
 
 _KNOWN = {s.value for s in HTTPStatus}
+_pools = threading.local()  # per I/O thread: (scheme, host, port) -> an idle kept-alive connection
 
 
-def _request(url: str, reach: tuple[str, ...], headers: dict[str, str]) -> http.client.HTTPResponse:
-    """Connect to a checked address of ``url``'s host and send the GET; the response."""
+def _release(conn: _Connection, reusable: bool) -> None:
+    """Keep ``conn`` for the next request to its server, or close it."""
+    pool = _pools.__dict__.setdefault("idle", {})
+    if not reusable:
+        conn.close()
+        return
+    old = pool.pop(conn.key, None)
+    if old is not None:
+        old.close()
+    pool[conn.key] = conn
+    while len(pool) > 8:  # a few servers per thread
+        pool.pop(next(iter(pool))).close()
+
+
+def _request(url: str, reach: tuple[str, ...],
+             headers: dict[str, str]) -> tuple[_Connection, http.client.HTTPResponse]:  # fmt: skip
+    """Send the GET on a kept-alive or new connection to a checked address; its response."""
     parts = urlsplit(url)
     scheme = parts.scheme.lower()
     if scheme not in ("http", "https"):
@@ -72,24 +94,31 @@ def _request(url: str, reach: tuple[str, ...], headers: dict[str, str]) -> http.
         port = parts.port or (443 if scheme == "https" else 80)
     except ValueError:
         raise InputRefused(f"bad port in {shorten(url)}") from None
-    cap = limits()
+    target = (parts.path or "/") + (f"?{parts.query}" if parts.query else "")
+    headers = {"Accept-Encoding": "identity", "User-Agent": "hintset", **headers}
+    idle = _pools.__dict__.get("idle", {}).pop((scheme, host, port), None)
+    if idle is not None:
+        try:
+            check_address(host, idle.address, reach)  # this request's rule, the address in use
+        except InputRefused:
+            idle.close()
+            raise
+        try:
+            return idle, idle.get(target, headers)
+        except (OSError, http.client.HTTPException):  # the server closed it meanwhile
+            idle.close()
     try:
         addresses = resolve(host, port)
     except (OSError, UnicodeError) as err:
         raise OSError(f"cannot resolve {shorten(host, 80)}: {err}") from None
     for address in addresses:  # every address the name has: a name may not hide one
         check_address(host, address, reach)
-    conn = _Connection(host, port, addresses, scheme == "https", cap.connect_timeout)
+    cap = limits()
+    conn = _Connection(scheme, host, port, addresses, cap.connect_timeout)
     try:
         conn.connect()
         conn.sock.settimeout(cap.read_timeout)
-        target = (parts.path or "/") + (f"?{parts.query}" if parts.query else "")
-        conn.putrequest("GET", target, skip_accept_encoding=True)
-        for name, value in {"Accept-Encoding": "identity", "User-Agent": "hintset",
-                            **headers}.items():  # fmt: skip
-            conn.putheader(name, value)
-        conn.endheaders()
-        return conn.getresponse()
+        return conn, conn.get(target, headers)
     except TimeoutError:
         conn.close()
         raise OSError(f"{shorten(host, 80)}:{port} did not answer within "
@@ -97,8 +126,6 @@ def _request(url: str, reach: tuple[str, ...], headers: dict[str, str]) -> http.
                       "(--connect-timeout, --read-timeout)") from None  # fmt: skip
     except (OSError, http.client.HTTPException) as err:
         conn.close()
-        if isinstance(err, InputRefused):
-            raise
         raise OSError(f"{shorten(host, 80)}:{port}: {type(err).__name__} "
                       f"{shorten(getattr(err, 'strerror', None) or err, 80)}") from None  # fmt: skip
 
@@ -106,23 +133,32 @@ def _request(url: str, reach: tuple[str, ...], headers: dict[str, str]) -> http.
 class _Connection(http.client.HTTPConnection):
     """A connection to addresses checked beforehand (never a second DNS answer); TLS for https."""
 
-    def __init__(self, host: str, port: int, addresses: list[str], tls: bool,
+    def __init__(self, scheme: str, host: str, port: int, addresses: list[str],
                  timeout: float) -> None:  # fmt: skip
         super().__init__(host, port, timeout=timeout)
-        self.addresses, self.tls = addresses, tls
+        self.key, self.addresses, self.address = (scheme, host, port), addresses, ""
 
     def connect(self) -> None:
         error: OSError = OSError(f"{self.host} has no address")
         for address in self.addresses:
             try:
                 self.sock = socket.create_connection((address, self.port), self.timeout)
+                self.address = address
                 break
             except OSError as err:
                 error = err
         else:
             raise error
-        if self.tls:
+        if self.key[0] == "https":
             self.sock = _tls().wrap_socket(self.sock, server_hostname=self.host)
+
+    def get(self, target: str, headers: dict[str, str]) -> http.client.HTTPResponse:
+        """Send a GET for ``target``; the response (headers read, body not yet)."""
+        self.putrequest("GET", target, skip_accept_encoding=True)
+        for name, value in headers.items():
+            self.putheader(name, value)
+        self.endheaders()
+        return self.getresponse()
 
 
 @functools.lru_cache(maxsize=1)

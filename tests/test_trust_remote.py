@@ -37,6 +37,7 @@ class Handler(SimpleHTTPRequestHandler):
     """Files from a folder, plus the answers an attacker's (or a broken) server gives."""
 
     requests: list[str]  # set per server: paths asked for
+    protocol_version = "HTTP/1.1"  # keep-alive, as real servers
 
     def log_message(self, *args) -> None:
         pass
@@ -57,6 +58,7 @@ class Handler(SimpleHTTPRequestHandler):
             self._send(b"\0" * (5 * MIB))
         elif self.path == "/big-unsized":
             self.send_response(200)
+            self.send_header("Connection", "close")
             self.end_headers()
             for _ in range(5):
                 self.wfile.write(b"\0" * MIB)
@@ -263,6 +265,20 @@ def test_private_addresses_only_from_a_list_that_lives_there(www, photo_paths):
         fetch(url, reach)
     assert fetch(url, (trust.PUBLIC, trust.LOOPBACK)) == photo_paths[0].read_bytes()
     assert log == [f"/{photo_paths[0].name}"]
+    with pytest.raises(InputRefused):  # the kept-alive connection is checked for each request
+        fetch(url, (trust.PUBLIC,))
+    assert len(log) == 1
+
+
+def test_connections_are_kept_alive(www, photo_paths, monkeypatch):
+    _, base, log = www
+    real = socket.create_connection
+    connected = []
+    monkeypatch.setattr(fetch_module.socket, "create_connection",
+                        lambda *a, **kw: connected.append(a) or real(*a, **kw))  # fmt: skip
+    for path in photo_paths[:2] * 2:
+        assert fetch(f"{base}/{path.name}") == path.read_bytes()
+    assert len(log) == 4 and len(connected) == 1
 
 
 def test_missing_http_object_is_file_not_found(www, photo_paths):
