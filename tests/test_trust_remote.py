@@ -353,3 +353,15 @@ def test_unreachable_s3_output_is_one_line(tmp_path, photo_paths):
     lines = proc.stderr.strip().splitlines()
     assert len(lines) == 1 and f"http://127.0.0.1:{port}" in lines[0], proc.stderr
     assert lines[0].startswith("error: cannot reach the output s3://bucket/ds")
+
+
+def test_size_options_take_units():
+    import click
+
+    from pipeline.commands.options import ByteSize
+
+    sizes = {"1048576": MIB, "64KiB": 65536, "256MiB": 256 * MIB, "2g": 2 << 30, "1.5kb": 1536}
+    assert {text: ByteSize().convert(text, None, None) for text in sizes} == sizes
+    for bad in ("lots", "0", "MiB"):
+        with pytest.raises(click.BadParameter, match="size|at least"):
+            ByteSize().convert(bad, None, None)
