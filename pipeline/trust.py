@@ -66,8 +66,9 @@ def limits() -> Limits:
 class InputRefused(OSError):
     """A rule forbids reading this input; ``str(err)`` is one line naming the rule."""
 
-    def __init__(self, message: str) -> None:
-        super().__init__(0, message)  # strerror = message: reported as is, no "[Errno]"
+    def __init__(self, message: str, *pickled: str) -> None:
+        # strerror = message: reported as is, no "[Errno]"; (0, message) when unpickled
+        super().__init__(0, pickled[0] if pickled else message)
 
     def __str__(self) -> str:
         return self.strerror

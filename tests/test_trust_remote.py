@@ -176,6 +176,10 @@ def test_remote_list_rows_resolve_against_the_list(tmp_path, www, photo_paths):
 
 
 def test_row_rule_per_store():
+    import pickle
+
+    refused = pickle.loads(pickle.dumps(InputRefused("a rule")))  # crosses process boundaries
+    assert str(refused) == "a rule" and isinstance(refused, OSError)
     assert resolve_row("s3://b/lists/l.parquet", "s3://other/x.jpg")[0] == "s3://other/x.jpg"
     assert resolve_row("s3://b/lists/l.parquet", "../img/x.jpg")[0] == "s3://b/img/x.jpg"
     assert resolve_row("S3://b/l.jsonl", "S3A://b/x.jpg")[0] == "s3a://b/x.jpg"
