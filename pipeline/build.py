@@ -27,6 +27,7 @@ from pipeline.plan import plan
 from pipeline.ray_runner import START_TIMEOUT, BuildFailed, RunOptions, connect, run_shards
 from pipeline.sources import absolute
 from pipeline.storage import Storage
+from pipeline.trust import Limits
 from pipeline.worker import AnnotatorSpec
 from pipeline.writers.webdataset import done_shards
 
@@ -73,6 +74,7 @@ def run_build(
     caption: CaptionSpec | None = None,
     start_timeout: float = START_TIMEOUT,
     sample_timeout: float = DEFAULT_SECONDS,
+    limits: Limits | None = None,
 ) -> dict[str, Any]:
     """Build (or resume) the dataset in ``out``; return the final manifest.
 
@@ -84,6 +86,7 @@ def run_build(
     ``start_timeout``: seconds to wait for Ray to place the workers (then build on those that
     started; BuildFailed if none did). ``sample_timeout``: seconds the annotators may take
     per sample (0: no limit); a sample over it fails alone.
+    ``limits``: what list rows may name and the caps on reading inputs (:mod:`pipeline.trust`).
     """
     rules = parse_filters(filters, specs)
     storage = Storage(out)
@@ -97,13 +100,14 @@ def run_build(
                       imports=imports, on_plan=on_plan, on_samples=on_samples,
                       on_shard=on_shard, on_message=on_message or (lambda _: None),
                       max_shards=max_shards, rules=rules, caption=caption,
-                      start_timeout=start_timeout, sample_timeout=sample_timeout)  # fmt: skip
+                      start_timeout=start_timeout, sample_timeout=sample_timeout,
+                      limits=limits or Limits())  # fmt: skip
 
 
 def _build(storage: Storage, inputs: list[str], out: str, specs: list[AnnotatorSpec], *,
            captions, shard_size, resolution, min_size, keep_original, workers, address,
            cpus_per_worker, gpus_per_worker, retry_failed, max_retries, batch_size, overwrite, imports, on_plan, on_samples, on_shard,
-           on_message, max_shards, rules, caption, start_timeout, sample_timeout) -> dict[str, Any]:  # fmt: skip
+           on_message, max_shards, rules, caption, start_timeout, sample_timeout, limits) -> dict[str, Any]:  # fmt: skip
     started = time.time()
     if overwrite:
         remove_owned(storage, keep=(layout.LOCK,))
@@ -166,7 +170,8 @@ def _build(storage: Storage, inputs: list[str], out: str, specs: list[AnnotatorS
                             min_size=min_size, filters=tuple(rules), cpus=cpus_per_worker,
                             batch_size=batch_size, imports=tuple(imports),
                             caption=replace(caption, batch_size=batch_size) if caption else None,
-                            sample_timeout=sample_timeout)  # fmt: skip
+                            sample_timeout=sample_timeout,
+                            limits=limits)  # fmt: skip
         options = RunOptions(root=str(out), setup=setup, keep_original=keep_original,
                              cpus_per_worker=cpus_per_worker,
                              gpus_per_worker=gpus_per_worker)  # fmt: skip

@@ -18,6 +18,7 @@ from pipeline.caption import CaptionSpec
 from pipeline.filters import Rule
 from pipeline.sample_ref import SampleRef
 from pipeline.stages import Pipeline
+from pipeline.trust import Limits, configure
 from pipeline.units import Unit, iter_unit
 from pipeline.worker import AnnotatorSpec, Worker
 
@@ -37,6 +38,7 @@ class WorkerSetup:
     serial: bool = False  # the one-thread design (for comparisons and debugging)
     caption: CaptionSpec | None = None  # --caption: fill missing (or all) captions
     sample_timeout: float = DEFAULT_SECONDS  # annotators' seconds per sample (0: no limit)
+    limits: Limits = Limits()  # what inputs may name and the caps on reading them
 
 
 def make_pipeline(setup: WorkerSetup) -> Pipeline:
@@ -44,6 +46,7 @@ def make_pipeline(setup: WorkerSetup) -> Pipeline:
     import cv2
 
     cv2.setNumThreads(1)  # parallelism comes from the stage threads, not inside OpenCV
+    configure(setup.limits)
     for module in setup.imports:
         importlib.import_module(module)
     worker = Worker(setup.specs, resolution=setup.resolution, min_size=setup.min_size,

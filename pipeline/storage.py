@@ -84,6 +84,47 @@ class Storage:
         except FileNotFoundError:
             pass
 
+    def check_reachable(self) -> None:
+        """StorageUnreachable (one line naming the endpoint) unless the root can be listed.
+
+        Called before a build writes anything: an object store that does not answer is
+        refused up front, not a traceback from the first write.
+        """
+        if self.local:
+            return
+        try:
+            self.fs.exists(self.base)
+        except Exception as err:  # noqa: BLE001 - any client's connection error
+            raise StorageUnreachable(
+                f"cannot reach the output {self.root} at {self.endpoint(err)} "
+                f"({type(err).__name__}); check the endpoint (AWS_ENDPOINT_URL or "
+                "--storage-option) and that it is up"
+            ) from None
+
+    def endpoint(self, err: BaseException | None = None) -> str:
+        """The server behind the root: from the client's error, the options or the environment."""
+        from urllib.parse import urlsplit
+
+        from pipeline.reader import storage_options
+
+        while err is not None:
+            url = (getattr(err, "kwargs", None) or {}).get("endpoint_url")
+            if url:
+                parts = urlsplit(str(url))
+                return f"{parts.scheme}://{parts.netloc}"
+            err = err.__cause__ or err.__context__
+        protocol = self.root.split("://", 1)[0]
+        configured = storage_options(protocol).get("endpoint_url")
+        if protocol in ("s3", "s3a"):
+            env = os.environ
+            configured = configured or env.get("AWS_ENDPOINT_URL_S3") or env.get("AWS_ENDPOINT_URL")
+        return str(configured or f"the default {protocol} endpoint")
+
+
+class StorageUnreachable(ValueError):
+    """The output's object store does not answer (one-line message naming the endpoint)."""
+
+
 
 def dataset_entries() -> set[str]:
     """Top-level names a build writes: manifest.json, plan/, shards/, index/, stats/, the lock."""

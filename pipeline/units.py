@@ -123,7 +123,8 @@ def _list_refs(unit: Unit) -> Iterator[SampleRef]:
             yield SampleRef(key=f"{unit.ns}__{row:09d}", source=f"{unit.url}#{row}", data=b"",
                             error=f"input: {' '.join(str(err).split())}")  # fmt: skip
         return
-    base = unit.url.rsplit("/", 1)[0]
+    from pipeline.trust import InputRefused, resolve_row
+
     path_col, text_col = list_columns(list(rows[0]) if rows else [], unit.url)
     for row, values in enumerate(rows, start=unit.start):
         key = f"{unit.ns}__{row:09d}"
@@ -135,8 +136,13 @@ def _list_refs(unit: Unit) -> Iterator[SampleRef]:
                             error=f"input: row {row} has no {path_col}")  # fmt: skip
             continue
         path = str(path)
-        url = path if "://" in path or path.startswith("/") else f"{base}/{path}"
-        yield SampleRef(key=key, source=url, rel=path, caption=caption, url=url)
+        try:
+            url, reach = resolve_row(unit.url, path)
+        except InputRefused as err:  # the rule: this row may not name that; nothing is read
+            yield SampleRef(key=key, source=f"{unit.url}#{row}", rel=path, caption=caption,
+                            data=b"", error=f"input: row {row}: {err}")  # fmt: skip
+            continue
+        yield SampleRef(key=key, source=url, rel=path, caption=caption, url=url, reach=reach)
 
 
 def list_columns(names: list[str], url: str) -> tuple[str, str | None]:

@@ -17,6 +17,8 @@ from pipeline.commands.options import (
     cpus_per_worker_option,
     filter_option,
     plural,
+    input_limits_options,
+    limits_from,
     quiet_option,
     sample_timeout_option,
     specs_from,
@@ -144,13 +146,15 @@ from pipeline.commands.options import (
 )
 @click.option("--recaption", is_flag=True, help="With --caption: replace every caption.")
 @caption_max_tokens_option
+@input_limits_options
 @annotator_options
 @quiet_option
 def build(inputs, out, names, params, captions, shard_size, resolution, min_size, keep_original,
           workers, address, cpus_per_worker, gpus_per_worker, max_retries, batch_size,
           weights_dir, imports, retry_failed, storage_opts, max_shards, overwrite, quiet,
           filters, caption_model, recaption, caption_max_tokens, start_timeout,
-          sample_timeout):  # fmt: skip
+          sample_timeout, trust_remote_lists,
+          max_object_size, max_caption_size, connect_timeout, read_timeout):  # fmt: skip
     """Build a ControlNet dataset from INPUTS: image folders/files, WebDataset tars (paths,
     globs or brace notation such as 'data/{00000..00009}.tar') or Parquet/CSV/JSONL lists,
     local or any fsspec URL (s3://, gs://, http(s)://). Each tar, each list row range
@@ -180,6 +184,8 @@ def build(inputs, out, names, params, captions, shard_size, resolution, min_size
     from pipeline.ray_runner import BuildFailed
 
     set_storage_options(storage_opts)
+    limits = limits_from(trust_remote_lists, max_object_size, max_caption_size,
+                         connect_timeout, read_timeout)  # fmt: skip
     specs = specs_from(names, params, weights_dir, tuple(imports))
     try:
         parse_filters(filters, specs)  # a typo'd rule stops here, before Ray starts
@@ -214,6 +220,7 @@ def build(inputs, out, names, params, captions, shard_size, resolution, min_size
             caption=caption,
             start_timeout=start_timeout,
             sample_timeout=sample_timeout,
+            limits=limits,
         )  # fmt: skip
     except (BuildFailed, LockHeld, FileNotFoundError, ValueError) as err:
         bar.close()
@@ -242,6 +249,7 @@ def check_options(inputs: tuple[str, ...], out: str, address: str | None, gpus_p
     check_address(address)
     check_resources(address, gpus_per_worker, cpus_per_worker)
     storage = Storage(out)
+    storage.check_reachable()
     if overwrite and storage.local:
         owned = [os.path.join(os.path.abspath(storage.base), name) for name in dataset_entries()]
         for item in inputs:

@@ -163,3 +163,68 @@ def specs_from(names: str, params: tuple[str, ...], weights_dir: str | None,
         return parse_specs(names, params)
     except (ValueError, ImportError) as err:
         raise click.UsageError(str(err)) from None
+
+
+class ByteSize(click.ParamType):
+    """A size in bytes: ``1048576``, ``64KiB``, ``256MiB``, ``2GiB`` (K/M/G are binary too)."""
+
+    name = "SIZE"
+    _UNITS = {"": 1, "b": 1, "k": 1 << 10, "m": 1 << 20, "g": 1 << 30}
+
+    def convert(self, value, param, ctx) -> int:
+        if isinstance(value, int):
+            return value
+        text = str(value).strip().lower().removesuffix("ib").removesuffix("b")
+        number, unit = text.rstrip("kmg"), text[len(text.rstrip("kmg")) :]
+        try:
+            size = int(float(number) * self._UNITS[unit])
+        except (ValueError, KeyError):
+            self.fail(f"{value!r} is not a size (e.g. 1048576, 64KiB, 256MiB)", param, ctx)
+        if size < 1:
+            self.fail(f"{value!r} must be at least 1 byte", param, ctx)
+        return size
+
+
+def input_limits_options(command: Callable) -> Callable:
+    """--trust-remote-lists, --max-object-size, --max-caption-size, --connect-timeout,
+    --read-timeout: what remote inputs may name and the caps on reading them."""
+    options = [
+        click.option(
+            "--trust-remote-lists", is_flag=True,
+            help="Let rows of remote (http, s3, ...) lists name local files, other stores "
+            "and private/loopback addresses, as a local list may. Without it such rows fail. "
+            "Link-local/cloud-metadata addresses are never read.",
+        ),
+        click.option(
+            "--max-object-size", type=ByteSize(), default="256MiB", show_default=True,
+            help="Largest remote object (image, sidecar) read; bigger ones, or HTTP bodies "
+            "that inflate past it, fail their sample.",
+        ),
+        click.option(
+            "--max-caption-size", type=ByteSize(), default="64KiB", show_default=True,
+            help="Longest caption (UTF-8 bytes) from any source; longer ones fail their sample.",
+        ),
+        click.option(
+            "--connect-timeout", type=click.FloatRange(min=0, min_open=True), default=10.0,
+            show_default=True, help="Seconds to connect to an HTTP server.",
+        ),
+        click.option(
+            "--read-timeout", type=click.FloatRange(min=0, min_open=True), default=60.0,
+            show_default=True, help="Seconds to wait for the next bytes of an HTTP answer.",
+        ),
+    ]  # fmt: skip
+    for option in reversed(options):
+        command = option(command)
+    return command
+
+
+def limits_from(trust_remote_lists: bool, max_object_size: int, max_caption_size: int,
+                connect_timeout: float, read_timeout: float):  # fmt: skip
+    """The :class:`~pipeline.trust.Limits` of the options, also used by this process."""
+    from pipeline.trust import Limits, configure
+
+    limits = Limits(max_object_bytes=max_object_size, max_caption_bytes=max_caption_size,
+                    connect_timeout=connect_timeout, read_timeout=read_timeout,
+                    trust_remote_lists=trust_remote_lists)  # fmt: skip
+    configure(limits)
+    return limits
