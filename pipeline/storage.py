@@ -125,7 +125,6 @@ class StorageUnreachable(ValueError):
     """The output's object store does not answer (one-line message naming the endpoint)."""
 
 
-
 def dataset_entries() -> set[str]:
     """Top-level names a build writes: manifest.json, plan/, shards/, index/, stats/, the lock."""
     from pipeline.layout import OUTPUT_NAMES
