@@ -16,10 +16,10 @@ from collections.abc import Iterable, Iterator
 from dataclasses import fields
 
 from pipeline import layout
+from pipeline.lists import list_ranges
 from pipeline.sources import (
     ImageFile,
     Input,
-    list_ranges,
     load_captions,
     resolve_inputs,
     walk_folder,
