@@ -9,6 +9,7 @@ wrote and starts again. One build at a time holds the output's lock.
 from __future__ import annotations
 
 import json
+import os
 import time
 from collections.abc import Callable
 from dataclasses import replace
@@ -21,7 +22,7 @@ from pipeline.engine import WorkerSetup
 from pipeline.filters import parse_filters
 from pipeline.lock import BuildLock
 from pipeline.manifest import incompatibility, read_manifest, totals, write_manifest
-from pipeline.plan import plan
+from pipeline.plan import plan_units, write_plan
 from pipeline.ray_runner import BuildFailed, RunOptions, connect, run_shards
 from pipeline.sources import absolute
 from pipeline.storage import Storage
@@ -80,15 +81,20 @@ def run_build(
     """
     rules = parse_filters(filters, specs)
     storage = Storage(out)
-    with BuildLock(storage):
-        return _build(storage, inputs, out, specs, captions=captions, shard_size=shard_size,
-                      resolution=resolution, min_size=min_size, keep_original=keep_original,
-                      workers=workers, address=address, cpus_per_worker=cpus_per_worker,
-                      gpus_per_worker=gpus_per_worker, retry_failed=retry_failed,
-                      max_retries=max_retries, batch_size=batch_size, overwrite=overwrite,
-                      imports=imports, on_plan=on_plan, on_samples=on_samples,
-                      on_shard=on_shard, on_message=on_message or (lambda _: None),
-                      max_shards=max_shards, rules=rules, caption=caption)  # fmt: skip
+    created = storage.local and not os.path.exists(storage.base)
+    try:
+        with BuildLock(storage):
+            return _build(storage, inputs, out, specs, captions=captions, shard_size=shard_size,
+                          resolution=resolution, min_size=min_size, keep_original=keep_original,
+                          workers=workers, address=address, cpus_per_worker=cpus_per_worker,
+                          gpus_per_worker=gpus_per_worker, retry_failed=retry_failed,
+                          max_retries=max_retries, batch_size=batch_size, overwrite=overwrite,
+                          imports=imports, on_plan=on_plan, on_samples=on_samples,
+                          on_shard=on_shard, on_message=on_message or (lambda _: None),
+                          max_shards=max_shards, rules=rules, caption=caption)  # fmt: skip
+    finally:
+        if created and os.path.isdir(storage.base) and not os.listdir(storage.base):
+            os.rmdir(storage.base)  # stopped before writing anything: no empty folder left
 
 
 def _build(storage: Storage, inputs: list[str], out: str, specs: list[AnnotatorSpec], *,
@@ -96,8 +102,6 @@ def _build(storage: Storage, inputs: list[str], out: str, specs: list[AnnotatorS
            cpus_per_worker, gpus_per_worker, retry_failed, max_retries, batch_size, overwrite, imports, on_plan, on_samples, on_shard,
            on_message, max_shards, rules, caption) -> dict[str, Any]:  # fmt: skip
     started = time.time()
-    if overwrite:
-        storage.remove_all(keep=(layout.LOCK,))
     config = {
         "annotators": [{"name": s.name, "params": dict(sorted(s.params.items()))} for s in specs],
         "resolution": resolution,
@@ -110,27 +114,32 @@ def _build(storage: Storage, inputs: list[str], out: str, specs: list[AnnotatorS
         "filters": [rule.text for rule in rules],
         "caption": caption.config() if caption else None,
     }
-    old = read_manifest(storage)
+    old = None if overwrite else read_manifest(storage)
     if old is not None:
         old["config"].setdefault("min_size", 0)  # manifests from before --min-size
         old["config"].setdefault("filters", [])  # and before --filter
     if old is not None and (why := incompatibility(old["config"], config)):
         raise BuildFailed(f"{out} holds a build with other options ({why}); use --overwrite "
                           "or another output folder")  # fmt: skip
+    complete, broken = (set(), set()) if overwrite else done_shards(storage)
+    # planned in memory first: a bad input stops the build before OUT changes
+    shards, new = plan_units(storage, inputs, shard_size, captions=captions, exclude=[str(out)],
+                             done=set() if retry_failed else complete, fresh=overwrite)  # fmt: skip
+    if overwrite:
+        storage.remove_all(keep=(layout.LOCK,))
     storage.makedirs("")
     if storage.local:
         remove_stale_temps(storage.base)
     manifest = old or {"format_version": FORMAT_VERSION, "status": "building", "config": config}
     manifest["config"]["inputs"] = sorted(set(manifest["config"]["inputs"]) | set(config["inputs"]))
     write_manifest(storage, manifest)
-    complete, broken = done_shards(storage)
+    if new:
+        write_plan(storage, new)
     for shard_id in sorted(broken):
         on_message(f"shard {layout.shard_name(shard_id)}: tar or index missing; building it again")
         storage.remove(layout.stats_path(shard_id))
     if retry_failed:
         complete -= failed_shards(storage, complete)
-    shards = plan(storage, inputs, shard_size, captions=captions, exclude=[str(out)],
-                  done=complete)  # fmt: skip
     pending = [s for s in shards if s.id not in complete]
     todo = pending[:max_shards] if max_shards else pending
     if on_plan:
