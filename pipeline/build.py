@@ -171,12 +171,13 @@ def _build(storage: Storage, inputs: list[str], out: str, specs: list[AnnotatorS
                              gpus_per_worker=gpus_per_worker)  # fmt: skip
         run_shards(todo, options, workers=workers, max_retries=max_retries,
                    on_shard=shard_finished, on_samples=on_samples, on_ready=ready)  # fmt: skip
-    if len(todo) < len(pending):
-        return manifest  # stopped early on request: not complete
-    paths = [layout.stats_path(s.id) for s in shards]
+    # stopped early on request (--max-shards): not complete, but counts what is built so far
+    stopped = len(todo) < len(pending)
+    built = complete | {s.id for s in todo}
+    paths = [layout.stats_path(s.id) for s in shards if s.id in built or not stopped]
     all_stats = [json.loads(data) for data in storage.read_many(paths)]
     manifest.update(
-        status="complete",
+        status="building" if stopped else "complete",
         annotators=annotator_info,
         **({"captioner": captioner_info} if captioner_info else {}),
         shards=[
