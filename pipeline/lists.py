@@ -13,6 +13,7 @@ from __future__ import annotations
 import csv
 import json
 from collections.abc import Iterator
+from itertools import accumulate
 from typing import IO
 
 from pipeline.reader import open_url, split_url
@@ -88,26 +89,52 @@ def _answers_ranges(handle) -> bool:
 
 
 class Lines:
-    """The lines of a binary file read in chunks, with the byte position of each (no seeking
-    needed, so HTTP streams work; :meth:`skip_to` seeks when the file can)."""
+    """The lines of a binary file read in chunks, with the byte position after each (no
+    seeking needed, so HTTP streams work; :meth:`skip_to` seeks when the file can).
+    ``readline`` and ``skip_to`` first, then iterate to the end (or stop)."""
 
     def __init__(self, handle: IO[bytes]) -> None:
-        self.handle, self.buffer, self.pos = handle, b"", 0  # pos: bytes handed out so far
+        self.handle, self.buffer, self.start = handle, b"", 0  # buffer[start:]: not handed out
+        self.pos = 0  # bytes handed out so far
 
     def readline(self) -> bytes:
-        while b"\n" not in self.buffer:
+        end = self.buffer.find(b"\n", self.start) + 1
+        while not end:
             data = self.handle.read(_CHUNK)
             if not data:
+                end = len(self.buffer)
                 break
-            self.buffer += data
-        cut = self.buffer.find(b"\n") + 1 or len(self.buffer)
-        line, self.buffer = self.buffer[:cut], self.buffer[cut:]
+            seen = len(self.buffer) - self.start
+            self.buffer, self.start = self.buffer[self.start :] + data, 0
+            end = self.buffer.find(b"\n", seen) + 1
+        line, self.start = self.buffer[self.start : end], end
         self.pos += len(line)
         return line
 
+    def blocks(self) -> Iterator[bytes]:
+        """The rest of the file a chunk of whole lines at a time (the last may lack its newline)."""
+        rest = self.buffer[self.start :]
+        self.buffer, self.start = b"", 0
+        while True:
+            data = self.handle.read(_CHUNK)
+            block, rest = rest + data, b""
+            if data:
+                cut = block.rfind(b"\n") + 1
+                block, rest = block[:cut], block[cut:]
+            if block:
+                self.pos += len(block)
+                yield block
+            if not data:
+                return
+
     def __iter__(self) -> Iterator[bytes]:
-        while line := self.readline():
-            yield line
+        """The remaining lines, each with its newline (``pos``: the byte after the block)."""
+        for block in self.blocks():
+            lines = block.split(b"\n")
+            last = lines.pop()
+            yield from (line + b"\n" for line in lines)
+            if last:
+                yield last
 
     def skip_to(self, offset: int) -> None:
         """Go forward to byte ``offset``: seek if the file can, else read past the bytes."""
@@ -118,10 +145,10 @@ class Lines:
         except (OSError, ValueError):  # a stream (fsspec: "Cannot seek streaming HTTP file")
             pass
         else:
-            self.buffer, self.pos = b"", offset
+            self.buffer, self.start, self.pos = b"", 0, offset
             return
-        drop = min(offset - self.pos, len(self.buffer))
-        self.buffer, self.pos = self.buffer[drop:], self.pos + drop
+        drop = min(offset - self.pos, len(self.buffer) - self.start)
+        self.start, self.pos = self.start + drop, self.pos + drop
         while self.pos < offset and (data := self.handle.read(min(_CHUNK, offset - self.pos))):
             self.pos += len(data)
 
@@ -148,20 +175,32 @@ def list_ranges(url: str, size: int) -> Iterator[tuple[int, int, int, int]]:
         lines = Lines(handle)
         if is_csv(url):
             list_columns(_csv_fields(lines.readline()), url)
-        position = lines.pos
-        start, first_byte, count, checked = 0, position, 0, is_csv(url)
-        for line in lines:
-            position += len(line)
-            if not line.strip():
-                continue
+        start, first_byte, count, checked = 0, lines.pos, 0, is_csv(url)
+        for block in lines.blocks():  # a chunk at a time: no Python loop over its lines
+            ends, rows = _row_ends(block, lines.pos - len(block))
             if not checked:
-                checked = _check_json_columns(line, url)
-            count += 1
-            if count - start == size:
-                yield start, count, first_byte, position
-                start, first_byte = count, position
+                checked = any(_check_json_columns(row, url) for row in rows[:100])
+            step = size - (count - start) - 1  # index in ``ends`` of the row closing this range
+            while step < len(ends):
+                yield start, start + size, first_byte, ends[step]
+                start, first_byte, step = start + size, ends[step], step + size
+            count += len(ends)
         if count > start:
-            yield start, count, first_byte, position
+            yield start, count, first_byte, lines.pos
+
+
+def _row_ends(block: bytes, position: int) -> tuple[list[int], list[bytes]]:
+    """(byte position after each row, the rows) of a block of whole lines starting at
+    ``position``; blank lines are not rows."""
+    rows = block.split(b"\n")
+    if not rows[-1]:
+        rows.pop()  # the block ends with a newline
+    ends = list(accumulate([len(r) + 1 for r in rows], initial=position))[1:]
+    ends[-1] = min(ends[-1], position + len(block))  # a last line without its newline
+    if not all(map(bytes.strip, rows)):  # blank lines (rare): keep the others
+        keep = [i for i, row in enumerate(rows) if row.strip()]
+        ends, rows = [ends[i] for i in keep], [rows[i] for i in keep]
+    return ends, rows
 
 
 def _check_json_columns(line: bytes, url: str) -> bool:
@@ -207,19 +246,28 @@ def read_rows(unit) -> Iterator[tuple[int, dict | str]]:
 def _text_rows(unit) -> Iterator[dict | str]:
     """CSV/JSONL rows of the unit's byte range, one line at a time (a bad line fails alone)."""
     csv_list = is_csv(unit.url)
+    before: list[int] = []  # lines before the unit's range, counted at the first bad line
+
+    def where(number: int) -> str:
+        if not before:
+            before.append(_lines_before(unit.url, unit.offset))
+        return f"{unit.url} line {before[0] + number + 1}"
+
     with open_list(unit.url) as handle:
         lines = Lines(handle)
         fields = _csv_fields(lines.readline()) if csv_list else []
         lines.skip_to(unit.offset)
+        position = lines.pos
         for number, line in enumerate(lines):
-            if unit.end >= 0 and lines.pos - len(line) >= unit.end:
+            if unit.end >= 0 and position >= unit.end:
                 break
+            position += len(line)
             if not line.strip():
                 continue
             try:
                 text = line.decode("utf-8")
             except UnicodeDecodeError as err:
-                yield f"{_line(unit, number)} is not UTF-8 text ({err.reason} at byte {err.start})"
+                yield f"{where(number)} is not UTF-8 text ({err.reason} at byte {err.start})"
                 continue
             if csv_list:
                 yield next(csv.DictReader([text], fieldnames=fields))
@@ -227,28 +275,22 @@ def _text_rows(unit) -> Iterator[dict | str]:
             try:
                 values = json.loads(text)
             except json.JSONDecodeError as err:
-                yield f"{_line(unit, number)} is not JSON ({err.msg} at column {err.colno})"
+                yield f"{where(number)} is not JSON ({err.msg} at column {err.colno})"
                 continue
-            yield (
-                values
-                if isinstance(values, dict)
-                else f"{_line(unit, number)} is not a JSON object"
-            )
+            yield (values if isinstance(values, dict) else f"{where(number)} is not a JSON object")
 
 
-def _line(unit, number: int) -> str:
-    """``line N`` of the list for the ``number``-th line (from 0) of the unit's range.
-
-    Units know byte offsets, not line numbers: counted here, on the error path only.
-    """
-    before = 0
-    with open_url(unit.url) as handle:
+def _lines_before(url: str, offset: int) -> int:
+    """Lines of ``url`` before byte ``offset`` (units know offsets, not line numbers)."""
+    count = 0
+    with open_url(url) as handle:
         lines = Lines(handle)
-        for _ in lines:
-            if lines.pos > unit.offset:
+        for block in lines.blocks():
+            first = lines.pos - len(block)
+            count += block.count(b"\n", 0, max(0, offset - first))
+            if lines.pos >= offset:
                 break
-            before += 1
-    return f"{unit.url} line {before + number + 1}"
+    return count
 
 
 def _parquet_rows(unit) -> Iterator[dict]:

@@ -241,3 +241,19 @@ def test_text_utf8_cannot_hold_fails_its_sample_and_max_shards_counts(tmp_path, 
     assert any("source is not valid UTF-8" in (r["error"] or "") for r in tar_rows.values())
     assert json.loads((out / "manifest.json").read_text())["status"] == "complete"
     assert run_cli("verify", out).returncode == 0
+
+
+@pytest.mark.parametrize("chunk", [5, 64, 1 << 20])
+def test_ranges_and_rows_agree_with_a_line_by_line_reading(tmp_path, monkeypatch, chunk):
+    """Planning scans a chunk at a time: blank and white-space lines are not rows, a last
+    line may lack its newline, chunks may end anywhere; rows come back in ranges of 3."""
+    monkeypatch.setattr(lists, "_CHUNK", chunk)
+    rows = [{"file": f"{i}.jpg"} for i in range(11)]
+    text = "\n".join(json.dumps(r) for r in rows[:4]) + "\n\n \t\n\r\n"
+    text += "\n".join(json.dumps(r) for r in rows[4:]) + "\n\n" + "  "
+    path = tmp_path / "l.jsonl"
+    path.write_text(text.rstrip(" ").rstrip("\n"))  # no newline after the last row
+    units = units_of(str(path), 3)
+    assert [(u.start, u.stop) for u in units] == [(0, 3), (3, 6), (6, 9), (9, 11)]
+    assert [v for u in units for _, v in read_rows(u)] == rows
+    assert units[-1].end == path.stat().st_size
