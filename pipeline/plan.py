@@ -14,6 +14,7 @@ from __future__ import annotations
 import os
 from collections.abc import Iterable, Iterator
 from dataclasses import fields
+from typing import Any
 
 from pipeline import layout
 from pipeline.lists import list_ranges
@@ -71,18 +72,12 @@ def write_plan(storage: Storage, units: list[Unit]) -> None:
     storage.write_bytes(f"{layout.PLAN}/{units[0].id:05d}.parquet", sink.getvalue().to_pybytes())
 
 
-def plan(
-    storage: Storage,
-    inputs: Iterable[str],
-    shard_size: int,
-    *,
-    captions: str | None = None,
-    exclude: Iterable[str] = (),
-    done: set[int] = frozenset(),
-) -> list[Unit]:
-    """All units: those planned before, then new units for inputs not planned yet (written)."""
-    units, new = plan_units(storage, inputs, shard_size, captions=captions, exclude=exclude,
-                            done=done)  # fmt: skip
+def plan(storage: Storage, inputs: Iterable[str], shard_size: int, **options: Any) -> list[Unit]:
+    """All units: those planned before, then new units for inputs not planned yet (written).
+
+    ``options``: those of :func:`plan_units`.
+    """
+    units, new = plan_units(storage, inputs, shard_size, **options)
     if new:
         write_plan(storage, new)
     return units
