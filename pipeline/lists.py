@@ -14,9 +14,12 @@ import csv
 import json
 from collections.abc import Iterator
 from itertools import accumulate
-from typing import IO
+from typing import IO, TYPE_CHECKING
 
 from pipeline.reader import open_url, split_url
+
+if TYPE_CHECKING:
+    from pipeline.units import Unit
 
 PATH_COLUMNS = ("file", "path", "image", "filename", "file_name", "url")
 CAPTION_COLUMNS = ("caption", "text", "prompt")
@@ -89,9 +92,9 @@ def _answers_ranges(handle) -> bool:
 
 
 class Lines:
-    """The lines of a binary file read in chunks, with the byte position after each (no
-    seeking needed, so HTTP streams work; :meth:`skip_to` seeks when the file can).
-    ``readline`` and ``skip_to`` first, then iterate to the end (or stop)."""
+    """The lines of a binary file read in chunks (no seeking needed, so HTTP streams work;
+    :meth:`skip_to` seeks when the file can). ``readline`` and ``skip_to`` first, then
+    iterate (lines or blocks of lines) to the end or stop; ``pos``: bytes handed out."""
 
     def __init__(self, handle: IO[bytes]) -> None:
         self.handle, self.buffer, self.start = handle, b"", 0  # buffer[start:]: not handed out
@@ -220,7 +223,7 @@ def _csv_fields(header: bytes) -> list[str]:
 
 
 # -- a worker's rows ---------------------------------------------------------------------
-def read_rows(unit) -> Iterator[tuple[int, dict | str]]:
+def read_rows(unit: Unit) -> Iterator[tuple[int, dict | str]]:
     """(row, values) for rows ``[unit.start, unit.stop)`` of a list unit, streamed.
 
     ``values`` is the row's dict, or one line saying why that row cannot be read (a bad
@@ -243,7 +246,7 @@ def read_rows(unit) -> Iterator[tuple[int, dict | str]]:
             yield rest, reason
 
 
-def _text_rows(unit) -> Iterator[dict | str]:
+def _text_rows(unit: Unit) -> Iterator[dict | str]:
     """CSV/JSONL rows of the unit's byte range, one line at a time (a bad line fails alone)."""
     csv_list = is_csv(unit.url)
     before: list[int] = []  # lines before the unit's range, counted at the first bad line
@@ -277,6 +280,9 @@ def _text_rows(unit) -> Iterator[dict | str]:
             except json.JSONDecodeError as err:
                 yield f"{where(number)} is not JSON ({err.msg} at column {err.colno})"
                 continue
+            except RecursionError:
+                yield f"{where(number)} is JSON nested too deeply"
+                continue
             yield (values if isinstance(values, dict) else f"{where(number)} is not a JSON object")
 
 
@@ -293,7 +299,7 @@ def _lines_before(url: str, offset: int) -> int:
     return count
 
 
-def _parquet_rows(unit) -> Iterator[dict]:
+def _parquet_rows(unit: Unit) -> Iterator[dict]:
     """Rows of the unit decoded in batches of at most the shard size (capped) from the row
     groups that overlap it, path and caption columns only: memory follows the shard size."""
     import pyarrow.parquet as pq

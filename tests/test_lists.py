@@ -166,15 +166,17 @@ def test_bad_rows_fail_alone_with_their_line_number(tmp_path):
     """#21.12: a bad JSONL line failed its whole chunk; now only its row, named by line."""
     lines = [json.dumps({"file": "a.jpg", "caption": "ok 0"}), "", "{oops",
              json.dumps(["not", "an", "object"]), json.dumps({"file": "b.jpg"}),
-             b'{"file": "c\xff.jpg"}'.decode("latin-1"), json.dumps({"file": "d.jpg"})]  # fmt: skip
+             b'{"file": "c\xff.jpg"}'.decode("latin-1"), json.dumps({"file": "d.jpg"}),
+             "[" * 100_000]  # fmt: skip
     (tmp_path / "l.jsonl").write_bytes("\n".join(lines).encode("latin-1") + b"\n")
     units = units_of(str(tmp_path / "l.jsonl"), 2)
     got = dict(row for unit in units for row in read_rows(unit))
-    assert sorted(got) == list(range(6))  # six rows: the blank line is none
+    assert sorted(got) == list(range(7))  # seven rows: the blank line is none
     assert got[0] == {"file": "a.jpg", "caption": "ok 0"} and got[3] == {"file": "b.jpg"}
     assert got[1].endswith("l.jsonl line 3 is not JSON (Expecting property name enclosed in double quotes at column 2)")  # fmt: skip
     assert got[2].endswith("line 4 is not a JSON object")
     assert "line 6 is not UTF-8 text" in got[4] and got[5] == {"file": "d.jpg"}
+    assert got[6].endswith("line 8 is JSON nested too deeply")
 
 
 def test_parquet_unit_in_a_big_row_group_decodes_only_batches(tmp_path):
