@@ -227,15 +227,14 @@ def build(inputs, out, names, params, captions, shard_size, resolution, min_size
         click.echo(f"error: {' '.join(str(err).split())}", err=True)
         sys.exit(2)
     bar.close()
-    if manifest["status"] != "complete":
-        click.echo(f"stopped after {max_shards} shards (--max-shards); rerun to continue", err=True)
-        return
     t = manifest["totals"]
     filtered = f", {t['filtered']} filtered" if t.get("filtered") else ""
     generated = f" ({t['captions_generated']} generated)" if t.get("captions_generated") else ""
     click.echo(f"{t['ok']} ok, {t['failed']} failed{filtered}, {t['no_caption']} without caption"
                f"{generated} in {plural(t['shards'], 'shard')} -> {out}", err=True)  # fmt: skip
-    sys.exit(1 if t["failed"] else 0)
+    if manifest["status"] != "complete":
+        click.echo(f"stopped after {max_shards} shards (--max-shards); rerun to continue", err=True)
+    sys.exit(1 if t["failed"] else 0)  # as a full build: 1 when any sample built so far failed
 
 
 def check_options(inputs: tuple[str, ...], out: str, address: str | None, gpus_per_worker: float,
