@@ -301,15 +301,47 @@ def resources_text(options: RunOptions) -> str:
     return f"{each} each; the cluster has {has}"
 
 
-def start_actors(actor_cls: Any, count: int, args: tuple, timeout: float) -> list[Any]:
-    """Start ``count`` actors and return those Ray placed within ``timeout`` seconds; the others
-    are cancelled (Ray would otherwise wait for resources forever)."""
+def capacity(options: RunOptions) -> int:
+    """How many workers the alive nodes could hold at once, by their total CPUs and GPUs."""
+    import ray
+
+    count = 0
+    for node in ray.nodes():
+        if node["Alive"]:
+            have = node["Resources"]
+            fits = (
+                [have.get("CPU", 0) // options.cpus_per_worker] if options.cpus_per_worker else []
+            )
+            if options.gpus_per_worker:
+                fits.append(have.get("GPU", 0) // options.gpus_per_worker)
+            count += int(min(fits)) if fits else 1
+    return count
+
+
+#: workers that fit the cluster get this many times --start-timeout to come up (a loaded
+#: machine can take that long to start Python worker processes)
+START_GRACE = 5
+
+
+def start_actors(actor_cls: Any, count: int, args: tuple, timeout: float, fit: int) -> list[Any]:
+    """Start ``count`` actors; return those up within ``timeout`` seconds (the first ``fit``,
+    which the cluster's resources can hold, get START_GRACE times longer). The others are
+    cancelled: Ray would otherwise wait for resources forever."""
     import ray
 
     actors = [actor_cls.remote(*args) for _ in range(count)]
     waiting = {actor.__ray_ready__.remote(): actor for actor in actors}
-    placed, _ = ray.wait(list(waiting), num_returns=len(waiting), timeout=timeout)
-    started = [waiting[ref] for ref in placed]
+    need = min(count, fit)
+    deadline = time.monotonic() + timeout
+    ready: list[Any] = []
+    while len(ready) < count:
+        limit = deadline if len(ready) >= need else deadline + (START_GRACE - 1) * timeout
+        left = limit - time.monotonic()
+        if left <= 0:
+            break
+        done, _ = ray.wait([r for r in waiting if r not in ready], num_returns=1, timeout=left)
+        ready += done
+    started = [waiting[ref] for ref in ready]
     for actor in actors:
         if all(actor is not s for s in started):
             ray.kill(actor)
@@ -348,15 +380,16 @@ def run_shards(
     def new_actors(count: int, required: bool = True) -> list[Any]:
         """Start up to ``count`` actors in parallel; raise BuildFailed with their setup error,
         or when none could start and ``required``."""
-        actors = start_actors(actor_cls, count, (options, progress), start_timeout)
+        actors = start_actors(actor_cls, count, (options, progress), start_timeout,
+                              capacity(options))  # fmt: skip
         if not actors and not required:
             return []
         if not actors:
             raise BuildFailed(f"no worker could start within {start_timeout:g} s "
                               f"(--start-timeout): {resources_text(options)}")  # fmt: skip
         if len(actors) < count and on_message:
-            on_message(f"{len(actors)} of {count} workers started within {start_timeout:g} s "
-                       f"({resources_text(options)}); building on {len(actors)}")  # fmt: skip
+            on_message(f"{len(actors)} of {count} workers started ({resources_text(options)}; "
+                       f"--start-timeout {start_timeout:g} s); building on {len(actors)}")  # fmt: skip
         for info in ray.get([actor.ready.remote() for actor in actors]):
             if info["error"]:
                 raise BuildFailed(info["error"])

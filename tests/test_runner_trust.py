@@ -128,10 +128,11 @@ def test_more_workers_than_cpus_build_on_those_that_started(tmp_path, four_photo
             "--start-timeout", "8", "-q")  # fmt: skip
     proc = run_cli("build", four_photos, "-o", tmp_path / "ds", *args, timeout=180)
     assert proc.returncode == 0, proc.stderr
-    said = [line for line in proc.stderr.splitlines() if "workers started within" in line]
+    said = [line for line in proc.stderr.splitlines() if "workers started (" in line]
     placed = get_num_cpus() // cpus
     assert len(said) == 1, proc.stderr
-    assert said[0].startswith(f"{placed} of 4 workers started within 8 s"), proc.stderr
+    assert said[0].startswith(f"{placed} of 4 workers started ("), proc.stderr
+    assert said[0].endswith(f"--start-timeout 8 s); building on {placed}"), proc.stderr
     assert "4 ok, 0 failed" in proc.stderr and "in 4 shards" in proc.stderr
 
 
