@@ -114,6 +114,10 @@ class Face(Annotator):
         self._mesh: Any = None
         self._spec: dict | None = None
 
+    def requirements(self) -> tuple[tuple[str, str], ...]:
+        """mediapipe (the ``pose`` extra)."""
+        return (("mediapipe", "pose"),)
+
     def load(self) -> None:
         """Create MediaPipe's FaceMesh (its model ships inside the mediapipe 0.10.21 wheel)."""
         if self._mesh is not None:

@@ -84,8 +84,18 @@ class Pose(LearnedAnnotator):
         }
 
     def configured_weights(self) -> list[Any]:
-        """The files of the configured backend."""
-        return self.weights_by_backend()[self.config["backend"]]
+        """The files of the configured backend (openpose: the hand network only with hands)."""
+        files = self.weights_by_backend()[self.config["backend"]]
+        if self.config["backend"] == "openpose" and not self.config["hands"]:
+            return files[:1]
+        return files
+
+    def requirements(self) -> tuple[tuple[str, str], ...]:
+        """mediapipe (``pose`` extra), torch (``models``) or onnxruntime (``dwpose``)."""
+        from annotators.extras import TORCH
+
+        return {"mediapipe": (("mediapipe", "pose"),), "openpose": TORCH,
+                "dwpose": (("onnxruntime", "dwpose"),)}[self.config["backend"]]  # fmt: skip
 
     @classmethod
     def needs_weights(cls) -> bool:

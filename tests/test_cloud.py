@@ -35,12 +35,20 @@ class QuietHandler(SimpleHTTPRequestHandler):
 
 @pytest.fixture(scope="module")
 def s3():
-    """A moto S3 server on 127.0.0.1 and an s3fs client; the AWS variables point at it."""
+    """A moto S3 server on 127.0.0.1 and an s3fs client; the AWS variables point at it.
+
+    Module scope, and other modules import it: moto keeps its buckets in the process, not
+    the server, so each module's server starts from moto's reset (an empty store).
+    """
+    import urllib.request
+
     from moto.server import ThreadedMotoServer
 
     server = ThreadedMotoServer(ip_address="127.0.0.1", port=0, verbose=False)
     server.start()
     host, port = server.get_host_and_port()
+    urllib.request.urlopen(urllib.request.Request(f"http://{host}:{port}/moto-api/reset",
+                                                  method="POST"), timeout=30).close()  # fmt: skip
     env = {"AWS_ENDPOINT_URL": f"http://{host}:{port}", "AWS_ACCESS_KEY_ID": "testing",
            "AWS_SECRET_ACCESS_KEY": "testing", "AWS_DEFAULT_REGION": "us-east-1"}  # fmt: skip
     saved = {k: os.environ.get(k) for k in env}

@@ -91,7 +91,7 @@ def test_cli_lists_models_with_licence(cli, photo_paths, tmp_path):
     proc = cli("annotate", src, "-o", tmp_path / "out", "-a", "depth",
                "--param", "depth.model=depth-anything-v1-large", "--weights-dir", tmp_path / "none",
                env={"HINTSET_OFFLINE": "1", "HF_HUB_CACHE": str(tmp_path / "hf")})  # fmt: skip
-    assert proc.returncode != 0
+    assert proc.returncode == 2  # checked before any work
     errors = [line for line in proc.stderr.splitlines() if "depth-anything-large-hf" in line]
     assert len(errors) == 1 and "model.safetensors" in errors[0]
 
@@ -146,10 +146,12 @@ def test_oneformer_without_tokenizer_fails_with_one_line(tiny_dir, tmp_path):
     target = tmp_path / "shi-labs/oneformer_ade20k_swin_large"
     shutil.copytree(source, target)
     (target / "vocab.json").unlink()
-    with pytest.raises(WeightsError) as err:
-        create("seg", model="oneformer-ade20k-swin-large", weights_dir=str(tmp_path),
-               device="cpu").load()  # fmt: skip
-    assert "\n" not in str(err.value) and "vocab.json" in str(err.value)
+    annotator = create("seg", model="oneformer-ade20k-swin-large", weights_dir=str(tmp_path),
+                       device="cpu")  # fmt: skip
+    for check in (annotator.check_ready, annotator.load):  # before work, and when loading
+        with pytest.raises(WeightsError) as err:
+            check()
+        assert "\n" not in str(err.value) and "vocab.json" in str(err.value)
 
 
 def test_sam_published_layout():
