@@ -462,7 +462,7 @@ def test_empty_input_folder_fails_and_ray_start_is_announced(photos_dir, tmp_pat
     proc = run_cli("build", photos_dir, "-o", tmp_path / "ds2", "--resolution", "64",
                    "--max-shards", "1", "--shard-size", "4")  # fmt: skip
     assert proc.returncode == 0, proc.stderr
-    assert "starting Ray" in proc.stderr and "stopped after 1 shards" in proc.stderr
+    assert "starting Ray" in proc.stderr and "stopped after 1 shard (" in proc.stderr
     assert len(list((tmp_path / "ds2" / "stats").glob("*.json"))) == 1
 
 

@@ -226,7 +226,7 @@ def test_text_utf8_cannot_hold_fails_its_sample_and_max_shards_counts(tmp_path, 
     args = ("build", tmp_path / "rows.jsonl", tmp_path / "names.tar", "-o", out, "--shard-size", "4", *FAST)  # fmt: skip
     first = run_cli(*args, "--max-shards", "1")
     assert first.returncode == 1, first.stderr  # as a full build: a sample failed
-    assert "2 ok, 2 failed" in first.stderr and "stopped after 1 shards" in first.stderr
+    assert "2 ok, 2 failed" in first.stderr and "stopped after 1 shard (" in first.stderr
     shown = run_cli("inspect", out, "--json", check=True)
     info = json.loads(shown.stdout)
     assert info["status"] == "building"

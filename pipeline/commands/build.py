@@ -233,7 +233,10 @@ def build(inputs, out, names, params, captions, shard_size, resolution, min_size
     click.echo(f"{t['ok']} ok, {t['failed']} failed{filtered}, {t['no_caption']} without caption"
                f"{generated} in {plural(t['shards'], 'shard')} -> {out}", err=True)  # fmt: skip
     if manifest["status"] != "complete":
-        click.echo(f"stopped after {max_shards} shards (--max-shards); rerun to continue", err=True)
+        click.echo(
+            f"stopped after {plural(max_shards, 'shard')} (--max-shards); rerun to continue",
+            err=True,
+        )
     sys.exit(1 if t["failed"] else 0)  # as a full build: 1 when any sample built so far failed
 
 
