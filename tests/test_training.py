@@ -286,6 +286,26 @@ def test_resume_equals_uninterrupted(shards, tiny_base, tmp_path):
     assert [p.name for p in checkpoints(tmp_path / "half")][-1] == "checkpoint-4"
 
 
+def test_grad_clipping_limits_the_update_and_logs_the_norm(shards, tiny_base, tmp_path):
+    """#21.15: a tiny --max-grad-norm changes the weights far less than no clipping, and
+    log.jsonl records the real (pre-clipping) gradient norm, not 0."""
+    from training.trainer import Trainer
+
+    moved, norms = {}, {}
+    for name, limit in [("free", 0.0), ("clipped", 1e-9)]:
+        t = Trainer(_config(shards, tiny_base, tmp_path / name, steps=1, max_grad_norm=limit),
+                    device="cpu")  # fmt: skip
+        before = {k: v.detach().clone() for k, v in t.controlnet.named_parameters()}
+        t.train()
+        moved[name] = sum(float((p.detach() - before[k]).abs().sum())
+                          for k, p in t.controlnet.named_parameters())  # fmt: skip
+        log = (tmp_path / name / "log.jsonl").read_text().splitlines()
+        norms[name] = json.loads(log[0])["grad_norm"]
+    assert norms["free"] > 0 and norms["clipped"] > 0
+    assert norms["clipped"] == pytest.approx(norms["free"], rel=1e-4)  # same data, same grads
+    assert moved["clipped"] < 0.2 * moved["free"], moved
+
+
 @pytest.fixture(scope="session")
 def trained_checkpoint(shards, tiny_base, tmp_path_factory) -> Path:
     from training.trainer import Trainer

@@ -408,13 +408,10 @@ class Trainer:
                     self.scaler.scale(loss).backward()
                     total += float(loss.detach())
                 self.scaler.unscale_(self.optimizer)
-                grads = [p.grad for p in self.controlnet.parameters() if p.grad is not None]
-                if c.max_grad_norm > 0:
-                    norm = torch.nn.utils.clip_grad_norm_(grads, c.max_grad_norm)
-                else:
-                    norm = torch.linalg.vector_norm(
-                        torch.stack([torch.linalg.vector_norm(g.float()) for g in grads])
-                    )
+                # clip_grad_norm_ takes the parameters (it reads and scales their .grad);
+                # an infinite limit measures the norm without clipping
+                limit = c.max_grad_norm if c.max_grad_norm > 0 else float("inf")
+                norm = torch.nn.utils.clip_grad_norm_(self.controlnet.parameters(), limit)
                 self.scaler.step(self.optimizer)
                 self.scaler.update()
                 self.lr_scheduler.step()
