@@ -307,6 +307,61 @@ def test_grad_clipping_limits_the_update_and_logs_the_norm(shards, tiny_base, tm
 
 
 @pytest.fixture(scope="session")
+def bad_shard(tmp_path_factory, photo_paths) -> Path:
+    """One real shard (TarWriter) of 10 samples: the first has a truncated JPEG, the second a
+    caption that is not UTF-8; no index, so nothing filters them out before decoding."""
+    import webdataset as wds
+    from PIL import Image
+
+    import annotators
+
+    out = tmp_path_factory.mktemp("bad") / "shard.tar"
+    canny = annotators.create("canny")
+    with wds.TarWriter(str(out)) as sink:
+        for i, p in enumerate(photo_paths[:10]):
+            img = Image.open(p).convert("RGB").resize((80, 64))
+            jpg, png = io.BytesIO(), io.BytesIO()
+            img.save(jpg, "JPEG")
+            Image.fromarray(canny(np.asarray(img))).save(png, "PNG")
+            image = jpg.getvalue()[: len(jpg.getvalue()) // 2] if i == 0 else jpg.getvalue()
+            caption = b"caf\xe9 \xff" if i == 1 else f"a photo {i}".encode()
+            sink.write({"__key__": f"s{i:03d}", "jpg": image, "txt": caption,
+                        "canny.png": png.getvalue()})  # fmt: skip
+    return out
+
+
+def test_bad_samples_are_skipped_and_counted(bad_shard, tiny_base, tmp_path):
+    """#21.16: a corrupt JPEG and a non-UTF-8 caption skip their samples; the run goes on and
+    log.jsonl (and TensorBoard) count them."""
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+    from training.trainer import Trainer
+
+    cfg = _config(str(bad_shard), tiny_base, tmp_path / "run", shuffle_buffer=32,
+                  max_bad_fraction=0.5)  # fmt: skip
+    losses = Trainer(cfg, device="cpu").train()
+    assert len(losses) == 2 and all(np.isfinite(losses))
+    log = [json.loads(x) for x in (tmp_path / "run" / "log.jsonl").read_text().splitlines()]
+    assert log[-1]["bad_samples"] >= 2  # both bad samples, once per pass over the shard
+    events = EventAccumulator(str(tmp_path / "run" / "tensorboard"))
+    events.Reload()
+    assert "train/bad_samples" in events.Tags()["scalars"]
+
+
+def test_too_many_bad_samples_stop_with_one_line(bad_shard, tiny_base, tmp_path, cli):
+    """#21.16: 2 bad of every 10 is over the default --max-bad-fraction 0.05: one line, exit 1."""
+    r = cli("train", "--data", bad_shard, "--condition", "canny", "--base-model", tiny_base,
+            "--output", tmp_path / "run", "--steps", "2", "--batch-size", "2",
+            "--resolution", "64", "--shuffle-buffer", "32")  # fmt: skip
+    assert r.returncode == 1 and "Traceback" not in r.stderr, r.stderr[-2000:]
+    lines = [line for line in r.stderr.splitlines() if line.strip()]
+    assert lines[-1].startswith("Error: ") and "more than --max-bad-fraction 0.05" in lines[-1]
+    assert sum("skipped bad sample" in line for line in lines) == 2  # once per key
+    assert any("s000: OSError" in line for line in lines)
+    assert any("s001: UnicodeDecodeError" in line for line in lines)
+
+
+@pytest.fixture(scope="session")
 def trained_checkpoint(shards, tiny_base, tmp_path_factory) -> Path:
     from training.trainer import Trainer
 

@@ -64,6 +64,10 @@ class TrainConfig:
         "uniform", "cubic draws more high-noise timesteps, where layout is decided (T2I-Adapter)",
         ("uniform", "cubic"),
     )  # fmt: skip
+    max_bad_fraction: float = opt(
+        0.05, "stop when more than this share of the samples read is bad (corrupt image or "
+        "map, caption not UTF-8); fewer are skipped, counted in log.jsonl as bad_samples",
+    )  # fmt: skip
     shuffle_buffer: int = opt(256, "samples in the seeded shuffle buffer")
     stack_conditions: bool = opt(
         False, "stack several maps as channels (more than 3 input channels: not loadable in "
@@ -95,6 +99,8 @@ class TrainConfig:
             choices = f.metadata.get("choices")
             if choices and getattr(self, f.name) not in choices:
                 raise ValueError(f"{f.name}: {getattr(self, f.name)!r} is not one of {choices}")
+        if not 0 <= self.max_bad_fraction <= 1:
+            raise ValueError(f"--max-bad-fraction {self.max_bad_fraction} is not in [0, 1]")
         if self.validation_data and self.validation_shards:
             raise ValueError("give --validation-data or --validation-shards, not both")
         if len(self.conditions) > 1 and not self.stack_conditions:

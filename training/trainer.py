@@ -384,7 +384,7 @@ class Trainer:
                       "with --validation-shards N or --validation-data", file=sys.stderr)  # fmt: skip
         self.dataset = ShardDataset(
             c.data, c.conditions, c.resolution, seed=c.seed, shuffle_buffer=c.shuffle_buffer,
-            stack=c.stack_conditions, urls=self.train_urls,
+            stack=c.stack_conditions, urls=self.train_urls, max_bad_fraction=c.max_bad_fraction,
         )  # fmt: skip
         batches = iter(make_loader(self.dataset, c.batch_size, c.loader_workers))
         for _ in range(self.batches_consumed):  # replay the deterministic stream to the position
@@ -434,6 +434,7 @@ class Trainer:
                     if self.device.type == "cuda":
                         rec["peak_gpu_mb"] = torch.cuda.max_memory_allocated(self.device) / 2**20
                     rec["skipped"] = int(batch["skipped"])
+                    rec["bad_samples"] = int(batch["bad"])
                     log.write(json.dumps(rec) + "\n")
                     log.flush()
                     self.tracker.scalars(self.step, {f"train/{k}": v for k, v in rec.items()
