@@ -306,6 +306,33 @@ def test_grad_clipping_limits_the_update_and_logs_the_norm(shards, tiny_base, tm
     assert moved["clipped"] < 0.2 * moved["free"], moved
 
 
+def test_resume_refuses_a_changed_run_defining_option(shards, tiny_base, tmp_path):
+    """#21.17: --resume with another condition, resolution or base is refused, naming the
+    option; steps, batch size and learning rate may change."""
+    import shutil
+
+    from training.config import RUN_DEFINING
+    from training.trainer import Trainer
+
+    run = tmp_path / "run"
+    Trainer(_config(shards, tiny_base, run, steps=1, checkpoint_every=1), device="cpu").train()
+    other_base = tmp_path / "other-base"
+    shutil.copytree(tiny_base, other_base)
+    assert {"base_model", "condition", "resolution"} <= set(RUN_DEFINING)
+    for change, named in [({"condition": "seg"}, "--condition 'canny' -> 'seg'"),
+                          ({"resolution": 32}, "--resolution 64 -> 32"),
+                          ({"base_model": str(other_base)}, "--base-model")]:  # fmt: skip
+        cfg = _config(shards, tiny_base, run, steps=2, resume="latest", **change)
+        with pytest.raises(ValueError, match="--resume checkpoint-1: ") as err:
+            Trainer(cfg, device="cpu").train()
+        assert named in str(err.value) and "start a new --output" in str(err.value)
+        assert len(str(err.value).splitlines()) == 1
+    same = str(tiny_base) + "/."  # another spelling of the same folder is the same base
+    cfg = _config(shards, tiny_base, run, steps=2, resume="latest", batch_size=1, lr=3e-4,
+                  base_model=same)  # fmt: skip
+    assert len(Trainer(cfg, device="cpu").train()) == 1
+
+
 @pytest.fixture(scope="session")
 def bad_shard(tmp_path_factory, photo_paths) -> Path:
     """One real shard (TarWriter) of 10 samples: the first has a truncated JPEG, the second a

@@ -10,6 +10,9 @@ from typing import Any
 
 #: fields a run cannot start without (they may come from ``--config`` instead of the CLI)
 REQUIRED = ("data", "condition", "base_model", "output")
+#: options that define what a run trains; ``--resume`` refuses a change to any of them. Others
+#: (steps, batch size, learning rate, precision, data, validation, logging) may change on resume.
+RUN_DEFINING = ("base_model", "condition", "stack_conditions", "resolution")
 #: old names still accepted in config files and checkpoints' config.json
 RENAMED = {"num_workers": "loader_workers"}
 
@@ -117,6 +120,24 @@ class TrainConfig:
         if unknown:
             raise ValueError(f"--report-to: unknown {sorted(unknown)} (tensorboard, wandb, none)")
 
+    def check_resume(self, checkpoint: Path) -> None:
+        """Raise ValueError (one line) naming each run-defining option that differs from the
+        config saved in ``checkpoint``."""
+        try:
+            saved = self.normalise(json.loads((Path(checkpoint) / "config.json").read_text()))
+        except (OSError, ValueError) as err:
+            raise ValueError(f"--resume {checkpoint}: cannot read its config.json: {err}") from None
+        changed = [
+            f"--{name.replace('_', '-')} {saved[name]!r} -> {getattr(self, name)!r}"
+            for name in RUN_DEFINING
+            if name in saved and not _same(name, saved[name], getattr(self, name))
+        ]
+        if changed:
+            raise ValueError(
+                f"--resume {Path(checkpoint).name}: {'; '.join(changed)}: a resumed run keeps "
+                f"its {', '.join(RUN_DEFINING)}; start a new --output to change them"
+            )
+
     def to_json(self) -> str:
         return json.dumps(asdict(self), indent=2)
 
@@ -158,6 +179,15 @@ class TrainConfig:
         from pipeline.atomic import atomic_write
 
         atomic_write(Path(path), self.to_json().encode())
+
+
+def _same(name: str, saved: Any, now: Any) -> bool:
+    """Equal values; a base model given as two paths to the same folder is the same."""
+    if saved == now:
+        return True
+    if name == "base_model" and Path(saved).exists() and Path(now).exists():
+        return Path(saved).resolve() == Path(now).resolve()
+    return False
 
 
 def _typed(f, value: Any) -> Any:

@@ -374,6 +374,7 @@ class Trainer:
         if c.resume:
             found = checkpoints(self.run) if c.resume == "latest" else [Path(c.resume)]
             if found:
+                c.check_resume(found[-1])
                 self.load_checkpoint(found[-1])
         c.save(self.run / "config.json")
         if self.rank == 0 and c.validate_every:
