@@ -130,7 +130,7 @@ def test_edge_f1_scores_alignment():
 
 def test_timestep_sampling():
     """cubic favours high noise (mean 0.75 T against 0.5 T), both stay in [0, T)."""
-    from training.trainer import sample_timesteps
+    from training.families.sd15 import sample_timesteps
 
     torch.manual_seed(0)
     uniform = sample_timesteps("uniform", 1000, 20000, "cpu").float()
@@ -197,8 +197,8 @@ def test_zero_init_output_unchanged(shards, tiny_base, tmp_path):
     ts = torch.tensor([10, 500])
     with torch.no_grad():
         down, mid = t.controlnet(latents, ts, text, controlnet_cond=cond, return_dict=False)
-        plain = t.unet(latents, ts, text).sample
-        ctrl = t.unet(
+        plain = t.family.unet(latents, ts, text).sample
+        ctrl = t.family.unet(
             latents,
             ts,
             text,
@@ -214,7 +214,7 @@ def test_locked_unchanged_zero_convs_trained(shards, tiny_base, tmp_path):
     t = Trainer(_config(shards, tiny_base, tmp_path / "run", steps=2), device="cpu")
     locked = {
         f"{n}.{k}": v.detach().clone()
-        for n, m in [("unet", t.unet), ("vae", t.vae), ("te", t.text_encoder)]
+        for n, m in t.family.locked().items()
         for k, v in m.state_dict().items()
     }
     zero = {
@@ -224,7 +224,7 @@ def test_locked_unchanged_zero_convs_trained(shards, tiny_base, tmp_path):
     }
     assert all(float(v.abs().sum()) == 0 for v in zero.values() if v.ndim == 4)
     t.train()
-    for n, m in [("unet", t.unet), ("vae", t.vae), ("te", t.text_encoder)]:
+    for n, m in t.family.locked().items():
         assert not any(p.requires_grad for p in m.parameters())
         for k, v in m.state_dict().items():
             assert torch.equal(v, locked[f"{n}.{k}"]), k
@@ -525,6 +525,7 @@ def _train_two_steps_in_a_process(launcher: list[str], shards, tiny_base, run, *
     assert done.returncode == 0, done.stderr[-2000:]
     log = [json.loads(line) for line in (run / "log.jsonl").read_text().splitlines()]
     assert [r["step"] for r in log] == [1, 2] and all(np.isfinite(r["loss"]) for r in log)
+    assert all(r["processes"] == 2 for r in log)  # one process group, not two lone runs
     assert (run / "checkpoint-2" / "controlnet" / "diffusion_pytorch_model.safetensors").is_file()
 
 

@@ -12,7 +12,7 @@ from typing import Any
 REQUIRED = ("data", "condition", "base_model", "output")
 #: options that define what a run trains; ``--resume`` refuses a change to any of them. Others
 #: (steps, batch size, learning rate, precision, data, validation, logging) may change on resume.
-RUN_DEFINING = ("base_model", "condition", "stack_conditions", "resolution")
+RUN_DEFINING = ("base_model", "family", "condition", "stack_conditions", "resolution")
 #: old names still accepted in config files and checkpoints' config.json
 RENAMED = {"num_workers": "loader_workers"}
 
@@ -35,6 +35,11 @@ class TrainConfig:
     )
     base_model: str = opt(
         "", "required: diffusers folder or hub id of the base: SD 1.x/2.x or SDXL"
+    )
+    family: str = opt(
+        "auto",
+        "model family of the base; auto reads its model_index.json",
+        ("auto", "sd15", "sdxl"),
     )
     output: str = opt(
         "", "required: run folder (checkpoints, log.jsonl, TensorBoard events, validation grids)"
