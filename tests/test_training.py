@@ -538,6 +538,16 @@ def test_torchrun_two_ranks(shards, tiny_base, tmp_path):
     _train_two_steps_in_a_process(torchrun, shards, tiny_base, tmp_path / "run")
 
 
+def test_accelerate_launch_two_processes(shards, tiny_base, tmp_path):
+    """The same loop under ``accelerate launch`` with 2 CPU processes: one gloo process group."""
+    import sys
+
+    launch = [sys.executable, "-m", "accelerate.commands.launch", "--multi_gpu",
+              "--num_processes", "2", "--num_machines", "1", "--mixed_precision", "no",
+              "--dynamo_backend", "no", "--main_process_port", "0"]  # fmt: skip
+    _train_two_steps_in_a_process(launch, shards, tiny_base, tmp_path / "run")
+
+
 def test_pretrain_base_learns_and_saves(shards, tiny_base, tmp_path):
     """The demo's base pretraining: VAE reconstruction improves, the result loads as SD."""
     from diffusers import StableDiffusionPipeline
