@@ -214,7 +214,7 @@ class Trainer:
                 if acc.sync_gradients:
                     # an infinite limit measures the norm without clipping
                     limit = c.max_grad_norm if c.max_grad_norm > 0 else float("inf")
-                    norm = float(acc.clip_grad_norm_(self.controlnet.parameters(), limit))
+                    norm = float(acc.clip_grad_norm_(self.model.parameters(), limit))
                 self.optimizer.step()  # a no-op until the last batch of the step
         self.lr_scheduler.step()
         if self.ema is not None:
