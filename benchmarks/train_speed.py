@@ -84,9 +84,9 @@ def main() -> None:
     if control:
         params = list(t.controlnet.parameters())
     else:  # the usual fine-tune: the whole U-Net trainable, no ControlNet in the step
-        t.unet.requires_grad_(True)
-        t.unet.train()
-        params = list(t.unet.parameters())
+        t.family.unet.requires_grad_(True)
+        t.family.unet.train()
+        params = list(t.family.unet.parameters())
     loaded = _rss_mb()
     sps = _time_steps(t, a.steps, params, control)
     trained = sum(p.numel() for p in params) / 1e6

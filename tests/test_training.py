@@ -130,7 +130,7 @@ def test_edge_f1_scores_alignment():
 
 def test_timestep_sampling():
     """cubic favours high noise (mean 0.75 T against 0.5 T), both stay in [0, T)."""
-    from training.trainer import sample_timesteps
+    from training.families.sd15 import sample_timesteps
 
     torch.manual_seed(0)
     uniform = sample_timesteps("uniform", 1000, 20000, "cpu").float()
@@ -197,8 +197,8 @@ def test_zero_init_output_unchanged(shards, tiny_base, tmp_path):
     ts = torch.tensor([10, 500])
     with torch.no_grad():
         down, mid = t.controlnet(latents, ts, text, controlnet_cond=cond, return_dict=False)
-        plain = t.unet(latents, ts, text).sample
-        ctrl = t.unet(
+        plain = t.family.unet(latents, ts, text).sample
+        ctrl = t.family.unet(
             latents,
             ts,
             text,
@@ -214,7 +214,7 @@ def test_locked_unchanged_zero_convs_trained(shards, tiny_base, tmp_path):
     t = Trainer(_config(shards, tiny_base, tmp_path / "run", steps=2), device="cpu")
     locked = {
         f"{n}.{k}": v.detach().clone()
-        for n, m in [("unet", t.unet), ("vae", t.vae), ("te", t.text_encoder)]
+        for n, m in t.family.locked().items()
         for k, v in m.state_dict().items()
     }
     zero = {
@@ -224,7 +224,7 @@ def test_locked_unchanged_zero_convs_trained(shards, tiny_base, tmp_path):
     }
     assert all(float(v.abs().sum()) == 0 for v in zero.values() if v.ndim == 4)
     t.train()
-    for n, m in [("unet", t.unet), ("vae", t.vae), ("te", t.text_encoder)]:
+    for n, m in t.family.locked().items():
         assert not any(p.requires_grad for p in m.parameters())
         for k, v in m.state_dict().items():
             assert torch.equal(v, locked[f"{n}.{k}"]), k
@@ -284,6 +284,108 @@ def test_resume_equals_uninterrupted(shards, tiny_base, tmp_path):
     for k in a:
         torch.testing.assert_close(a[k], b[k], rtol=1e-5, atol=1e-6)
     assert [p.name for p in checkpoints(tmp_path / "half")][-1] == "checkpoint-4"
+
+
+def test_grad_clipping_limits_the_update_and_logs_the_norm(shards, tiny_base, tmp_path):
+    """#21.15: a tiny --max-grad-norm changes the weights far less than no clipping, and
+    log.jsonl records the real (pre-clipping) gradient norm, not 0."""
+    from training.trainer import Trainer
+
+    moved, norms = {}, {}
+    for name, limit in [("free", 0.0), ("clipped", 1e-9)]:
+        t = Trainer(_config(shards, tiny_base, tmp_path / name, steps=1, max_grad_norm=limit),
+                    device="cpu")  # fmt: skip
+        before = {k: v.detach().clone() for k, v in t.controlnet.named_parameters()}
+        t.train()
+        moved[name] = sum(float((p.detach() - before[k]).abs().sum())
+                          for k, p in t.controlnet.named_parameters())  # fmt: skip
+        log = (tmp_path / name / "log.jsonl").read_text().splitlines()
+        norms[name] = json.loads(log[0])["grad_norm"]
+    assert norms["free"] > 0 and norms["clipped"] > 0
+    assert norms["clipped"] == pytest.approx(norms["free"], rel=1e-4)  # same data, same grads
+    assert moved["clipped"] < 0.2 * moved["free"], moved
+
+
+def test_resume_refuses_a_changed_run_defining_option(shards, tiny_base, tmp_path):
+    """#21.17: --resume with another condition, resolution or base is refused, naming the
+    option; steps, batch size and learning rate may change."""
+    import shutil
+
+    from training.config import RUN_DEFINING
+    from training.trainer import Trainer
+
+    run = tmp_path / "run"
+    Trainer(_config(shards, tiny_base, run, steps=1, checkpoint_every=1), device="cpu").train()
+    other_base = tmp_path / "other-base"
+    shutil.copytree(tiny_base, other_base)
+    assert {"base_model", "condition", "resolution"} <= set(RUN_DEFINING)
+    for change, named in [({"condition": "seg"}, "--condition 'canny' -> 'seg'"),
+                          ({"resolution": 32}, "--resolution 64 -> 32"),
+                          ({"base_model": str(other_base)}, "--base-model")]:  # fmt: skip
+        cfg = _config(shards, tiny_base, run, steps=2, resume="latest", **change)
+        with pytest.raises(ValueError, match="--resume checkpoint-1: ") as err:
+            Trainer(cfg, device="cpu").train()
+        assert named in str(err.value) and "start a new --output" in str(err.value)
+        assert len(str(err.value).splitlines()) == 1
+    same = str(tiny_base) + "/."  # another spelling of the same folder is the same base
+    cfg = _config(shards, tiny_base, run, steps=2, resume="latest", batch_size=1, lr=3e-4,
+                  base_model=same)  # fmt: skip
+    assert len(Trainer(cfg, device="cpu").train()) == 1
+
+
+@pytest.fixture(scope="session")
+def bad_shard(tmp_path_factory, photo_paths) -> Path:
+    """One real shard (TarWriter) of 10 samples: the first has a truncated JPEG, the second a
+    caption that is not UTF-8; no index, so nothing filters them out before decoding."""
+    import webdataset as wds
+    from PIL import Image
+
+    import annotators
+
+    out = tmp_path_factory.mktemp("bad") / "shard.tar"
+    canny = annotators.create("canny")
+    with wds.TarWriter(str(out)) as sink:
+        for i, p in enumerate(photo_paths[:10]):
+            img = Image.open(p).convert("RGB").resize((80, 64))
+            jpg, png = io.BytesIO(), io.BytesIO()
+            img.save(jpg, "JPEG")
+            Image.fromarray(canny(np.asarray(img))).save(png, "PNG")
+            image = jpg.getvalue()[: len(jpg.getvalue()) // 2] if i == 0 else jpg.getvalue()
+            caption = b"caf\xe9 \xff" if i == 1 else f"a photo {i}".encode()
+            sink.write({"__key__": f"s{i:03d}", "jpg": image, "txt": caption,
+                        "canny.png": png.getvalue()})  # fmt: skip
+    return out
+
+
+def test_bad_samples_are_skipped_and_counted(bad_shard, tiny_base, tmp_path):
+    """#21.16: a corrupt JPEG and a non-UTF-8 caption skip their samples; the run goes on and
+    log.jsonl (and TensorBoard) count them."""
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+    from training.trainer import Trainer
+
+    cfg = _config(str(bad_shard), tiny_base, tmp_path / "run", shuffle_buffer=32,
+                  max_bad_fraction=0.5)  # fmt: skip
+    losses = Trainer(cfg, device="cpu").train()
+    assert len(losses) == 2 and all(np.isfinite(losses))
+    log = [json.loads(x) for x in (tmp_path / "run" / "log.jsonl").read_text().splitlines()]
+    assert log[-1]["bad_samples"] >= 2  # both bad samples, once per pass over the shard
+    events = EventAccumulator(str(tmp_path / "run" / "tensorboard"))
+    events.Reload()
+    assert "train/bad_samples" in events.Tags()["scalars"]
+
+
+def test_too_many_bad_samples_stop_with_one_line(bad_shard, tiny_base, tmp_path, cli):
+    """#21.16: 2 bad of every 10 is over the default --max-bad-fraction 0.05: one line, exit 1."""
+    r = cli("train", "--data", bad_shard, "--condition", "canny", "--base-model", tiny_base,
+            "--output", tmp_path / "run", "--steps", "2", "--batch-size", "2",
+            "--resolution", "64", "--shuffle-buffer", "32")  # fmt: skip
+    assert r.returncode == 1 and "Traceback" not in r.stderr, r.stderr[-2000:]
+    lines = [line for line in r.stderr.splitlines() if line.strip()]
+    assert lines[-1].startswith("Error: ") and "more than --max-bad-fraction 0.05" in lines[-1]
+    assert sum("skipped bad sample" in line for line in lines) == 2  # once per key
+    assert any("s000: OSError" in line for line in lines)
+    assert any("s001: UnicodeDecodeError" in line for line in lines)
 
 
 @pytest.fixture(scope="session")
@@ -423,6 +525,7 @@ def _train_two_steps_in_a_process(launcher: list[str], shards, tiny_base, run, *
     assert done.returncode == 0, done.stderr[-2000:]
     log = [json.loads(line) for line in (run / "log.jsonl").read_text().splitlines()]
     assert [r["step"] for r in log] == [1, 2] and all(np.isfinite(r["loss"]) for r in log)
+    assert all(r["processes"] == 2 for r in log)  # one process group, not two lone runs
     assert (run / "checkpoint-2" / "controlnet" / "diffusion_pytorch_model.safetensors").is_file()
 
 
@@ -433,6 +536,16 @@ def test_torchrun_two_ranks(shards, tiny_base, tmp_path):
     torchrun = [sys.executable, "-m", "torch.distributed.run", "--standalone",
                 "--nproc_per_node", "2"]  # fmt: skip
     _train_two_steps_in_a_process(torchrun, shards, tiny_base, tmp_path / "run")
+
+
+def test_accelerate_launch_two_processes(shards, tiny_base, tmp_path):
+    """The same loop under ``accelerate launch`` with 2 CPU processes: one gloo process group."""
+    import sys
+
+    launch = [sys.executable, "-m", "accelerate.commands.launch", "--multi_gpu",
+              "--num_processes", "2", "--num_machines", "1", "--mixed_precision", "no",
+              "--dynamo_backend", "no", "--main_process_port", "0"]  # fmt: skip
+    _train_two_steps_in_a_process(launch, shards, tiny_base, tmp_path / "run")
 
 
 def test_pretrain_base_learns_and_saves(shards, tiny_base, tmp_path):

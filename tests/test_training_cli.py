@@ -103,6 +103,7 @@ def test_help_texts_and_defaults(cli):
     assert "--num-workers" not in train_help
     tiny_help = cli("tiny-base", "--help").stdout
     assert "--sdxl" in tiny_help and "[default: epsilon]" in tiny_help
+    assert "--family [sd15|sdxl]" in tiny_help
     assert "seed of the random weights" in tiny_help
 
 
@@ -173,3 +174,19 @@ def test_gpu_smoke_skips_cleanly_without_a_gpu():
                           capture_output=True, text=True, timeout=300)  # fmt: skip
     assert done.returncode == 0, done.stderr
     assert done.stdout.splitlines() == ["gpu_smoke: skipped (no CUDA GPU)"]
+
+
+def test_tiny_base_family_option(tmp_path):
+    """``tiny-base --family sdxl`` and the old ``--sdxl`` write a base read back as SDXL."""
+    from click.testing import CliRunner
+
+    from training.cli import tiny_base as command
+    from training.families import detect
+
+    for args in (["--family", "sdxl"], ["--sdxl"]):
+        folder = tmp_path / args[-1].lstrip("-")
+        result = CliRunner().invoke(command, [*args, str(folder)], catch_exceptions=False)
+        assert result.exit_code == 0 and "tiny sdxl base" in result.output
+        assert detect(str(folder)) == "sdxl"
+    result = CliRunner().invoke(command, [str(tmp_path / "sd")], catch_exceptions=False)
+    assert result.exit_code == 0 and detect(str(tmp_path / "sd")) == "sd15"

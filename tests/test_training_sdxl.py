@@ -21,12 +21,12 @@ def tiny_sdxl(tmp_path_factory) -> Path:
 
 
 def test_tiny_sdxl_is_sdxl(tiny_sdxl):
-    from training.trainer import is_sdxl, load_base
+    from training.families import create, detect
 
-    parts = load_base(str(tiny_sdxl))
-    assert is_sdxl(str(tiny_sdxl)) and parts["sdxl"]
-    assert parts["unet"].config.addition_embed_type == "text_time"
-    assert type(parts["text_encoder_2"]).__name__ == "CLIPTextModelWithProjection"
+    assert detect(str(tiny_sdxl)) == "sdxl"
+    base = create(str(tiny_sdxl), "cpu", torch.float32)
+    assert base.unet.config.addition_embed_type == "text_time"
+    assert type(base.text_encoder_2).__name__ == "CLIPTextModelWithProjection"
 
 
 @pytest.mark.timeout(1800)  # four CLI processes; slow on a loaded 2-core machine
@@ -40,7 +40,7 @@ def test_sdxl_time_ids_use_true_original_size_and_crop(tiny_sdxl, cli, photo_pat
     from pipeline import cli as hcli
     from pipeline.layout import read_index
     from training.data import ShardDataset, collate
-    from training.trainer import sdxl_time_ids
+    from training.families.sdxl import sdxl_time_ids
 
     if "build" not in hcli.COMMANDS:
         pytest.skip("hintset build not merged yet")
@@ -94,7 +94,7 @@ def test_sdxl_resume_equals_uninterrupted(shards, tiny_sdxl, tmp_path):  # noqa:
     from training.trainer import Trainer
 
     full = Trainer(_config(shards, tiny_sdxl, tmp_path / "full", steps=2), device="cpu")
-    assert full.sdxl
+    assert full.family.name == "sdxl"
     full_losses = full.train()
     half = _config(shards, tiny_sdxl, tmp_path / "half", steps=1, checkpoint_every=1)
     Trainer(half, device="cpu").train()

@@ -58,16 +58,21 @@ def resolve_config(ctx: click.Context, file: Path | None, values: dict):
     help="what the U-Net predicts (SD 1.5: epsilon; SD 2.x 768: v_prediction)",
 )
 @click.option(
-    "--sdxl", is_flag=True, help="write a tiny SDXL (two text encoders) instead of SD 1.x"
+    "--family",
+    type=click.Choice(["sd15", "sdxl"]),
+    default="sd15",
+    show_default=True,
+    help="model family of the base (training/families)",
 )
+@click.option("--sdxl", is_flag=True, help="the same as --family sdxl (two text encoders)")
 @click.option("--seed", type=int, default=0, show_default=True, help="seed of the random weights")
-def tiny_base(folder: Path, prediction_type: str, sdxl: bool, seed: int) -> None:
-    """Write a tiny random Stable Diffusion or SDXL (diffusers layout) for CPU smoke runs."""
-    from training.tiny_base import write_tiny_base, write_tiny_sdxl
+def tiny_base(folder: Path, prediction_type: str, family: str, sdxl: bool, seed: int) -> None:
+    """Write a tiny random base of a model family (diffusers layout) for CPU smoke runs."""
+    from training.tiny_base import TINY
 
-    writer = write_tiny_sdxl if sdxl else write_tiny_base
-    writer(folder, prediction_type=prediction_type, seed=seed)
-    click.echo(f"tiny {'SDXL' if sdxl else 'SD'} base written to {folder}")
+    family = "sdxl" if sdxl else family
+    TINY[family](folder, prediction_type=prediction_type, seed=seed)
+    click.echo(f"tiny {family} base written to {folder}")
 
 
 @click.command("train")

@@ -10,6 +10,9 @@ from typing import Any
 
 #: fields a run cannot start without (they may come from ``--config`` instead of the CLI)
 REQUIRED = ("data", "condition", "base_model", "output")
+#: options that define what a run trains; ``--resume`` refuses a change to any of them. Others
+#: (steps, batch size, learning rate, precision, data, validation, logging) may change on resume.
+RUN_DEFINING = ("base_model", "family", "condition", "stack_conditions", "resolution")
 #: old names still accepted in config files and checkpoints' config.json
 RENAMED = {"num_workers": "loader_workers"}
 
@@ -32,6 +35,11 @@ class TrainConfig:
     )
     base_model: str = opt(
         "", "required: diffusers folder or hub id of the base: SD 1.x/2.x or SDXL"
+    )
+    family: str = opt(
+        "auto",
+        "model family of the base; auto reads its model_index.json",
+        ("auto", "sd15", "sdxl"),
     )
     output: str = opt(
         "", "required: run folder (checkpoints, log.jsonl, TensorBoard events, validation grids)"
@@ -64,6 +72,10 @@ class TrainConfig:
         "uniform", "cubic draws more high-noise timesteps, where layout is decided (T2I-Adapter)",
         ("uniform", "cubic"),
     )  # fmt: skip
+    max_bad_fraction: float = opt(
+        0.05, "stop when more than this share of the samples read is bad (corrupt image or "
+        "map, caption not UTF-8); fewer are skipped, counted in log.jsonl as bad_samples",
+    )  # fmt: skip
     shuffle_buffer: int = opt(256, "samples in the seeded shuffle buffer")
     stack_conditions: bool = opt(
         False, "stack several maps as channels (more than 3 input channels: not loadable in "
@@ -95,6 +107,8 @@ class TrainConfig:
             choices = f.metadata.get("choices")
             if choices and getattr(self, f.name) not in choices:
                 raise ValueError(f"{f.name}: {getattr(self, f.name)!r} is not one of {choices}")
+        if not 0 <= self.max_bad_fraction <= 1:
+            raise ValueError(f"--max-bad-fraction {self.max_bad_fraction} is not in [0, 1]")
         if self.validation_data and self.validation_shards:
             raise ValueError("give --validation-data or --validation-shards, not both")
         if len(self.conditions) > 1 and not self.stack_conditions:
@@ -110,6 +124,24 @@ class TrainConfig:
         unknown = set(self.trackers) - {"tensorboard", "wandb"}
         if unknown:
             raise ValueError(f"--report-to: unknown {sorted(unknown)} (tensorboard, wandb, none)")
+
+    def check_resume(self, checkpoint: Path) -> None:
+        """Raise ValueError (one line) naming each run-defining option that differs from the
+        config saved in ``checkpoint``."""
+        try:
+            saved = self.normalise(json.loads((Path(checkpoint) / "config.json").read_text()))
+        except (OSError, ValueError) as err:
+            raise ValueError(f"--resume {checkpoint}: cannot read its config.json: {err}") from None
+        changed = [
+            f"--{name.replace('_', '-')} {saved[name]!r} -> {getattr(self, name)!r}"
+            for name in RUN_DEFINING
+            if name in saved and not _same(name, saved[name], getattr(self, name))
+        ]
+        if changed:
+            raise ValueError(
+                f"--resume {Path(checkpoint).name}: {'; '.join(changed)}: a resumed run keeps "
+                f"its {', '.join(RUN_DEFINING)}; start a new --output to change them"
+            )
 
     def to_json(self) -> str:
         return json.dumps(asdict(self), indent=2)
@@ -152,6 +184,15 @@ class TrainConfig:
         from pipeline.atomic import atomic_write
 
         atomic_write(Path(path), self.to_json().encode())
+
+
+def _same(name: str, saved: Any, now: Any) -> bool:
+    """Equal values; a base model given as two paths to the same folder is the same."""
+    if saved == now:
+        return True
+    if name == "base_model" and Path(saved).exists() and Path(now).exists():
+        return Path(saved).resolve() == Path(now).resolve()
+    return False
 
 
 def _typed(f, value: Any) -> Any:

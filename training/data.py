@@ -10,12 +10,24 @@ import io
 import json
 import os
 import random
+import sys
 from collections.abc import Iterator
 from pathlib import Path
 
 import numpy as np
 
 from pipeline import layout
+
+#: samples read before the share of bad ones is judged (one bad first sample is not 100 %)
+MIN_JUDGED = 20
+
+
+#: keys of bad samples already reported in this process (the stream passes them every epoch)
+_REPORTED: set[str] = set()
+
+
+class TooManyBadSamples(ValueError):
+    """More than ``--max-bad-fraction`` of the samples read could not be decoded."""
 
 
 def shard_urls(data: str) -> list[str]:
@@ -149,6 +161,7 @@ class ShardDataset:
         resampled: bool | None = None,
         stack: bool = False,
         urls: list[str] | None = None,
+        max_bad_fraction: float = 0.05,
     ) -> None:
         self.data = data
         self.urls = shard_urls(data) if urls is None else list(urls)
@@ -166,7 +179,9 @@ class ShardDataset:
         self.resampled = resampled
         self.stack = stack
         self.keys = ok_keys(data)
-        self.skipped = {"status": 0, "missing_map": 0}
+        self.max_bad_fraction = max_bad_fraction
+        self.skipped = {"status": 0, "missing_map": 0, "bad": 0}
+        self.read = 0  # samples that reached decoding (the base of the bad fraction)
 
     def _shard_stream(self, rng: random.Random, rank: int, world: int) -> Iterator[str]:
         """Shards for this rank, epoch after epoch; resampled (with replacement) on many ranks."""
@@ -191,6 +206,7 @@ class ShardDataset:
             yield from ds
 
     def _decode(self, sample: dict, rng: random.Random) -> dict | None:
+        """A training sample, or None for one filtered out or bad (counted in ``skipped``)."""
         from PIL import Image
 
         key = sample["__key__"]
@@ -202,13 +218,18 @@ class ShardDataset:
         if any(n not in sample for n in names) or stored is None:
             self.skipped["missing_map"] += 1
             return None
-        image = Image.open(io.BytesIO(stored[1]))
-        maps = [Image.open(io.BytesIO(sample[n])) for n in names]
-        original = original_size(sample, image.size)
-        pixels, cond, crop = crop_flip_with_coords(
-            image, maps, self.resolution, rng, stack=self.stack
-        )
-        caption = sample.get("txt", b"").decode("utf-8").strip()
+        self.read += 1
+        try:  # a corrupt image or map, or a caption that is not UTF-8, skips this sample only
+            image = Image.open(io.BytesIO(stored[1]))
+            maps = [Image.open(io.BytesIO(sample[n])) for n in names]
+            original = original_size(sample, image.size)
+            pixels, cond, crop = crop_flip_with_coords(
+                image, maps, self.resolution, rng, stack=self.stack
+            )
+            caption = sample.get("txt", b"").decode("utf-8").strip()
+        except (OSError, ValueError, SyntaxError, Image.DecompressionBombError) as err:
+            self._bad(key, err)
+            return None
         return {
             "key": key,
             "pixel_values": pixels,
@@ -217,7 +238,23 @@ class ShardDataset:
             "original_size": original,
             "crop_top_left": crop,
             "skipped": sum(self.skipped.values()),
+            "bad": self.skipped["bad"],
         }
+
+    def _bad(self, key: str, err: Exception) -> None:
+        """Count a bad sample, say so once per key, and stop when too many are bad."""
+        self.skipped["bad"] += 1
+        reason = f"{type(err).__name__}: {(str(err).splitlines() or [''])[0][:200]}"
+        if key not in _REPORTED:
+            _REPORTED.add(key)
+            print(f"skipped bad sample {key}: {reason}", file=sys.stderr)
+        bad, read = self.skipped["bad"], self.read
+        if read >= MIN_JUDGED and bad > self.max_bad_fraction * read:
+            raise TooManyBadSamples(
+                f"{bad} of {read} samples read are bad (corrupt image or map, or a caption "
+                f"that is not UTF-8), more than --max-bad-fraction {self.max_bad_fraction}; "
+                f"last: {key}: {reason}"
+            )
 
     def __iter__(self) -> Iterator[dict]:
         rank, world = _dist()
@@ -254,6 +291,7 @@ def collate(samples: list[dict]) -> dict:
         "crop_top_left": [s["crop_top_left"] for s in samples],
         "key": [s["key"] for s in samples],
         "skipped": max(s["skipped"] for s in samples),
+        "bad": max(s["bad"] for s in samples),
     }
 
 

@@ -6,6 +6,8 @@ from __future__ import annotations
 import re
 from pathlib import Path
 
+from training.families import is_sdxl_controlnet
+
 PREFIX = "control_model."
 
 _RESNET = [
@@ -70,11 +72,6 @@ def to_original(state: dict, config: dict) -> dict:
         else:
             result[to_original_key(key, lpb)] = value
     return result
-
-
-def is_sdxl_controlnet(config: dict) -> bool:
-    """SDXL ControlNets carry SDXL's ``text_time`` added conditioning."""
-    return config.get("addition_embed_type") == "text_time"
 
 
 def cldm_yaml(config: dict) -> str:

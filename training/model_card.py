@@ -29,28 +29,13 @@ def render_samples(checkpoint: Path, model, out: Path, n: int = 2) -> Path | Non
 
 
 def base_pipeline(base_model: str, controlnet):
-    """``StableDiffusion(XL)ControlNetPipeline`` of ``base_model`` with ``controlnet``, DDIM."""
+    """The ControlNet pipeline of ``base_model``'s family with ``controlnet``, DDIM."""
     import torch
-    from diffusers import (
-        DDIMScheduler,
-        StableDiffusionControlNetPipeline,
-        StableDiffusionXLControlNetPipeline,
-    )
 
-    from training.export import is_sdxl_controlnet
+    from training.families import family_class, family_of_controlnet
 
-    controlnet = controlnet.to(torch.float32)
-    if is_sdxl_controlnet(dict(controlnet.config)):
-        pipe = StableDiffusionXLControlNetPipeline.from_pretrained(
-            base_model, controlnet=controlnet
-        )
-    else:
-        pipe = StableDiffusionControlNetPipeline.from_pretrained(
-            base_model, controlnet=controlnet, safety_checker=None, requires_safety_checker=False
-        )
-    pipe.scheduler = DDIMScheduler.from_config(pipe.scheduler.config)
-    pipe.set_progress_bar_config(disable=True)
-    return pipe
+    family = family_class(family_of_controlnet(dict(controlnet.config)))
+    return family.base_pipeline(base_model, controlnet.to(torch.float32))
 
 
 def model_card(meta: dict[str, str], single_file: str, has_samples: bool) -> str:

@@ -104,7 +104,7 @@ def train_unet(unet, noise_scheduler, latents: np.ndarray, text: np.ndarray, nul
     import torch
     import torch.nn.functional as F
 
-    from training.trainer import target_for
+    from training.families.sd15 import target_for
 
     gen = torch.Generator().manual_seed(seed)
     null = torch.from_numpy(null_text)
@@ -133,17 +133,18 @@ def pretrain_base(data: str, base_model: str, output: str | Path, *, resolution:
     import torch
     from diffusers import StableDiffusionPipeline
 
-    from training.trainer import encode_prompts, load_base
+    from training.families.sd15 import SD15
 
     torch.manual_seed(seed)
-    parts = load_base(base_model)
+    base = SD15(base_model, "cpu", torch.float32)
+    parts = {name: getattr(base, name) for name in (*SD15.LOCKED, "tokenizer", "noise_scheduler")}
     images, captions = load_images(data, resolution)
     vae_losses = train_vae(parts["vae"], images, steps=vae_steps, lr=lr, seed=seed)
     latents = encode_latents(parts["vae"], images)
     scale = float(1.0 / latents.std())
     parts["vae"].register_to_config(scaling_factor=scale)
     unique = sorted(set(captions))
-    embeds = encode_prompts(parts["tokenizer"], parts["text_encoder"], unique + [""], "cpu").numpy()
+    embeds = base.text_conditioning(unique + [""])["encoder_hidden_states"].numpy()
     row = {c: i for i, c in enumerate(unique)}
     text = embeds[[row[c] for c in captions] * 2]  # latents hold the images twice (mirrored)
     unet_losses = train_unet(parts["unet"], parts["noise_scheduler"], latents * scale, text,

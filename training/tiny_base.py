@@ -210,3 +210,7 @@ def write_tiny_sdxl(
     )
     pipe.save_pretrained(folder)
     return folder
+
+
+#: family -> writer of its tiny base (``hintset tiny-base --family``)
+TINY = {"sd15": write_tiny_base, "sdxl": write_tiny_sdxl}

@@ -1,4 +1,5 @@
-"""The ControlNet training loop: locked SD base, trainable ControlNet copy, checkpoints, resume."""
+"""The family-agnostic ControlNet training loop on accelerate: trainable ControlNet, locked base
+(a family object from training/families), accumulation, clipping, EMA, checkpoints, exact resume."""
 
 from __future__ import annotations
 
@@ -13,112 +14,6 @@ import numpy as np
 from tqdm import tqdm
 
 from training.config import TrainConfig
-
-
-def is_sdxl(base_model: str) -> bool:
-    """True when the diffusers pipeline at ``base_model`` has SDXL's second text encoder."""
-    from diffusers import DiffusionPipeline
-
-    index = DiffusionPipeline.load_config(base_model)
-    return "text_encoder_2" in index or "XL" in str(index.get("_class_name", ""))
-
-
-def load_base(base_model: str, dtype=None) -> dict:
-    """Tokenizer(s), text encoder(s), VAE, U-Net and DDPM noise scheduler of an SD 1.x/2.x or
-    SDXL diffusers folder/hub id; ``sdxl`` says which."""
-    from diffusers import AutoencoderKL, DDPMScheduler, UNet2DConditionModel
-    from transformers import CLIPTextModel, CLIPTextModelWithProjection, CLIPTokenizer
-
-    parts = {
-        "sdxl": is_sdxl(base_model),
-        "tokenizer": CLIPTokenizer.from_pretrained(base_model, subfolder="tokenizer"),
-        "text_encoder": CLIPTextModel.from_pretrained(base_model, subfolder="text_encoder"),
-        "vae": AutoencoderKL.from_pretrained(base_model, subfolder="vae"),
-        "unet": UNet2DConditionModel.from_pretrained(base_model, subfolder="unet"),
-        "noise_scheduler": DDPMScheduler.from_pretrained(base_model, subfolder="scheduler"),
-    }
-    locked = ["text_encoder", "vae", "unet"]
-    if parts["sdxl"]:
-        parts["tokenizer_2"] = CLIPTokenizer.from_pretrained(base_model, subfolder="tokenizer_2")
-        parts["text_encoder_2"] = CLIPTextModelWithProjection.from_pretrained(
-            base_model, subfolder="text_encoder_2"
-        )
-        locked.append("text_encoder_2")
-    for name in locked:
-        parts[name].eval()
-        parts[name].requires_grad_(False)
-        if dtype is not None:
-            parts[name].to(dtype)
-    return parts
-
-
-def token_ids(tokenizer, captions: list[str], device):
-    """Token ids padded/truncated to the tokenizer's length (77 for SD's CLIP)."""
-    return tokenizer(
-        captions,
-        padding="max_length",
-        max_length=tokenizer.model_max_length,
-        truncation=True,
-        return_tensors="pt",
-    ).input_ids.to(device)
-
-
-def encode_prompts(tokenizer, text_encoder, captions: list[str], device):
-    """CLIP last hidden states for captions, without an autograd graph."""
-    import torch
-
-    ids = token_ids(tokenizer, captions, device)
-    with torch.no_grad():
-        return text_encoder(ids)[0]
-
-
-def encode_prompts_sdxl(tokenizers, text_encoders, captions: list[str], device):
-    """SDXL text conditioning: penultimate hidden states of both encoders concatenated, and the
-    second encoder's pooled projection (as diffusers' SDXL training scripts compute them)."""
-    import torch
-
-    states = []
-    pooled = None
-    with torch.no_grad():
-        for tokenizer, encoder in zip(tokenizers, text_encoders, strict=True):
-            out = encoder(token_ids(tokenizer, captions, device), output_hidden_states=True)
-            pooled = out[0]
-            states.append(out.hidden_states[-2])
-    return torch.cat(states, dim=-1), pooled.reshape(len(captions), -1)
-
-
-def sdxl_time_ids(batch: dict, resolution: int, device, dtype):
-    """SDXL micro-conditioning per sample: original (h, w), crop top-left (y, x), target (h, w)."""
-    import torch
-
-    rows = [
-        [*orig, *crop, resolution, resolution]
-        for orig, crop in zip(batch["original_size"], batch["crop_top_left"], strict=True)
-    ]
-    return torch.tensor(rows, device=device, dtype=dtype)
-
-
-def target_for(noise_scheduler, latents, noise, timesteps):
-    """Regression target: the noise (epsilon) or the velocity (v_prediction)."""
-    kind = noise_scheduler.config.prediction_type
-    if kind == "epsilon":
-        return noise
-    if kind == "v_prediction":
-        return noise_scheduler.get_velocity(latents, noise, timesteps)
-    raise ValueError(f"unsupported prediction_type {kind}")
-
-
-def sample_timesteps(kind: str, total: int, n: int, device):
-    """Training timesteps: ``uniform``, or ``cubic`` (T2I-Adapter's bias toward high noise,
-    where the layout a condition controls is decided)."""
-    import torch
-
-    if kind == "uniform":
-        return torch.randint(0, total, (n,), device=device).long()
-    if kind == "cubic":
-        u = torch.rand(n, device=device)
-        return ((1 - u**3) * total).long().clamp(0, total - 1)
-    raise ValueError(f"unknown timestep sampling {kind!r} (uniform or cubic)")
 
 
 def checkpoints(run: Path) -> list[Path]:
@@ -160,74 +55,77 @@ def _set_rng_state(state: dict) -> None:
         torch.cuda.set_rng_state_all(state["cuda"])
 
 
+DTYPES = {"no": "float32", "fp16": "float16", "bf16": "bfloat16"}
+
+
+def make_accelerator(config: TrainConfig, device: str | None):
+    """The run's ``Accelerator`` (DDP/FSDP/DeepSpeed as ``accelerate launch`` or torchrun set it
+    up); ``device="cpu"`` forces the CPU. A single process may build several in turn (tests):
+    a previous one's precision is dropped then, which accelerate otherwise refuses."""
+    from accelerate import Accelerator
+    from accelerate.state import AcceleratorState, PartialState
+
+    state = AcceleratorState._shared_state
+    if state and state.get("_mixed_precision") != config.mixed_precision:
+        if PartialState().num_processes == 1:
+            AcceleratorState._reset_state()
+    import torch
+
+    # several processes without CUDA (torchrun, accelerate launch, Ray Train on CPUs): accelerate
+    # needs cpu=True to join them with gloo instead of running each process alone
+    spread = int(os.environ.get("WORLD_SIZE", 1)) > 1 and not torch.cuda.is_available()
+    return Accelerator(
+        mixed_precision=config.mixed_precision,
+        gradient_accumulation_steps=config.grad_accum,
+        cpu=device == "cpu" or spread,
+    )
+
+
 class Trainer:
     """Holds the models and state of one run; ``train()`` runs to ``config.steps``."""
 
     def __init__(self, config: TrainConfig, device: str | None = None) -> None:
         import torch
-        from diffusers import ControlNetModel
 
+        from training import families
         from training.data import shard_urls, split_validation
 
         self.config = config
         self.run = Path(config.output)
-        self.device = torch.device(device or ("cuda" if torch.cuda.is_available() else "cpu"))
-        self.rank = int(os.environ.get("RANK", 0))
+        self.accelerator = make_accelerator(config, device)
+        self.device = self.accelerator.device
+        self.rank = self.accelerator.process_index
+        self.world = self.accelerator.num_processes
         self.train_urls, _ = split_validation(shard_urls(config.data), config.validation_shards)
         # per-rank seeds: ranks draw different noise; DDP broadcasts rank 0's weights anyway
         random.seed(config.seed + self.rank)
         np.random.seed(config.seed + self.rank)
         torch.manual_seed(config.seed + self.rank)
-        base = load_base(config.base_model)
-        self.sdxl = base["sdxl"]
-        self.tokenizer = base["tokenizer"]
-        self.tokenizer_2 = base.get("tokenizer_2")
-        self.noise_scheduler = base["noise_scheduler"]
-        self.weight_dtype = {"no": torch.float32, "fp16": torch.float16, "bf16": torch.bfloat16}[
-            config.mixed_precision
-        ]
-        cast = {} if self.weight_dtype == torch.float32 else {"dtype": self.weight_dtype}
-        self.text_encoder = base["text_encoder"].to(self.device, **cast)
-        self.text_encoder_2 = base.get("text_encoder_2")
-        if self.text_encoder_2 is not None:
-            self.text_encoder_2.to(self.device, **cast)
-        self.vae = base["vae"].to(self.device, **cast)
-        self.unet = base["unet"].to(self.device, **cast)
-        self.controlnet = ControlNetModel.from_unet(
-            base["unet"], conditioning_channels=self._channels()
-        )
-        self.controlnet.to(self.device).train()
-        if cast:  # trainable weights stay fp32 under mixed precision
-            self.controlnet.to(dtype=torch.float32)
+        self.weight_dtype = getattr(torch, DTYPES[config.mixed_precision])
+        family = "" if config.family == "auto" else config.family
+        self.family = families.create(config.base_model, self.device, self.weight_dtype, family)
+        controlnet = self.family.make_controlnet(self._channels())
+        controlnet.to(self.device).train()
+        if self.weight_dtype != torch.float32:  # trainable weights stay fp32 under mixed precision
+            controlnet.to(torch.float32)
         if config.gradient_checkpointing:
-            self.controlnet.enable_gradient_checkpointing()
-            self.unet.enable_gradient_checkpointing()
-        self.optimizer = torch.optim.AdamW(self.controlnet.parameters(), lr=config.lr)
+            controlnet.enable_gradient_checkpointing()
+            self.family.enable_gradient_checkpointing()
+        optimizer = torch.optim.AdamW(controlnet.parameters(), lr=config.lr)
+        self.controlnet = controlnet  # the module itself; self.model may wrap it (DDP, FSDP)
+        self.model, self.optimizer = self.accelerator.prepare(controlnet, optimizer)
         warm = max(config.lr_warmup_steps, 0)
         self.lr_scheduler = torch.optim.lr_scheduler.LambdaLR(
-            self.optimizer, lambda s: min(1.0, (s + 1) / warm) if warm else 1.0
-        )
+            self.optimizer.optimizer, lambda s: min(1.0, (s + 1) / warm) if warm else 1.0
+        )  # stepped once per optimiser step here, not once per rank as accelerate's wrapper does
         self.ema = None
         if config.ema:
             from diffusers.training_utils import EMAModel
 
             self.ema = EMAModel(self.controlnet.parameters(), decay=config.ema_decay)
-        self.scaler = torch.amp.GradScaler(enabled=config.mixed_precision == "fp16")
         self.step = 0
         self.batches_consumed = 0
         self.dataset = None
-        self.model = self.controlnet
-        if self._world() > 1:
-            self.model = torch.nn.parallel.DistributedDataParallel(
-                self.controlnet,
-                device_ids=[self.device.index] if self.device.type == "cuda" else None,
-            )
-
-    @staticmethod
-    def _world() -> int:
-        import torch.distributed as dist
-
-        return dist.get_world_size() if dist.is_available() and dist.is_initialized() else 1
 
     def _channels(self) -> int:
         """ControlNet input channels: 3 (one map as RGB), or the stacked maps' channel count."""
@@ -240,72 +138,12 @@ class Trainer:
             raise ValueError(f"no sample with maps {c.condition} in {c.data}")
         return int(sample[0]["conditioning"].shape[0])
 
-    def text_conditioning(self, captions: list[str]) -> dict:
-        """U-Net/ControlNet text inputs: ``encoder_hidden_states`` (+ SDXL pooled embeddings)."""
-        if not self.sdxl:
-            text = encode_prompts(self.tokenizer, self.text_encoder, captions, self.device)
-            return {"encoder_hidden_states": text}
-        text, pooled = encode_prompts_sdxl(
-            [self.tokenizer, self.tokenizer_2], [self.text_encoder, self.text_encoder_2],
-            captions, self.device,
-        )  # fmt: skip
-        return {"encoder_hidden_states": text, "text_embeds": pooled}
-
     # --- one step -------------------------------------------------------------------------
     def loss(self, batch: dict, control: bool = True):
-        """Noise-prediction loss of the locked U-Net with ControlNet residuals on one batch.
-
-        ``control=False`` runs the U-Net alone (the base without control, or a plain
-        U-Net fine-tune in the speed benchmark)."""
-        import torch
-        import torch.nn.functional as F
-
-        c = self.config
-        pixels = batch["pixel_values"].to(self.device, self.weight_dtype)
-        cond = batch["conditioning"].to(self.device, torch.float32)
-        captions = ["" if random.random() < c.prompt_dropout else t for t in batch["caption"]]
-        with torch.no_grad():
-            latents = self.vae.encode(pixels).latent_dist.sample()
-            latents = latents * self.vae.config.scaling_factor
-            text = self.text_conditioning(captions)
-        hidden = text["encoder_hidden_states"]
-        added = {}
-        if self.sdxl:
-            time_ids = sdxl_time_ids(batch, c.resolution, self.device, hidden.dtype)
-            added = {
-                "added_cond_kwargs": {"text_embeds": text["text_embeds"], "time_ids": time_ids}
-            }
-        noise = torch.randn_like(latents)
-        timesteps = sample_timesteps(
-            c.timestep_sampling, self.noise_scheduler.config.num_train_timesteps,
-            latents.shape[0], self.device,
-        )  # fmt: skip
-        noisy = self.noise_scheduler.add_noise(latents, noise, timesteps)
-        autocast = self.config.mixed_precision != "no"
-        with torch.autocast(self.device.type, dtype=self.weight_dtype, enabled=autocast):
-            residuals = {}
-            if control:
-                added_fp32 = {
-                    k: {n: t.float() for n, t in v.items()} for k, v in added.items()
-                }  # the trainable copy runs in fp32 like its weights
-                down, mid = self.model(
-                    noisy.float(),
-                    timesteps,
-                    encoder_hidden_states=hidden.float(),
-                    controlnet_cond=cond,
-                    return_dict=False,
-                    **added_fp32,
-                )
-                residuals = {
-                    "down_block_additional_residuals": [r.to(self.weight_dtype) for r in down],
-                    "mid_block_additional_residual": mid.to(self.weight_dtype),
-                }
-            pred = self.unet(
-                noisy, timesteps, encoder_hidden_states=hidden, return_dict=False,
-                **added, **residuals,
-            )[0]  # fmt: skip
-        target = target_for(self.noise_scheduler, latents, noise, timesteps)
-        return F.mse_loss(pred.float(), target.float(), reduction="mean")
+        """The family's loss on one batch, with prompt dropout applied to the captions."""
+        dropout = self.config.prompt_dropout
+        captions = ["" if random.random() < dropout else t for t in batch["caption"]]
+        return self.family.loss(self.model, batch, captions, self.config, control=control)
 
     # --- checkpoints ----------------------------------------------------------------------
     def save_checkpoint(self) -> Path:
@@ -317,21 +155,20 @@ class Trainer:
         tmp = self.run / f".tmp-checkpoint-{self.step}"
         shutil.rmtree(tmp, ignore_errors=True)
         self.controlnet.save_pretrained(tmp / "controlnet")
+        scaler = self.accelerator.scaler
         state = {
             "step": self.step,
             "batches_consumed": self.batches_consumed,
             "optimizer": self.optimizer.state_dict(),
             "lr_scheduler": self.lr_scheduler.state_dict(),
-            "scaler": self.scaler.state_dict(),
+            "scaler": scaler.state_dict() if scaler is not None else {},
             "ema": self.ema.state_dict() if self.ema else None,
             "rng": _rng_state(),
         }
         save_state(tmp, state)
         self.config.save(tmp / "config.json")
         if self.ema is not None:
-            from diffusers import ControlNetModel
-
-            ema_model = ControlNetModel.from_config(self.controlnet.config)
+            ema_model = type(self.controlnet).from_config(self.controlnet.config)
             self.ema.copy_to(ema_model.parameters())
             ema_model.save_pretrained(tmp / "controlnet_ema")
         shutil.rmtree(folder, ignore_errors=True)
@@ -351,7 +188,8 @@ class Trainer:
         self.controlnet.load_state_dict(weights)
         self.optimizer.load_state_dict(state["optimizer"])
         self.lr_scheduler.load_state_dict(state["lr_scheduler"])
-        self.scaler.load_state_dict(state["scaler"])
+        if self.accelerator.scaler is not None and state["scaler"]:
+            self.accelerator.scaler.load_state_dict(state["scaler"])
         if self.ema is not None and state["ema"] is not None:
             self.ema.load_state_dict(state["ema"])
         self.step = state["step"]
@@ -359,6 +197,34 @@ class Trainer:
         self._rng_after_skip = state["rng"]
 
     # --- loop -----------------------------------------------------------------------------
+    def _optimizer_step(self, batches) -> tuple[float, float, dict]:
+        """One optimiser step over ``grad_accum`` batches: (mean loss, grad norm before
+        clipping, last batch)."""
+        c = self.config
+        acc = self.accelerator
+        total, norm = 0.0, 0.0
+        self.optimizer.zero_grad(set_to_none=True)  # at the start: the grads stay inspectable
+        for _ in range(c.grad_accum):
+            batch = next(batches)
+            self.batches_consumed += 1
+            with acc.accumulate(self.model):
+                loss = self.loss(batch)
+                acc.backward(loss)  # divided by grad_accum inside
+                total += float(loss.detach()) / c.grad_accum
+                if acc.sync_gradients:
+                    # an infinite limit measures the norm without clipping
+                    limit = c.max_grad_norm if c.max_grad_norm > 0 else float("inf")
+                    norm = float(acc.clip_grad_norm_(self.model.parameters(), limit))
+                self.optimizer.step()  # a no-op until the last batch of the step
+        self.lr_scheduler.step()
+        if self.ema is not None:
+            self.ema.step(self.controlnet.parameters())
+        if self.world > 1:  # log the mean over ranks, not rank 0's share
+            import torch
+
+            total = float(acc.reduce(torch.tensor([total], device=self.device), "mean"))
+        return total, norm, batch
+
     def train(self) -> list[float]:
         """Run to ``config.steps``; returns the losses of the steps run in this call."""
         import time
@@ -369,14 +235,17 @@ class Trainer:
         from training.tracking import Tracker
 
         c = self.config
+        main = self.accelerator.is_main_process
         self.run.mkdir(parents=True, exist_ok=True)
         self._rng_after_skip = None
         if c.resume:
             found = checkpoints(self.run) if c.resume == "latest" else [Path(c.resume)]
             if found:
+                c.check_resume(found[-1])
                 self.load_checkpoint(found[-1])
-        c.save(self.run / "config.json")
-        if self.rank == 0 and c.validate_every:
+        if main:
+            c.save(self.run / "config.json")
+        if main and c.validate_every:
             from training.validate import validation_source
 
             if not validation_source(c)[2]:
@@ -384,7 +253,7 @@ class Trainer:
                       "with --validation-shards N or --validation-data", file=sys.stderr)  # fmt: skip
         self.dataset = ShardDataset(
             c.data, c.conditions, c.resolution, seed=c.seed, shuffle_buffer=c.shuffle_buffer,
-            stack=c.stack_conditions, urls=self.train_urls,
+            stack=c.stack_conditions, urls=self.train_urls, max_bad_fraction=c.max_bad_fraction,
         )  # fmt: skip
         batches = iter(make_loader(self.dataset, c.batch_size, c.loader_workers))
         for _ in range(self.batches_consumed):  # replay the deterministic stream to the position
@@ -392,37 +261,15 @@ class Trainer:
         if self._rng_after_skip is not None:
             _set_rng_state(self._rng_after_skip)
         losses = []
-        log = open(self.run / "log.jsonl", "a") if self.rank == 0 else None
-        self.tracker = Tracker(self.run, c) if self.rank == 0 else None
-        bar = tqdm(total=c.steps, initial=self.step, desc="train", disable=self.rank != 0)
-        samples_per_step = c.batch_size * c.grad_accum * self._world()
+        log = open(self.run / "log.jsonl", "a") if main else None
+        self.tracker = Tracker(self.run, c) if main else None
+        bar = tqdm(total=c.steps, initial=self.step, desc="train", disable=not main)
+        samples_per_step = c.batch_size * c.grad_accum * self.world
         try:
             while self.step < c.steps:
                 started = time.perf_counter()
-                self.optimizer.zero_grad(set_to_none=True)
-                total = 0.0
-                for _ in range(c.grad_accum):
-                    batch = next(batches)
-                    self.batches_consumed += 1
-                    loss = self.loss(batch) / c.grad_accum
-                    self.scaler.scale(loss).backward()
-                    total += float(loss.detach())
-                self.scaler.unscale_(self.optimizer)
-                grads = [p.grad for p in self.controlnet.parameters() if p.grad is not None]
-                if c.max_grad_norm > 0:
-                    norm = torch.nn.utils.clip_grad_norm_(grads, c.max_grad_norm)
-                else:
-                    norm = torch.linalg.vector_norm(
-                        torch.stack([torch.linalg.vector_norm(g.float()) for g in grads])
-                    )
-                self.scaler.step(self.optimizer)
-                self.scaler.update()
-                self.lr_scheduler.step()
-                if self.ema is not None:
-                    self.ema.step(self.controlnet.parameters())
+                total, norm, batch = self._optimizer_step(batches)
                 self.step += 1
-                if self._world() > 1:  # log the mean over ranks, not rank 0's share
-                    total = _mean_over_ranks(total)
                 losses.append(total)
                 bar.update(1)
                 bar.set_postfix(loss=f"{total:.4f}", refresh=False)
@@ -431,19 +278,21 @@ class Trainer:
                         "step": self.step,
                         "loss": total,
                         "lr": self.lr_scheduler.get_last_lr()[0],
-                        "grad_norm": float(norm),
+                        "grad_norm": norm,
                         "samples_per_s": samples_per_step / (time.perf_counter() - started),
+                        "processes": self.world,
                     }
                     if self.device.type == "cuda":
                         rec["peak_gpu_mb"] = torch.cuda.max_memory_allocated(self.device) / 2**20
                     rec["skipped"] = int(batch["skipped"])
+                    rec["bad_samples"] = int(batch["bad"])
                     log.write(json.dumps(rec) + "\n")
                     log.flush()
                     self.tracker.scalars(self.step, {f"train/{k}": v for k, v in rec.items()
                                                      if k != "step"})  # fmt: skip
-                if self.rank == 0 and c.checkpoint_every and self.step % c.checkpoint_every == 0:
+                if main and c.checkpoint_every and self.step % c.checkpoint_every == 0:
                     self.save_checkpoint()
-                if self.rank == 0 and c.validate_every and self.step % c.validate_every == 0:
+                if main and c.validate_every and self.step % c.validate_every == 0:
                     self.validate()
         finally:
             bar.close()
@@ -451,10 +300,11 @@ class Trainer:
                 log.close()
             if self.tracker:
                 self.tracker.close()
-        if self.rank == 0 and (
+        if main and (
             not checkpoints(self.run) or checkpoints(self.run)[-1].name != f"checkpoint-{self.step}"
         ):
             self.save_checkpoint()
+        self.accelerator.wait_for_everyone()
         return losses
 
     def validate(self) -> Path | None:
@@ -464,37 +314,10 @@ class Trainer:
         return validate(self)
 
 
-def _mean_over_ranks(value: float) -> float:
-    """Average a float over the process group (one small all-reduce)."""
-    import torch
-    import torch.distributed as dist
-
-    device = "cuda" if dist.get_backend() == "nccl" else "cpu"
-    t = torch.tensor([value], dtype=torch.float64, device=device)
-    dist.all_reduce(t)
-    return float(t.item()) / dist.get_world_size()
-
-
-def _init_distributed() -> str | None:
-    """Join the process group torchrun describes (RANK/WORLD_SIZE env); return the device."""
-    import torch
-    import torch.distributed as dist
-
-    if int(os.environ.get("WORLD_SIZE", 1)) <= 1 or dist.is_initialized():
-        return None
-    local = int(os.environ.get("LOCAL_RANK", 0))
-    if torch.cuda.is_available():
-        torch.cuda.set_device(local)
-        dist.init_process_group("nccl")
-        return f"cuda:{local}"
-    dist.init_process_group("gloo")
-    return "cpu"
-
-
 def train(config: TrainConfig) -> list[float]:
-    """Entry point used by the CLI (single process or one rank of torchrun / Ray Train)."""
-    device = _init_distributed()
-    return Trainer(config, device=device).train()
+    """Entry point used by the CLI (one process, or one rank of accelerate launch / torchrun /
+    Ray Train)."""
+    return Trainer(config).train()
 
 
 def train_on_ray(config: TrainConfig):
@@ -509,10 +332,8 @@ def train_on_ray(config: TrainConfig):
 
     def loop(cfg: dict) -> None:
         import torch
-        from ray.train.torch import get_device
 
-        device = get_device() if torch.cuda.is_available() else torch.device("cpu")
-        Trainer(TrainConfig(**cfg), device=str(device)).train()
+        Trainer(TrainConfig(**cfg), device=None if torch.cuda.is_available() else "cpu").train()
 
     from dataclasses import asdict
 

@@ -10,29 +10,8 @@ import numpy as np
 
 
 def make_pipeline(trainer):
-    """The diffusers ControlNet pipeline (SD or SDXL) over the trainer's models, DDIM sampler."""
-    from diffusers import (
-        DDIMScheduler,
-        StableDiffusionControlNetPipeline,
-        StableDiffusionXLControlNetPipeline,
-    )
-
-    scheduler = DDIMScheduler.from_config(trainer.noise_scheduler.config)
-    if trainer.sdxl:
-        pipe = StableDiffusionXLControlNetPipeline(
-            vae=trainer.vae, text_encoder=trainer.text_encoder,
-            text_encoder_2=trainer.text_encoder_2, tokenizer=trainer.tokenizer,
-            tokenizer_2=trainer.tokenizer_2, unet=trainer.unet, controlnet=trainer.controlnet,
-            scheduler=scheduler,
-        )  # fmt: skip
-    else:
-        pipe = StableDiffusionControlNetPipeline(
-            vae=trainer.vae, text_encoder=trainer.text_encoder, tokenizer=trainer.tokenizer,
-            unet=trainer.unet, controlnet=trainer.controlnet, scheduler=scheduler,
-            safety_checker=None, feature_extractor=None, requires_safety_checker=False,
-        )  # fmt: skip
-    pipe.set_progress_bar_config(disable=True)
-    return pipe
+    """The family's diffusers ControlNet pipeline over the trainer's models, DDIM sampler."""
+    return trainer.family.pipeline(trainer.controlnet)
 
 
 def validation_source(config) -> tuple[str, list[str] | None, bool]:

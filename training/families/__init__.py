@@ -1,0 +1,60 @@
+"""Model families: what differs between SD 1.x/2.x, SDXL (and later SD3, FLUX) ControlNet training.
+
+Each family module holds one class with the same few methods (load the locked base, build a
+ControlNet from it, the loss of one batch, a sampling pipeline); the training loop calls them
+and never asks which family it runs. The family is read from the base's ``model_index.json``.
+"""
+
+from __future__ import annotations
+
+import importlib
+
+#: family name -> "module:Class" (imported on use: the registry itself needs no torch)
+FAMILIES = {"sd15": "training.families.sd15:SD15", "sdxl": "training.families.sdxl:SDXL"}
+#: diffusers pipeline class of a base (model_index.json ``_class_name``) -> family
+PIPELINES = {
+    "StableDiffusionPipeline": "sd15",
+    "StableDiffusionXLPipeline": "sdxl",
+}
+
+
+def family_class(name: str):
+    """The family class registered as ``name``."""
+    if name not in FAMILIES:
+        raise ValueError(f"unknown family {name!r} (known: {', '.join(FAMILIES)})")
+    module, _, cls = FAMILIES[name].partition(":")
+    return getattr(importlib.import_module(module), cls)
+
+
+def detect(base_model: str) -> str:
+    """Family of the diffusers pipeline at ``base_model`` (folder or hub id), from its
+    ``model_index.json``; SDXL-like pipelines are recognised by their second text encoder."""
+    from diffusers import DiffusionPipeline
+
+    index = DiffusionPipeline.load_config(base_model)
+    name = str(index.get("_class_name", ""))
+    if name in PIPELINES:
+        return PIPELINES[name]
+    if "text_encoder_2" in index or "XL" in name:
+        return "sdxl"
+    if "unet" in index:
+        return "sd15"
+    raise ValueError(
+        f"{base_model}: unknown base pipeline {name!r} (families: {', '.join(FAMILIES)})"
+    )
+
+
+def is_sdxl_controlnet(config: dict) -> bool:
+    """SDXL ControlNets carry SDXL's ``text_time`` added conditioning."""
+    return config.get("addition_embed_type") == "text_time"
+
+
+def family_of_controlnet(config: dict) -> str:
+    """Family a saved ControlNet (its ``config.json`` as a dict) was trained for."""
+    return "sdxl" if is_sdxl_controlnet(config) else "sd15"
+
+
+def create(base_model: str, device, dtype, family: str = ""):
+    """The family object holding the locked parts of ``base_model`` (``family`` overrides
+    detection)."""
+    return family_class(family or detect(base_model))(base_model, device, dtype)

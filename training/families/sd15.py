@@ -1,0 +1,189 @@
+"""Stable Diffusion 1.x/2.x: CLIP text encoder, VAE latents, DDPM noise with an epsilon or
+v-prediction target, U-Net with ``ControlNetModel`` residuals; the hint enters in pixels
+through the ControlNet's conditioning embedding."""
+
+from __future__ import annotations
+
+
+def token_ids(tokenizer, captions: list[str], device):
+    """Token ids padded/truncated to the tokenizer's length (77 for SD's CLIP)."""
+    return tokenizer(
+        captions,
+        padding="max_length",
+        max_length=tokenizer.model_max_length,
+        truncation=True,
+        return_tensors="pt",
+    ).input_ids.to(device)
+
+
+def target_for(noise_scheduler, latents, noise, timesteps):
+    """Regression target: the noise (epsilon) or the velocity (v_prediction)."""
+    kind = noise_scheduler.config.prediction_type
+    if kind == "epsilon":
+        return noise
+    if kind == "v_prediction":
+        return noise_scheduler.get_velocity(latents, noise, timesteps)
+    raise ValueError(f"unsupported prediction_type {kind}")
+
+
+def sample_timesteps(kind: str, total: int, n: int, device):
+    """Training timesteps: ``uniform``, or ``cubic`` (T2I-Adapter's bias toward high noise,
+    where the layout a condition controls is decided)."""
+    import torch
+
+    if kind == "uniform":
+        return torch.randint(0, total, (n,), device=device).long()
+    if kind == "cubic":
+        u = torch.rand(n, device=device)
+        return ((1 - u**3) * total).long().clamp(0, total - 1)
+    raise ValueError(f"unknown timestep sampling {kind!r} (uniform or cubic)")
+
+
+class SD15:
+    """The locked parts of an SD 1.x/2.x base and what one training step does with them."""
+
+    name = "sd15"
+    #: locked modules, in the order they are loaded
+    LOCKED = ("text_encoder", "vae", "unet")
+
+    def __init__(self, base_model: str, device, dtype) -> None:
+        import torch
+
+        self.base_model = base_model
+        self.device = torch.device(device)
+        self.dtype = dtype
+        for name, part in self.load_parts(base_model).items():
+            setattr(self, name, part)
+        for name in self.LOCKED:
+            module = getattr(self, name)
+            module.eval()
+            module.requires_grad_(False)
+            module.to(self.device)
+            if dtype != torch.float32:  # mixed precision: the locked parts in half precision
+                module.to(dtype)
+
+    def load_parts(self, base_model: str) -> dict:
+        """Tokenizer, text encoder, VAE, U-Net and DDPM noise scheduler of the base."""
+        from diffusers import AutoencoderKL, DDPMScheduler, UNet2DConditionModel
+        from transformers import CLIPTextModel, CLIPTokenizer
+
+        return {
+            "tokenizer": CLIPTokenizer.from_pretrained(base_model, subfolder="tokenizer"),
+            "text_encoder": CLIPTextModel.from_pretrained(base_model, subfolder="text_encoder"),
+            "vae": AutoencoderKL.from_pretrained(base_model, subfolder="vae"),
+            "unet": UNet2DConditionModel.from_pretrained(base_model, subfolder="unet"),
+            "noise_scheduler": DDPMScheduler.from_pretrained(base_model, subfolder="scheduler"),
+        }
+
+    def locked(self) -> dict:
+        """Name -> locked module (never trained)."""
+        return {name: getattr(self, name) for name in self.LOCKED}
+
+    # --- the trainable model ---------------------------------------------------------------
+    @staticmethod
+    def controlnet_class():
+        from diffusers import ControlNetModel
+
+        return ControlNetModel
+
+    def make_controlnet(self, channels: int):
+        """A ControlNet initialised from the base's U-Net encoder (zero-initialised outputs)."""
+        return self.controlnet_class().from_unet(self.unet, conditioning_channels=channels)
+
+    def enable_gradient_checkpointing(self) -> None:
+        self.unet.enable_gradient_checkpointing()
+
+    # --- one step -------------------------------------------------------------------------
+    def text_conditioning(self, captions: list[str]) -> dict:
+        """U-Net/ControlNet text inputs (``encoder_hidden_states``), without an autograd graph."""
+        import torch
+
+        with torch.no_grad():
+            ids = token_ids(self.tokenizer, captions, self.device)
+            return {"encoder_hidden_states": self.text_encoder(ids)[0]}
+
+    def added_conditioning(self, batch: dict, text: dict, resolution: int) -> dict:
+        """Extra keyword arguments of U-Net and ControlNet (none for SD 1.x/2.x)."""
+        return {}
+
+    def loss(self, controlnet, batch: dict, captions: list[str], config, control: bool = True):
+        """Noise-prediction loss of the locked U-Net with ControlNet residuals on one batch.
+
+        ``control=False`` runs the U-Net alone (the base without control, or a plain
+        U-Net fine-tune in the speed benchmark)."""
+        import torch
+        import torch.nn.functional as F
+
+        pixels = batch["pixel_values"].to(self.device, self.dtype)
+        cond = batch["conditioning"].to(self.device, torch.float32)
+        with torch.no_grad():
+            latents = self.vae.encode(pixels).latent_dist.sample()
+            latents = latents * self.vae.config.scaling_factor
+            text = self.text_conditioning(captions)
+        hidden = text["encoder_hidden_states"]
+        added = self.added_conditioning(batch, text, config.resolution)
+        noise = torch.randn_like(latents)
+        timesteps = sample_timesteps(
+            config.timestep_sampling, self.noise_scheduler.config.num_train_timesteps,
+            latents.shape[0], self.device,
+        )  # fmt: skip
+        noisy = self.noise_scheduler.add_noise(latents, noise, timesteps)
+        autocast = self.dtype != torch.float32
+        with torch.autocast(self.device.type, dtype=self.dtype, enabled=autocast):
+            residuals = {}
+            if control:
+                added_fp32 = {
+                    k: {n: t.float() for n, t in v.items()} for k, v in added.items()
+                }  # the trainable copy runs in fp32 like its weights
+                down, mid = controlnet(
+                    noisy.float(), timesteps, encoder_hidden_states=hidden.float(),
+                    controlnet_cond=cond, return_dict=False, **added_fp32,
+                )  # fmt: skip
+                residuals = {
+                    "down_block_additional_residuals": [r.to(self.dtype) for r in down],
+                    "mid_block_additional_residual": mid.to(self.dtype),
+                }
+            pred = self.unet(
+                noisy, timesteps, encoder_hidden_states=hidden, return_dict=False,
+                **added, **residuals,
+            )[0]  # fmt: skip
+        target = target_for(self.noise_scheduler, latents, noise, timesteps)
+        return F.mse_loss(pred.float(), target.float(), reduction="mean")
+
+    # --- sampling -------------------------------------------------------------------------
+    @staticmethod
+    def pipeline_class():
+        from diffusers import StableDiffusionControlNetPipeline
+
+        return StableDiffusionControlNetPipeline
+
+    #: extra keyword arguments of the pipeline's constructor
+    PIPELINE_EXTRA = {"safety_checker": None, "feature_extractor": None,
+                      "requires_safety_checker": False}  # fmt: skip
+
+    def pipeline(self, controlnet):
+        """The diffusers ControlNet pipeline over the loaded parts, DDIM sampler (validation)."""
+        from diffusers import DDIMScheduler
+
+        parts = {name: getattr(self, name) for name in self.pipeline_parts()}
+        pipe = self.pipeline_class()(
+            **parts, controlnet=controlnet,
+            scheduler=DDIMScheduler.from_config(self.noise_scheduler.config),
+            **self.PIPELINE_EXTRA,
+        )  # fmt: skip
+        pipe.set_progress_bar_config(disable=True)
+        return pipe
+
+    def pipeline_parts(self) -> tuple[str, ...]:
+        return ("vae", "text_encoder", "tokenizer", "unet")
+
+    @classmethod
+    def base_pipeline(cls, base_model: str, controlnet):
+        """The family's ControlNet pipeline loaded from ``base_model`` with ``controlnet``, DDIM."""
+        from diffusers import DDIMScheduler
+
+        extra = {k: v for k, v in cls.PIPELINE_EXTRA.items() if k != "feature_extractor"}
+        pipe = cls.pipeline_class().from_pretrained(base_model, controlnet=controlnet, **extra)
+        pipe.scheduler = DDIMScheduler.from_config(pipe.scheduler.config)
+        pipe.set_progress_bar_config(disable=True)
+        return pipe
