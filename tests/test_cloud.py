@@ -187,7 +187,8 @@ def test_storage_options_instead_of_the_endpoint_variable(s3, monkeypatch):
 
     endpoint = os.environ["AWS_ENDPOINT_URL"]
     monkeypatch.delenv("AWS_ENDPOINT_URL")
-    monkeypatch.delenv("HINTSET_STORAGE_OPTIONS", raising=False)
+    # setenv (not delenv) so the variable set_storage_options writes is removed afterwards
+    monkeypatch.setenv("HINTSET_STORAGE_OPTIONS", "")
     set_storage_options((f"s3.endpoint_url={endpoint}", "s3.use_ssl=false"))
     assert json.loads(os.environ["HINTSET_STORAGE_OPTIONS"])["s3"]["use_ssl"] is False
     reader.filesystem.cache_clear()
