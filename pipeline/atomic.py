@@ -2,7 +2,8 @@
 
 Temporary files are named ``.<target name>.hintset-XXXXXXXX.tmp`` so a later run
 removes only its own leftovers, never a user's ``*.tmp``. Finished files get the
-mode a plain ``open(path, "w")`` would give (0666 minus the umask), not mkstemp's 0600.
+mode a plain ``open(path, "w")`` would give (0666 minus the umask), not the 0600 of mkstemp
+or of libraries that write through their own temporary file (safetensors' ``save_file``).
 """
 
 from __future__ import annotations
@@ -10,7 +11,7 @@ from __future__ import annotations
 import os
 import re
 import tempfile
-from functools import cache
+from collections.abc import Callable
 from pathlib import Path
 
 TMP_MARK, TMP_SUFFIX = ".hintset-", ".tmp"
@@ -18,9 +19,9 @@ TMP_MARK, TMP_SUFFIX = ".hintset-", ".tmp"
 TMP_NAME = re.compile(r"^\..+\.hintset-[a-z0-9_]{8}\.tmp$")
 
 
-@cache
 def file_mode() -> int:
-    """The mode a normal file write gets: 0o666 without the process umask bits."""
+    """The mode a normal file write gets: 0o666 without the process umask bits (read each time:
+    the umask can change while a process runs)."""
     try:  # Linux: read the umask without changing it (os.umask is not thread-safe)
         for line in Path("/proc/self/status").read_text().splitlines():
             if line.startswith("Umask:"):
@@ -41,19 +42,45 @@ def temp_file(folder: str | os.PathLike | None, name: str) -> tuple[int, str]:
 
 def atomic_write(path: str | os.PathLike, data: bytes, *, fsync: bool = True) -> None:
     """Write ``data`` to ``path`` so readers see the old file or the new one, never half of it."""
+
+    def write(tmp: str) -> None:
+        with open(tmp, "wb") as handle:
+            handle.write(data)
+
+    atomic_save(path, write, fsync=fsync)
+
+
+def atomic_save(
+    path: str | os.PathLike, write: Callable[[str], None], *, fsync: bool = True
+) -> None:
+    """Let ``write(temp path)`` (e.g. safetensors' ``save_file``) make ``path`` atomically; the
+    result gets the normal file mode whatever mode the writer gave it."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = temp_file(path.parent, path.name)
+    os.close(fd)
     try:
-        with os.fdopen(fd, "wb") as handle:
-            handle.write(data)
-            if fsync:
-                handle.flush()
-                os.fsync(handle.fileno())
+        write(tmp)
+        os.chmod(tmp, file_mode())
+        if fsync:
+            fd = os.open(tmp, os.O_RDONLY)
+            try:
+                os.fsync(fd)
+            finally:
+                os.close(fd)
         os.replace(tmp, path)
     except BaseException:
         Path(tmp).unlink(missing_ok=True)
         raise
+
+
+def normal_modes(folder: str | os.PathLike) -> None:
+    """Give every file below ``folder`` the normal file mode: for folders a library wrote
+    (diffusers' ``save_pretrained`` writes its safetensors 0600) before they are published."""
+    mode = file_mode()
+    for item in Path(folder).rglob("*"):
+        if item.is_file() and not item.is_symlink():
+            os.chmod(item, mode)
 
 
 def is_temp_name(name: str) -> bool:

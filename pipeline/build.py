@@ -19,6 +19,7 @@ from pipeline import layout
 from pipeline.atomic import remove_stale_temps
 from pipeline.budget import DEFAULT_SECONDS
 from pipeline.caption import CaptionSpec
+from pipeline.dataset_card import CARD, write_dataset_card
 from pipeline.engine import WorkerSetup
 from pipeline.filters import parse_filters
 from pipeline.lock import BuildLock
@@ -216,6 +217,8 @@ def _build(storage: Storage, inputs: list[str], out: str, specs: list[AnnotatorS
         },  # fmt: skip
     )
     write_manifest(storage, manifest)
+    if not write_dataset_card(storage, manifest):
+        on_message(f"{CARD} is not hintset's: left as it is (no dataset card written)")
     return manifest
 
 

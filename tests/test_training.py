@@ -404,7 +404,7 @@ def test_export_folder_runs_in_pipeline_and_single_file_roundtrips(
 
     from training.export import export
 
-    done = export(trained_checkpoint, tmp_path / "exp")
+    done = export(trained_checkpoint, tmp_path / "exp", nonstandard_single_file=True)
     keys = set(__import__("safetensors.torch").torch.load_file(str(done["single_file"])))
     for part in ["input_hint_block.14.", "zero_convs.0.0.", "middle_block_out.0.", "time_embed.0."]:
         assert any(k.startswith("control_model." + part) for k in keys), part
@@ -476,7 +476,7 @@ def test_cli_build_train_export(cli, photos_dir, tmp_path):
     )
     assert r.returncode == 0, r.stderr
     assert len((run / "log.jsonl").read_text().splitlines()) == 2
-    r = cli("export", run / "checkpoint-2", "-o", exp)
+    r = cli("export", run / "checkpoint-2", "-o", exp, "--nonstandard-single-file")
     assert r.returncode == 0, r.stderr
     assert (exp / "diffusers" / "config.json").exists()
     assert (exp / "controlnet-checkpoint-2.safetensors").stat().st_size > 0

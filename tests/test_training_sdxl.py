@@ -68,7 +68,9 @@ def test_sdxl_time_ids_use_true_original_size_and_crop(tiny_sdxl, cli, photo_pat
             "--checkpoint-every", "2", "--validate-every", "2", "--num-validation", "1")  # fmt: skip
     assert r.returncode == 0, r.stderr
     assert (run / "validation" / "step-000002.png").is_file()
-    r = cli("export", run / "checkpoint-2", "-o", exp, "--samples", "1")
+    r = cli(
+        "export", run / "checkpoint-2", "-o", exp, "--samples", "1", "--nonstandard-single-file"
+    )
     assert r.returncode == 0, r.stderr
     single = exp / "controlnet-checkpoint-2.safetensors"
     with safe_open(str(single), "pt") as f:

@@ -125,12 +125,27 @@ def train(ctx: click.Context, config_file: Path | None, print_config: bool, **va
     show_default=True,
     help="validation samples rendered into the model card's grid (0: none)",
 )
-def export(checkpoint: Path, output: Path, fp16: bool, ema: bool, samples: int) -> None:
+@click.option(
+    "--nonstandard-single-file",
+    is_flag=True,
+    help="write the single file even for a ControlNet AUTOMATIC1111/ComfyUI cannot rebuild "
+    "(tiny bases); it then loads only with diffusers' from_single_file(config=...)",
+)
+def export(
+    checkpoint: Path,
+    output: Path,
+    fp16: bool,
+    ema: bool,
+    samples: int,
+    nonstandard_single_file: bool,
+) -> None:
     """Export RUN/checkpoint-N: a diffusers folder with a model card, and one .safetensors
     (original ControlNet layout for SD 1.x/2.x, diffusers layout for SDXL) with metadata."""
     from training.export import export as run_export
 
-    done = run_export(checkpoint, output, fp16=fp16, ema=ema, samples=samples)
+    done = run_export(checkpoint, output, fp16=fp16, ema=ema, samples=samples,
+                      nonstandard_single_file=nonstandard_single_file)  # fmt: skip
     click.echo(f"diffusers folder: {done['diffusers']} (model card README.md)")
-    click.echo(f"single file: {done['single_file']} ({done['tensors']} tensors, "
-               f"{done['metadata']['hintset.layout']} keys)")  # fmt: skip
+    if done["single_file"]:
+        click.echo(f"single file: {done['single_file']} ({done['tensors']} tensors, "
+                   f"{done['metadata']['hintset.layout']} keys)")  # fmt: skip

@@ -4,11 +4,22 @@ key layout (``control_model.input_blocks...``) that AUTOMATIC1111 and ComfyUI lo
 from __future__ import annotations
 
 import re
+import sys
+from datetime import datetime, timezone
 from pathlib import Path
 
 from training.families import is_sdxl_controlnet
 
 PREFIX = "control_model."
+#: what AUTOMATIC1111's ControlNet extension (>= 1.1.400) and ComfyUI assume when they rebuild a
+#: ControlNet from a single file's key shapes: ldm's GroupNorm(32, eps 1e-5), the 16/32/96/256
+#: hint encoder and SD's 320 base channels. Other numbers (tiny bases) would load wrongly there.
+STANDARD = {
+    "norm_num_groups": 32,
+    "norm_eps": 1e-5,
+    "conditioning_embedding_out_channels": (16, 32, 96, 256),
+    "base_channels": 320,
+}
 
 _RESNET = [
     ("norm1", "in_layers.0"),
@@ -74,9 +85,24 @@ def to_original(state: dict, config: dict) -> dict:
     return result
 
 
+def single_file_problem(config: dict) -> str | None:
+    """The settings AUTOMATIC1111 and ComfyUI cannot rebuild from a single file (None: none)."""
+    got = {
+        "norm_num_groups": config.get("norm_num_groups", 32),
+        "norm_eps": config.get("norm_eps", 1e-5),
+        "conditioning_embedding_out_channels": tuple(
+            config.get("conditioning_embedding_out_channels", (16, 32, 96, 256))
+        ),
+        "base_channels": config["block_out_channels"][0],
+    }
+    wrong = [f"{k}={v}" for k, v in got.items() if v != STANDARD[k]]
+    return ", ".join(wrong) or None
+
+
 def cldm_yaml(config: dict) -> str:
     """The original ``cldm.ControlNet`` config for these weights (the numbers cldm_v15.yaml
-    holds), written next to the single file: AUTOMATIC1111 reads a same-name .yaml."""
+    holds), written next to the single file for tools built on lllyasviel's ControlNet code
+    (AUTOMATIC1111's extension ignores it since 1.1.400: it reads the numbers from the keys)."""
     import yaml
 
     mc = config["block_out_channels"][0]
@@ -144,17 +170,58 @@ def export_metadata(checkpoint: Path, model_config: dict) -> dict[str, str]:
     return meta
 
 
+def modelspec(meta: dict[str, str], config: dict, layout: str, title: str) -> dict[str, str]:
+    """Stability AI ModelSpec 1.0.0 keys (``modelspec.*``), which model browsers such as
+    SwarmUI read; architecture ids as SwarmUI registers ControlNets."""
+    from training.model_card import base_info
+
+    info = base_info(meta["hintset.base_model"])
+    base = Path(meta["hintset.base_model"])
+    if single_file_problem(config):
+        arch = "hintset-custom/controlnet"  # not a standard SD/SDXL ControlNet: own id (see spec)
+    elif is_sdxl_controlnet(config):
+        arch = "stable-diffusion-xl-v1-base/controlnet"
+    elif config.get("cross_attention_dim") == 1024:
+        v = info.get("prediction_type") == "v"
+        arch = f"stable-diffusion-v2-{'768-v' if v else '512'}/controlnet"
+    else:
+        arch = "stable-diffusion-v1/controlnet"
+    res = meta["hintset.resolution"]
+    spec = {
+        "sai_model_spec": "1.0.0",
+        "architecture": arch,
+        "implementation": "diffusers" if layout == "diffusers"
+        else "https://github.com/lllyasviel/ControlNet",
+        "title": title,
+        "description": f"ControlNet ({meta['hintset.conditions']}) trained with hintset for "
+        f"{meta['hintset.steps']} steps on {info.get('hub_id') or base.name}",
+        "date": datetime.now(timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ"),
+        "resolution": f"{res}x{res}" if res.isdigit() else "",
+        "prediction_type": info.get("prediction_type", ""),
+        "license": info.get("license", ""),
+    }  # fmt: skip
+    return {f"modelspec.{k}": v for k, v in spec.items() if v}
+
+
 def export(
-    checkpoint: Path, output: Path, *, fp16: bool = False, ema: bool = False, samples: int = 2
+    checkpoint: Path,
+    output: Path,
+    *,
+    fp16: bool = False,
+    ema: bool = False,
+    samples: int = 2,
+    nonstandard_single_file: bool = False,
 ) -> dict:
     """Write OUTPUT/diffusers (save_pretrained + model card README.md + samples.png) and
     OUTPUT/controlnet-<checkpoint>.safetensors with metadata: original ``control_model.`` keys
-    for SD 1.x/2.x (+ the cldm .yaml), diffusers keys for SDXL (what ComfyUI loads for SDXL)."""
+    for SD 1.x/2.x (+ the cldm .yaml), diffusers keys for SDXL (what ComfyUI loads for SDXL).
+    A ControlNet the UIs would rebuild wrongly (tiny bases) gets no single file unless
+    ``nonstandard_single_file``: it exports for diffusers only."""
     import torch
     from diffusers import ControlNetModel
     from safetensors.torch import save_file
 
-    from pipeline.atomic import atomic_write
+    from pipeline.atomic import atomic_save, atomic_write, normal_modes
     from training.model_card import model_card, render_samples
 
     checkpoint, output = Path(checkpoint), Path(output)
@@ -165,19 +232,31 @@ def export(
     config = dict(model.config)
     folder = output / "diffusers"
     model.save_pretrained(folder)
+    normal_modes(folder)
     state = {k: v.contiguous() for k, v in model.state_dict().items()}
     sdxl = is_sdxl_controlnet(config)
     meta = export_metadata(checkpoint, config)
     meta["hintset.layout"] = "diffusers" if sdxl else "cldm"
-    tensors = state if sdxl else to_original(state, config)
     single = output / f"controlnet-{checkpoint.name}.safetensors"
-    output.mkdir(parents=True, exist_ok=True)
-    tmp = single.with_suffix(".tmp")
-    save_file(tensors, str(tmp), metadata=meta)
-    tmp.replace(single)
-    if not sdxl:
-        atomic_write(single.with_suffix(".yaml"), cldm_yaml(config).encode())
-    grid = render_samples(checkpoint, model, folder / "samples.png", samples) if samples else None
-    atomic_write(folder / "README.md", model_card(meta, single.name, grid is not None).encode())
+    meta.update(modelspec(meta, config, meta["hintset.layout"], f"{output.name} {single.stem}"))
+    problem = single_file_problem(config)
+    if problem:
+        meta["hintset.loads_in"] = "diffusers"
+    if problem and not nonstandard_single_file:
+        print(f"warning: no single file: this ControlNet ({problem}) is not one AUTOMATIC1111 "
+              "or ComfyUI can rebuild (they assume SD's numbers and would load it wrongly); it "
+              "exports for diffusers only (--nonstandard-single-file writes it anyway)",
+              file=sys.stderr)  # fmt: skip
+        single = None
+    tensors = state if sdxl else to_original(state, config)
+    if single is not None:
+        atomic_save(single, lambda tmp: save_file(tensors, tmp, metadata=meta))
+        if not sdxl:
+            atomic_write(single.with_suffix(".yaml"), cldm_yaml(config).encode())
+    captions = (
+        render_samples(checkpoint, model, folder / "samples.png", samples) if samples else None
+    )
+    card = model_card(meta, single.name if single else None, captions, problem)
+    atomic_write(folder / "README.md", card.encode())
     return {"diffusers": folder, "single_file": single, "tensors": len(tensors),
-            "metadata": meta, "samples": grid}  # fmt: skip
+            "metadata": meta, "samples": folder / "samples.png" if captions else None}  # fmt: skip

@@ -2,13 +2,16 @@
 
 from __future__ import annotations
 
+import json
+import re
 import sys
 from pathlib import Path
 
 
-def render_samples(checkpoint: Path, model, out: Path, n: int = 2) -> Path | None:
+def render_samples(checkpoint: Path, model, out: Path, n: int = 2) -> list[str] | None:
     """Generate ``n`` validation samples (condition | generated | original, captioned) with the
-    exported weights on the run's base; None (with a warning) when base or data are missing."""
+    exported weights on the run's base into ``out``; their captions, or None (with a warning)
+    when base or data are missing."""
     from PIL import Image
 
     from training.config import TrainConfig
@@ -25,7 +28,7 @@ def render_samples(checkpoint: Path, model, out: Path, n: int = 2) -> Path | Non
     step = Path(checkpoint).name.rpartition("-")[2]
     captions = [s["caption"] for s in samples]
     Image.fromarray(label_grid(grid, captions, int(step) if step.isdigit() else 0)).save(out)
-    return Path(out)
+    return captions
 
 
 def base_pipeline(base_model: str, controlnet):
@@ -38,26 +41,71 @@ def base_pipeline(base_model: str, controlnet):
     return family.base_pipeline(base_model, controlnet.to(torch.float32))
 
 
-def model_card(meta: dict[str, str], single_file: str, has_samples: bool) -> str:
+def base_info(base_model: str) -> dict[str, str]:
+    """What a base says about itself: its hub id (a hub id, or a local Hugging Face cache
+    snapshot; never another local path), licence (its model card) and prediction type."""
+    import yaml
+
+    info: dict[str, str] = {}
+    path = Path(base_model)
+    if not path.exists():
+        if re.fullmatch(r"[\w.-]+/[\w.-]+", base_model):
+            info["hub_id"] = base_model
+        return info
+    if m := re.search(r"models--([^/]+)--([^/]+)/snapshots/", path.resolve().as_posix() + "/"):
+        info["hub_id"] = f"{m[1]}/{m[2]}"
+    try:
+        sched = json.loads((path / "scheduler" / "scheduler_config.json").read_text())
+        info["prediction_type"] = {"v_prediction": "v"}.get(sched["prediction_type"], "epsilon")
+    except (OSError, ValueError, KeyError):
+        pass
+    try:
+        head = (path / "README.md").read_text().split("---")[1]
+        info["license"] = str(yaml.safe_load(head)["license"])
+    except (OSError, IndexError, ValueError, KeyError, TypeError, yaml.YAMLError):
+        pass
+    return info
+
+
+def front_matter(meta: dict[str, str], captions: list[str] | None) -> dict:
+    """The card's metadata for the Hub: valid YAML whatever the captions and paths hold, a
+    ``base_model`` only when it is a hub id (never a local path), licence, pipeline tag, tags."""
+    sdxl = meta["hintset.architecture"] == "sdxl"
+    tags = ["controlnet", "hintset", "diffusers", "stable-diffusion-xl" if sdxl
+            else "stable-diffusion", *meta["hintset.conditions"].split(",")]  # fmt: skip
+    info = base_info(meta["hintset.base_model"])
+    card: dict = {"license": info.get("license", "other"), "library_name": "diffusers",
+                  "pipeline_tag": "text-to-image", "tags": tags}  # fmt: skip
+    if "hub_id" in info:
+        card.update(base_model=info["hub_id"], base_model_relation="adapter")
+    if captions:
+        card["widget"] = [{"text": c, "output": {"url": "samples.png"}} for c in captions]
+    return card
+
+
+def model_card(
+    meta: dict[str, str],
+    single_file: str | None,
+    captions: list[str] | None,
+    problem: str | None = None,
+) -> str:
     """README.md for the diffusers folder: what was trained on what, and how to load it."""
+    import yaml
+
     sdxl = meta["hintset.architecture"] == "sdxl"
     pipe = "StableDiffusionXLControlNetPipeline" if sdxl else "StableDiffusionControlNetPipeline"
     conditions = meta["hintset.conditions"]
-    tags = ["controlnet", "hintset", "diffusers", "stable-diffusion-xl" if sdxl
-            else "stable-diffusion", *conditions.split(",")]  # fmt: skip
+    base = meta["hintset.base_model"]
     lines = [
         "---",
-        f"base_model: {meta['hintset.base_model']}",
-        "library_name: diffusers",
-        "tags:",
-        *[f"- {t}" for t in tags],
+        yaml.safe_dump(front_matter(meta, captions), sort_keys=False, allow_unicode=True).strip(),
         "---",
         "",
         f"# ControlNet ({conditions}) trained with hintset",
         "",
         "| | |",
         "| --- | --- |",
-        f"| base model | `{meta['hintset.base_model']}` ({'SDXL' if sdxl else 'SD 1.x/2.x'}) |",
+        f"| base model | `{base}` ({'SDXL' if sdxl else 'SD 1.x/2.x'}) |",
         f"| condition | `{conditions}` ({meta['hintset.conditioning_channels']} input channels) |",
         f"| steps | {meta['hintset.steps']} |",
         f"| resolution | {meta['hintset.resolution']} |",
@@ -65,7 +113,7 @@ def model_card(meta: dict[str, str], single_file: str, has_samples: bool) -> str
         f"| dataset manifest sha256 | `{meta['hintset.dataset_manifest_sha256']}` |",
         "",
     ]
-    if has_samples:
+    if captions:
         lines += ["![samples: condition | generated | original](samples.png)", ""]
     lines += [
         "## Use",
@@ -74,18 +122,33 @@ def model_card(meta: dict[str, str], single_file: str, has_samples: bool) -> str
         f"from diffusers import ControlNetModel, {pipe}",
         "",
         'controlnet = ControlNetModel.from_pretrained("path/to/diffusers")',
-        f'pipe = {pipe}.from_pretrained("{meta["hintset.base_model"]}", controlnet=controlnet)',
+        f"pipe = {pipe}.from_pretrained({base!r}, controlnet=controlnet)",
         'image = pipe("a caption", image=control_image).images[0]  # control_image: PIL RGB',
         "```",
         "",
-        f"The single file `{single_file}` (next to this folder) holds the same weights"
-        + (
-            " with diffusers key names, the layout ComfyUI loads for SDXL ControlNets."
-            if sdxl
-            else " in the original ControlNet layout (`control_model.*`) for AUTOMATIC1111 and "
-            "ComfyUI, with its original config as a same-name `.yaml`. Offline in diffusers: "
-            f'`ControlNetModel.from_single_file("{single_file}", config="path/to/diffusers")`.'
-        ),
-        "",
     ]
+    if problem:
+        lines += [
+            f"These weights load in diffusers only: their base is not a standard SD/SDXL "
+            f"({problem}), and AUTOMATIC1111 and ComfyUI rebuild a ControlNet from a single "
+            "file assuming the standard numbers"
+            + (
+                f"; `{single_file}` is written for diffusers' `from_single_file` only."
+                if single_file
+                else ", so no single file was written."
+            ),  # fmt: skip
+            "",
+        ]
+    if single_file and not problem:
+        lines += [
+            f"The single file `{single_file}` (next to this folder) holds the same weights"
+            + (
+                " with diffusers key names, the layout ComfyUI loads for SDXL ControlNets."
+                if sdxl
+                else " in the original ControlNet layout (`control_model.*`) for AUTOMATIC1111 "
+                "and ComfyUI, which read its numbers from the key shapes. Offline in diffusers: "
+                f'`ControlNetModel.from_single_file("{single_file}", config="path/to/diffusers")`.'
+            ),
+            "",
+        ]
     return "\n".join(lines)

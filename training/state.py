@@ -60,14 +60,12 @@ def save_state(folder: Path, state: dict) -> None:
     """Write ``state`` as FOLDER/training_state.safetensors + FOLDER/training_state.json."""
     from safetensors.torch import save_file
 
-    from pipeline.atomic import atomic_write
+    from pipeline.atomic import atomic_save, atomic_write
 
     folder = Path(folder)
     tensors: dict = {}
     tree = _encode(state, tensors)
-    tmp = folder / f".{TENSORS}.tmp"
-    save_file(tensors, str(tmp))
-    tmp.replace(folder / TENSORS)
+    atomic_save(folder / TENSORS, lambda tmp: save_file(tensors, tmp))
     atomic_write(folder / PLAIN, json.dumps(tree).encode())
 
 

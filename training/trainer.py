@@ -149,6 +149,7 @@ class Trainer:
     def save_checkpoint(self) -> Path:
         """RUN/checkpoint-N: controlnet folder + training state (safetensors + JSON, no pickle);
         keeps the last K."""
+        from pipeline.atomic import normal_modes
         from training.state import save_state
 
         folder = self.run / f"checkpoint-{self.step}"
@@ -171,6 +172,7 @@ class Trainer:
             ema_model = type(self.controlnet).from_config(self.controlnet.config)
             self.ema.copy_to(ema_model.parameters())
             ema_model.save_pretrained(tmp / "controlnet_ema")
+        normal_modes(tmp)  # diffusers and safetensors write 0600; checkpoints follow the umask
         shutil.rmtree(folder, ignore_errors=True)
         os.replace(tmp, folder)
         for old in checkpoints(self.run)[: -self.config.keep_checkpoints or None]:
