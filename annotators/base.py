@@ -169,6 +169,10 @@ class Annotator:
         return []
 
     # -- public API --------------------------------------------------------
+    def check_weights(self) -> None:
+        """Raise WeightsError (one line naming every missing file) without loading anything;
+        the CLI calls it before any work. A no-op for annotators without files."""
+
     def load(self) -> None:
         """Load models now (learned annotators); raise WeightsError naming missing files.
 

@@ -21,10 +21,8 @@ import numpy as np
 from annotators.weights import (
     WeightsError,
     WeightsFile,
-    find_local,
     identity,
-    missing_message,
-    resolve,
+    resolve_all,
     sha256_file,
 )
 
@@ -74,13 +72,7 @@ def load_sessions(weights_dir: str, device: str) -> tuple[Any, Any, list[dict[st
             "pose backend=dwpose needs onnxruntime: pip install 'hintset[dwpose]'"
         ) from None
     specs = (DETECTOR_WEIGHTS, POSE_WEIGHTS)
-    missing = [s for s in specs if find_local(s, weights_dir or None) is None]
-    try:  # (online, the hub may still have the missing ones)
-        paths = [resolve(s, weights_dir or None) for s in specs]
-    except WeightsError:
-        if not missing:
-            raise
-        raise WeightsError(missing_message(missing, weights_dir or None)) from None
+    paths = resolve_all(specs, weights_dir or None)
     chosen = providers(device)
     sessions = []
     for spec, path in zip(specs, paths, strict=True):

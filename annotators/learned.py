@@ -26,6 +26,7 @@ from annotators.weights import (
     load_into,
     load_state_dict,
     resolve,
+    resolve_all,
     resolve_device,
     sha256_file,
 )
@@ -175,6 +176,12 @@ class LearnedAnnotator(Annotator):
 
     def _load_networks(self) -> list[dict[str, Any]]:
         raise NotImplementedError
+
+    def check_weights(self) -> None:
+        """Every single-file weight of this configuration present (or fetched) and hash-checked."""
+        if self.uses_weights():
+            files = [s for s in self.configured_weights() if isinstance(s, WeightsFile)]
+            resolve_all(files, self.config["weights_dir"] or None)
 
     def load(self) -> None:
         """Resolve, check and load the weights once (idempotent); WeightsError if missing."""

@@ -34,10 +34,15 @@ class WeightsFile:
     sha256: str | None = None
     subfolder: str = ""
     size_hint: str = ""
+    #: the publisher's download address when the file is not on the Hugging Face hub
+    #: (``repo_id`` then is "" unless a user names a hub mirror)
+    source: str = ""
 
     @property
     def url(self) -> str:
         """Where a user can download the file by hand."""
+        if self.source:
+            return self.source
         sub = f"{self.subfolder}/" if self.subfolder else ""
         return f"https://huggingface.co/{self.repo_id}/resolve/main/{sub}{self.filename}"
 
@@ -71,6 +76,8 @@ def find_local(spec: WeightsFile, weights_dir: str | os.PathLike | None = None) 
         for candidate in _local_candidates(spec, folder):
             if candidate.is_file():
                 return candidate
+    if not spec.repo_id:
+        return None
     try:
         from huggingface_hub import try_to_load_from_cache
     except ImportError:
@@ -103,7 +110,7 @@ def resolve(
 ) -> Path:
     """Path of a usable, hash-checked copy of ``spec``; raise WeightsError with one clear line."""
     path = find_local(spec, weights_dir)
-    if path is None and not is_offline(offline):
+    if path is None and spec.repo_id and not is_offline(offline):
         try:
             from huggingface_hub import hf_hub_download
 
@@ -116,6 +123,21 @@ def resolve(
         raise WeightsError(missing_message(spec, weights_dir))
     verify(spec, path)
     return path
+
+
+def resolve_all(
+    specs: Sequence[WeightsFile],
+    weights_dir: str | os.PathLike | None = None,
+    offline: bool | None = None,
+) -> list[Path]:
+    """Paths of all ``specs`` (as :func:`resolve`); one WeightsError line naming EVERY missing file."""
+    missing = [s for s in specs if find_local(s, weights_dir) is None]
+    try:  # (online, the hub may still have the missing ones)
+        return [resolve(s, weights_dir, offline) for s in specs]
+    except WeightsError:
+        if not missing:
+            raise
+        raise WeightsError(missing_message(missing, weights_dir)) from None
 
 
 _HASH_CACHE: dict[tuple[str, int, int], str] = {}

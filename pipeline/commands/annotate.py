@@ -12,6 +12,7 @@ from pipeline.commands.options import (
     caption_max_tokens_option,
     caption_option,
     caption_spec,
+    check_annotator_weights,
     cpus_per_worker_option,
     filter_option,
     quiet_option,
@@ -106,6 +107,7 @@ def annotate(
         parse_filters(filters, specs)
         # a missing captioning model stops here, before any output is written
         caption = caption_spec(caption_model, False, caption_max_tokens, check_weights=True)
+        check_annotator_weights(specs)
     except (ValueError, WeightsError) as err:
         click.echo(f"error: {' '.join(str(err).split())}", err=True)
         sys.exit(2)

@@ -12,6 +12,7 @@ from pipeline.commands.options import (
     caption_max_tokens_option,
     caption_option,
     caption_spec,
+    check_annotator_weights,
     cpus_per_worker_option,
     filter_option,
     quiet_option,
@@ -174,6 +175,8 @@ def build(inputs, out, names, params, captions, shard_size, resolution, min_size
         # a cluster's workers may see other weights than this machine: they check there
         caption = caption_spec(caption_model, recaption, caption_max_tokens,
                                check_weights=not address)  # fmt: skip
+        if not address:
+            check_annotator_weights(specs)
     except (BuildFailed, ValueError, WeightsError) as err:
         click.echo(f"error: {' '.join(str(err).split())}", err=True)
         sys.exit(2)

@@ -79,6 +79,14 @@ def caption_spec(model: str | None, recaption: bool, max_tokens: int, *,
     return CaptionSpec(model, recaption=recaption, max_tokens=max_tokens)
 
 
+def check_annotator_weights(specs: list) -> None:
+    """Raise WeightsError (one line naming every missing file) now, before any work."""
+    from annotators import create
+
+    for spec in specs:
+        create(spec.name, **spec.params).check_weights()
+
+
 def annotator_options(command: Callable) -> Callable:
     """--annotators, --param and --weights-dir on a command."""
     return annotators_option(param_option(weights_dir_option(command)))
