@@ -10,7 +10,9 @@ the file used goes into the manifest. The older bundled route (mediapipe 0.10.21
 
 from __future__ import annotations
 
+import atexit
 import dataclasses
+import threading
 from collections.abc import Sequence
 from typing import Any
 
@@ -70,7 +72,16 @@ def load_tasks(specs: Sequence[WeightsFile], weights_dir: str | None,
         except Exception as err:  # noqa: BLE001 - a corrupt or foreign file: one line
             message = " ".join(str(err).split())[:200]
             raise WeightsError(f"cannot load {spec.filename} ({path}): {message}") from None
+        close_at_exit(made[-1])
     return made, [identity(s, p) for s, p in zip(specs, paths, strict=True)]
+
+
+def close_at_exit(task: Any) -> None:
+    """Close ``task`` while mediapipe 1.x can still do it: its close runs on a thread pool that
+    Python shuts down with threading's exit hooks, before ``atexit`` and ``__del__`` (which then
+    print a traceback). Hooks registered later run first, so this one precedes that pool's."""
+    register = getattr(threading, "_register_atexit", atexit.register)
+    register(task.close)
 
 
 def mp_image(rgb: np.ndarray) -> Any:

@@ -2,6 +2,10 @@
 
 from __future__ import annotations
 
+import json
+import os
+from pathlib import Path
+
 import cv2
 import numpy as np
 import pytest
@@ -16,7 +20,7 @@ from annotators.pose_draw import (
     limb_color,
     openpose_json,
 )
-from annotators.weights import WeightsError
+from annotators.weights import WeightsError, sha256_file
 from pipeline.decode import load_image, resize_short_side
 
 #: a standing person facing the camera, 18 keypoints (x, y) on a 200x300 canvas
@@ -321,3 +325,42 @@ def test_annotate_without_task_files_stops_before_work(photo_paths, tmp_path, cl
         len(lines) == 1 and f"missing weights {files} (from https://storage.googleapis" in lines[0]
     )
     assert not out.exists()  # nothing was done
+
+
+#: a pose_landmarker_full.task assembled from mediapipe 0.10.21's bundled models and that
+#: route's keypoints on the photos (``bundled.json``): scripts/test.sh makes both in the
+#: pose-bundled environment and names the folder here
+TASKS_DIR = os.environ.get("HINTSET_TEST_TASKS", "")
+
+
+@pytest.mark.skipif(not TASKS_DIR, reason="needs the .task that scripts/test.sh assembles")
+def test_current_mediapipe_tasks_route_gives_the_bundled_keypoints(photo_paths, tmp_path, cli):
+    """The current mediapipe (Tasks API) on real photos with a real .task: the same person in
+    the same photos as the bundled route, keypoints within a few pixels; and through the CLI,
+    no native log line on the terminal and the file's sha256 in the report."""
+    from benchmarks.pose_tasks_vs_bundled import agreement, run
+
+    folder = Path(TASKS_DIR)
+    bundled = json.loads((folder / "bundled.json").read_text())
+    both, only, distances, _ = agreement(run("tasks", folder), bundled)
+    assert only == 0 and both == sum(v is not None for v in bundled.values()) >= 14
+    assert np.median(distances) < 1.0 and distances.max() < 16
+    proc = cli("annotate", *photo_paths[:2], "-o", tmp_path, "-a", "pose", "--weights-dir",
+               folder, "-w", "1", "-q")  # fmt: skip
+    lines = [line for line in proc.stderr.splitlines() if line.strip()]
+    assert proc.returncode == 0 and len(lines) == 1 and lines[0].startswith("2 done"), proc.stderr
+    report = (tmp_path / "report.json").read_text()
+    assert sha256_file(folder / "pose_landmarker_full.task") in report
+
+
+def test_native_log_lines_of_both_mediapipe_releases_are_dropped():
+    from annotators.quiet import NOISE
+
+    for line in (b"W0000 00:00:1733600000.1 123 gl_context.cc:357] GL version: 3.2",
+                 b"INFO: Created TensorFlow Lite XNNPACK delegate for CPU.",
+                 b"INFO: [compiled_model.cc:1022] Flatbuffer model initialized directly",
+                 b"WARNING: [model_load.cc:402] Sparsity tensors may not yet be fully supported.",
+                 b"WARNING: Logging before InitGoogle() is written to STDERR"):  # fmt: skip
+        assert NOISE.match(line), line
+    assert not NOISE.match(b"error: missing weights pose_landmarker_full.task (from ...)")
+    assert not NOISE.match(b"Traceback (most recent call last):")
