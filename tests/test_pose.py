@@ -327,6 +327,15 @@ def test_annotate_without_task_files_stops_before_work(photo_paths, tmp_path, cl
     assert not out.exists()  # nothing was done
 
 
+def test_build_without_task_files_stops_before_ray_starts(photos_dir, tmp_path, cli):
+    proc = cli("build", photos_dir, "-o", tmp_path / "ds", "-a", "canny,pose", "-q",
+               env={"HINTSET_OFFLINE": "1", "HINTSET_WEIGHTS_DIR": str(tmp_path / "none")})  # fmt: skip
+    lines = [line for line in proc.stderr.splitlines() if line.strip()]
+    assert proc.returncode == 2 and len(lines) == 1, proc.stderr
+    assert lines[0].startswith("error: missing weights pose_landmarker_full.task (from https://")
+    assert not (tmp_path / "ds").exists()
+
+
 #: a pose_landmarker_full.task assembled from mediapipe 0.10.21's bundled models and that
 #: route's keypoints on the photos (``bundled.json``): scripts/test.sh makes both in the
 #: pose-bundled environment and names the folder here
