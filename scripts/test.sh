@@ -10,7 +10,6 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 PY=${PYTHON:-python3}
-export PYTHONPATH="$PWD${PYTHONPATH:+:$PYTHONPATH}"
 if [ "${HINTSET_SKIP_BUNDLED:-}" != 1 ]; then
     [ -x .venv-pose/bin/python ] || "$PY" -m venv .venv-pose
     .venv-pose/bin/python -m pip install -q --upgrade pip
