@@ -97,9 +97,10 @@ def missing_message(
     )
     names = ", ".join(s.filename for s in specs)
     sources = ", ".join(s.url for s in specs)
+    cache = " or the Hugging Face cache" if any(s.repo_id for s in specs) else ""
     return (
         f"missing weights {names} (from {sources}); "
-        f"put {'it' if len(specs) == 1 else 'them'} in {where} or the Hugging Face cache"
+        f"put {'it' if len(specs) == 1 else 'them'} in {where}{cache}"
     )
 
 

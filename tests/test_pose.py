@@ -277,6 +277,7 @@ def test_task_files_are_weights_found_checked_and_recorded(tmp_path, offline_wei
         pose.check_weights()
     message = str(err.value)
     assert "\n" not in message and all(n in message for n in names) and str(folder) in message
+    assert "Hugging Face cache" not in message  # no repo is searched unless task_repo names one
     assert ("https://storage.googleapis.com/mediapipe-models/pose_landmarker/"
             "pose_landmarker_full/float16/1/pose_landmarker_full.task") in message  # fmt: skip
     (folder / "pose_landmarker_full.task").write_bytes(b"not a zip of models")
