@@ -168,11 +168,23 @@ class Annotator:
         """Name and sha256 of the weights actually loaded (for the manifest); empty if none."""
         return []
 
-    # -- public API --------------------------------------------------------
-    def check_weights(self) -> None:
-        """Raise WeightsError (one line naming every missing file) without loading anything;
-        the CLI calls it before any work. A no-op for annotators without files."""
+    def requirements(self) -> tuple[tuple[str, str], ...]:
+        """(module, pip extra) pairs this configuration imports, e.g. ``(("torch", "models"),)``."""
+        return ()
 
+    def describe(self) -> str:
+        """How errors name this configuration: ``pose`` or ``pose backend=dwpose``."""
+        backend = self.config.get("backend")
+        return f"{self.name} backend={backend}" if backend else self.name
+
+    def check_ready(self) -> None:
+        """Raise MissingExtra (package) or WeightsError (files) now, in one line, if this
+        configuration cannot run here; loads nothing. Run once before any work."""
+        from annotators.extras import check_extras
+
+        check_extras(self.describe(), self.requirements())
+
+    # -- public API --------------------------------------------------------
     def load(self) -> None:
         """Load models now (learned annotators); raise WeightsError naming missing files.
 

@@ -155,14 +155,23 @@ class Face(Annotator):
             return []
         return in_repo([FACE_TASK], self.config["task_repo"])
 
-    def check_weights(self) -> None:
-        """face_landmarker.task present (or fetched from ``task_repo``) and hash-checked."""
+    def check_ready(self) -> None:
+        """The package, then face_landmarker.task present (or fetched from ``task_repo``) and
+        hash-checked; loads nothing."""
         from annotators.weights import resolve_all
 
+        super().check_ready()
         resolve_all(self._task_files(), self.config["weights_dir"] or None)
 
     def weights_identity(self) -> list[dict[str, Any]]:
         return list(self._identity)
+
+    def requirements(self) -> tuple[tuple[str, str], ...]:
+        """mediapipe: its Tasks API (the ``pose`` extra) or 0.10.21's ``mp.solutions``
+        (``pose-bundled``)."""
+        if self.config["backend"] == "mediapipe-bundled":
+            return (("mediapipe.python.solutions", "pose-bundled"),)
+        return (("mediapipe", "pose"),)
 
     def load(self) -> None:
         """Create the FaceLandmarker (Tasks) or mediapipe 0.10.21's bundled FaceMesh, once."""

@@ -234,6 +234,16 @@ class HFAnnotator(LearnedAnnotator):
         except WeightsError:
             return []
 
+    def requirements(self) -> tuple[tuple[str, str], ...]:
+        """torch and transformers (the ``models`` extra)."""
+        from annotators.extras import TRANSFORMERS
+
+        return TRANSFORMERS
+
+    def find_weights(self) -> None:
+        """The configured model's folder (config, weights, processor config)."""
+        resolve_model_dir(self.model_id(), self.config["weights_dir"] or None)
+
     def _prepare(self, model: Any, folder: Path, repo: str) -> Preprocess:
         """Check the loaded model for this annotator and return its preprocessing."""
         raise NotImplementedError

@@ -177,11 +177,22 @@ class LearnedAnnotator(Annotator):
     def _load_networks(self) -> list[dict[str, Any]]:
         raise NotImplementedError
 
-    def check_weights(self) -> None:
-        """Every single-file weight of this configuration present (or fetched) and hash-checked."""
+    def requirements(self) -> tuple[tuple[str, str], ...]:
+        """torch (the ``models`` extra) when this configuration loads a network."""
+        from annotators.extras import TORCH
+
+        return TORCH if self.uses_weights() else ()
+
+    def check_ready(self) -> None:
+        """Packages, then every weights file this configuration loads (one line naming all
+        the missing files and where to put them); loads nothing."""
+        super().check_ready()
         if self.uses_weights():
-            files = [s for s in self.configured_weights() if isinstance(s, WeightsFile)]
-            resolve_all(files, self.config["weights_dir"] or None)
+            self.find_weights()
+
+    def find_weights(self) -> None:
+        """Resolve the files :meth:`configured_weights` names; WeightsError if one is missing."""
+        resolve_all(self.configured_weights(), self.config["weights_dir"] or None)
 
     def load(self) -> None:
         """Resolve, check and load the weights once (idempotent); WeightsError if missing."""

@@ -65,8 +65,12 @@ class Lineart(LearnedAnnotator):
         """The default (fine) model needs sk_model.pth; ``coarse=true`` needs sk_model2.pth."""
         return {"fine": [LINEART_WEIGHTS], "coarse": [LINEART_COARSE_WEIGHTS]}
 
+    def configured_weights(self) -> list[WeightsFile]:
+        """sk_model2.pth with ``coarse=true``, else sk_model.pth."""
+        return [LINEART_COARSE_WEIGHTS if self.config["coarse"] else LINEART_WEIGHTS]
+
     def _load_networks(self) -> list[dict[str, Any]]:
-        spec = LINEART_COARSE_WEIGHTS if self.config["coarse"] else LINEART_WEIGHTS
+        spec = self.configured_weights()[0]
         self.model, ident = self.load_torch(spec, build_lineart)
         return [ident]
 

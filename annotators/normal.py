@@ -172,14 +172,31 @@ class Normal(LearnedAnnotator):
         """Parameter sets a speed benchmark runs (the depth backend is timed as ``depth``)."""
         return [{"backend": "bae"}]
 
+    def requirements(self) -> tuple[tuple[str, str], ...]:
+        """bae: torch and timm; depth: what the depth annotator needs (torch, transformers)."""
+        from annotators.extras import TORCH, TRANSFORMERS
+
+        return (*TORCH, ("timm", "models")) if self.config["backend"] == "bae" else TRANSFORMERS
+
+    def find_weights(self) -> None:
+        """scannet.pt (bae) or the depth annotator's model (depth)."""
+        if self.config["backend"] == "bae":
+            super().find_weights()
+        else:
+            self._depth_annotator().find_weights()
+
+    def _depth_annotator(self) -> Any:
+        cfg = self.config
+        extra = {"model": cfg["depth_model"]} if cfg["depth_model"] else {}
+        extra["resolution"] = cfg["depth_resolution"]
+        return create("depth", device=cfg["device"], weights_dir=cfg["weights_dir"], **extra)
+
     def _load_networks(self) -> list[dict[str, Any]]:
         cfg = self.config
         if cfg["backend"] == "bae":
             self.model, ident = self.load_torch(BAE_WEIGHTS, build_bae, extract=bae_state)
             return [ident]
-        extra = {"model": cfg["depth_model"]} if cfg["depth_model"] else {}
-        extra["resolution"] = cfg["depth_resolution"]
-        self.depth = create("depth", device=cfg["device"], weights_dir=cfg["weights_dir"], **extra)
+        self.depth = self._depth_annotator()
         self.depth.load()
         return self.depth.weights_identity()
 

@@ -20,6 +20,9 @@ BODY_WEIGHTS = WeightsFile("body_pose_model.pth", size_hint="200 MB")
 HAND_WEIGHTS = WeightsFile("hand_pose_model.pth", size_hint="147 MB")
 BOX_SIZE, STRIDE, PAD_VALUE = 368, 8, 128
 PEAK_THRESHOLD, PAF_THRESHOLD, PAF_SAMPLES = 0.1, 0.05, 10
+#: most peaks kept per body part, as CMU OpenPose's NMS keeps (its POSE_MAX_PEOPLE, 127): a
+#: heatmap full of peaks (noise, random weights) would otherwise make grouping quadratic in them
+MAX_PEAKS = 127
 #: PAF channel pairs (x, y) of each limb in LIMB_SEQUENCE
 PAF_CHANNELS = ((12, 13), (20, 21), (14, 15), (16, 17), (22, 23), (24, 25), (0, 1), (2, 3),
                 (4, 5), (6, 7), (8, 9), (10, 11), (28, 29), (30, 31), (34, 35), (32, 33),
@@ -62,9 +65,11 @@ def to_image_size(maps: np.ndarray, valid: tuple[int, int], shape: tuple[int, in
     return up.astype(np.float64)
 
 
-def find_peaks(heatmap: np.ndarray, threshold: float) -> list[tuple[int, int, float]]:
+def find_peaks(heatmap: np.ndarray, threshold: float,
+               max_peaks: int = MAX_PEAKS) -> list[tuple[int, int, float]]:  # fmt: skip
     """Local maxima (x, y, score) above ``threshold`` of the heatmap smoothed with
-    ``scipy.ndimage.gaussian_filter`` (sigma 3, reflected borders), as the reference."""
+    ``scipy.ndimage.gaussian_filter`` (sigma 3, reflected borders), as the reference; at most
+    ``max_peaks``, the highest-scoring ones, in the reference's (row-major) order."""
     from scipy.ndimage import gaussian_filter
 
     smooth = gaussian_filter(heatmap.astype(np.float64), sigma=3)
@@ -73,6 +78,10 @@ def find_peaks(heatmap: np.ndarray, threshold: float) -> list[tuple[int, int, fl
     is_peak = ((center >= padded[:-2, 1:-1]) & (center >= padded[2:, 1:-1])
                & (center >= padded[1:-1, :-2]) & (center >= padded[1:-1, 2:]) & (center > threshold))  # fmt: skip
     ys, xs = np.nonzero(is_peak)
+    if len(xs) > max_peaks:
+        best = np.argsort(-heatmap[ys, xs], kind="stable")[:max_peaks]
+        keep = np.sort(best)
+        ys, xs = ys[keep], xs[keep]
     return [(int(x), int(y), float(heatmap[y, x])) for x, y in zip(xs, ys, strict=True)]
 
 
@@ -107,18 +116,46 @@ def hand_peaks(heatmaps: np.ndarray, crop_shape: tuple[int, int]) -> list[tuple 
     return points
 
 
-def limb_score(paf: np.ndarray, a: tuple, b: tuple, image_height: int) -> float | None:
-    """Mean PAF alignment along a->b with a distance prior, or None if the limb is implausible."""
-    vec = np.array([b[0] - a[0], b[1] - a[1]], np.float64)
-    norm = max(1e-3, float(np.hypot(*vec)))
-    vec /= norm
-    xs = np.rint(np.linspace(a[0], b[0], PAF_SAMPLES)).astype(int)
-    ys = np.rint(np.linspace(a[1], b[1], PAF_SAMPLES)).astype(int)
-    along = paf[ys, xs, 0] * vec[0] + paf[ys, xs, 1] * vec[1]
-    score = float(along.mean()) + min(0.5 * image_height / norm - 1, 0)
-    if np.count_nonzero(along > PAF_THRESHOLD) > 0.8 * PAF_SAMPLES and score > 0:
-        return score
-    return None
+def limb_scores(paf: np.ndarray, starts: list[tuple], ends: list[tuple],
+                image_height: int) -> np.ndarray:  # fmt: skip
+    """Scores of every limb start -> end (len(starts) x len(ends)): the mean PAF alignment
+    along the segment plus a distance prior; NaN where the limb is implausible (fewer than 80%
+    of the samples above PAF_THRESHOLD, or a score <= 0). All pairs at once, as arrays."""
+    a = np.asarray([p[:2] for p in starts], np.float64).reshape(-1, 1, 2)
+    b = np.asarray([p[:2] for p in ends], np.float64).reshape(1, -1, 2)
+    a, b = np.broadcast_arrays(a, b)
+    vec = b - a
+    norm = np.maximum(1e-3, np.hypot(vec[..., 0], vec[..., 1]))
+    unit = vec / norm[..., None]
+    xs = np.rint(np.linspace(a[..., 0], b[..., 0], PAF_SAMPLES, axis=-1)).astype(int)
+    ys = np.rint(np.linspace(a[..., 1], b[..., 1], PAF_SAMPLES, axis=-1)).astype(int)
+    along = paf[ys, xs, 0] * unit[..., :1] + paf[ys, xs, 1] * unit[..., 1:]
+    score = mean_last(along) + np.minimum(0.5 * image_height / norm - 1, 0)
+    plausible = (np.count_nonzero(along > PAF_THRESHOLD, axis=-1) > 0.8 * PAF_SAMPLES) & (score > 0)
+    return np.where(plausible, score, np.nan)
+
+
+def mean_last(values: np.ndarray) -> np.ndarray:
+    """Mean over the last axis, summed in the order numpy sums one short 1-D array (pairwise:
+    eight running sums, then the rest), so each score equals the per-limb reference bit for bit."""
+    n = values.shape[-1]
+    if n < 8:
+        total = np.zeros(values.shape[:-1])
+        for i in range(n):
+            total = total + values[..., i]
+        return total / n
+    sums = [values[..., j].copy() for j in range(8)]
+    i = 8
+    while i < n - n % 8:
+        for j in range(8):
+            sums[j] = sums[j] + values[..., i + j]
+        i += 8
+    total = ((sums[0] + sums[1]) + (sums[2] + sums[3])) + (
+        (sums[4] + sums[5]) + (sums[6] + sums[7])
+    )
+    for k in range(i, n):
+        total = total + values[..., k]
+    return total / n
 
 
 def group_people(peaks: list[list[tuple]], pafs: np.ndarray, image_height: int) -> list[dict]:
@@ -132,11 +169,12 @@ def group_people(peaks: list[list[tuple]], pafs: np.ndarray, image_height: int) 
         a, b = ka - 1, kb - 1
         paf = pafs[:, :, list(PAF_CHANNELS[limb])]
         candidates = []
-        for i, pa in ids[a]:
-            for j, pb in ids[b]:
-                score = limb_score(paf, pa, pb, image_height)
-                if score is not None:
-                    candidates.append((score, i, j))
+        if ids[a] and ids[b]:
+            scores = limb_scores(paf, peaks[a], peaks[b], image_height)
+            rows, cols = np.nonzero(~np.isnan(scores))  # row-major: the reference's loop order
+            candidates = [
+                (float(scores[i, j]), int(i), int(j)) for i, j in zip(rows, cols, strict=True)
+            ]
         candidates.sort(key=lambda c: -c[0])
         used_a, used_b, connections = set(), set(), []
         for score, i, j in candidates:

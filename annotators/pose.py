@@ -114,12 +114,25 @@ class Pose(LearnedAnnotator):
         }
 
     def configured_weights(self) -> list[Any]:
-        """The files of the configured backend (mediapipe: the .task files it loads)."""
+        """The files of the configured backend (mediapipe: the .task files it loads; openpose:
+        the hand network only with hands)."""
         cfg = self.config
         if cfg["backend"] == "mediapipe":
             files = task_files(cfg["model_complexity"], cfg["hands"], cfg["face"])
             return in_repo(files, cfg["task_repo"])
-        return self.weights_by_backend()[cfg["backend"]]
+        files = self.weights_by_backend()[cfg["backend"]]
+        if cfg["backend"] == "openpose" and not cfg["hands"]:
+            return files[:1]
+        return files
+
+    def requirements(self) -> tuple[tuple[str, str], ...]:
+        """mediapipe (``pose``: its Tasks API; ``pose-bundled``: 0.10.21's ``mp.solutions``),
+        torch (``models``) or onnxruntime (``dwpose``)."""
+        from annotators.extras import TORCH
+
+        return {"mediapipe": (("mediapipe", "pose"),),
+                "mediapipe-bundled": (("mediapipe.python.solutions", "pose-bundled"),),
+                "openpose": TORCH, "dwpose": (("onnxruntime", "dwpose"),)}[self.config["backend"]]  # fmt: skip
 
     @classmethod
     def benchmark_variants(cls) -> list[dict[str, Any]]:

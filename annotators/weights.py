@@ -3,12 +3,14 @@
 Resolution order for a file: an explicit folder (``weights_dir=``), the
 ``HINTSET_WEIGHTS_DIR`` folder, the Hugging Face cache, then (only when not
 offline) a download from the hub. ``HINTSET_OFFLINE=1`` or ``HF_HUB_OFFLINE=1``
-means never touch the network. The sha256 of the file actually used is always
-computed and recorded; when the expected hash is known a mismatch is an error.
+means never touch the network; a hub that does not answer is skipped at once (no retries).
+The sha256 of the file actually used is always computed and recorded; when the expected
+hash is known a mismatch is an error.
 """
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import os
 from collections.abc import Sequence
@@ -55,6 +57,27 @@ def is_offline(offline: bool | None = None) -> bool:
         os.environ.get(var, "").lower() in {"1", "true", "yes", "on"}
         for var in (ENV_OFFLINE, "HF_HUB_OFFLINE")
     )
+
+
+@functools.cache
+def hub_reachable(timeout: float = 3.0) -> bool:
+    """Whether the Hugging Face hub ($HF_ENDPOINT) accepts a connection, asked once per process:
+    without a network a hub download retries for about 25 s per file before it fails."""
+    import socket
+    from urllib.parse import urlparse
+
+    url = urlparse(os.environ.get("HF_ENDPOINT") or "https://huggingface.co")
+    port = url.port or (443 if url.scheme == "https" else 80)
+    try:
+        socket.create_connection((url.hostname or "", port), timeout=timeout).close()
+    except OSError:
+        return False
+    return True
+
+
+def use_hub(offline: bool | None = None) -> bool:
+    """True when a missing file may be fetched from the hub: not offline, and the hub answers."""
+    return not is_offline(offline) and hub_reachable()
 
 
 def weights_dirs(weights_dir: str | os.PathLike | None = None) -> list[Path]:
@@ -111,7 +134,7 @@ def resolve(
 ) -> Path:
     """Path of a usable, hash-checked copy of ``spec``; raise WeightsError with one clear line."""
     path = find_local(spec, weights_dir)
-    if path is None and spec.repo_id and not is_offline(offline):
+    if path is None and spec.repo_id and use_hub(offline):
         try:
             from huggingface_hub import hf_hub_download
 
@@ -131,14 +154,19 @@ def resolve_all(
     weights_dir: str | os.PathLike | None = None,
     offline: bool | None = None,
 ) -> list[Path]:
-    """Paths of all ``specs`` (as :func:`resolve`); one WeightsError line naming EVERY missing file."""
-    missing = [s for s in specs if find_local(s, weights_dir) is None]
-    try:  # (online, the hub may still have the missing ones)
-        return [resolve(s, weights_dir, offline) for s in specs]
-    except WeightsError:
-        if not missing:
-            raise
-        raise WeightsError(missing_message(missing, weights_dir)) from None
+    """Paths of every file of ``specs``; one WeightsError naming all the missing ones (a file
+    that is there but wrong raises its own error)."""
+    paths, missing = [], []
+    for spec in specs:
+        try:
+            paths.append(resolve(spec, weights_dir, offline))
+        except WeightsError:
+            if find_local(spec, weights_dir) is not None:
+                raise
+            missing.append(spec)
+    if missing:
+        raise WeightsError(missing_message(missing, weights_dir))
+    return paths
 
 
 _HASH_CACHE: dict[tuple[str, int, int], str] = {}
@@ -359,7 +387,7 @@ def resolve_model_dir(
         raise WeightsError(
             f"model {model!r} is neither an existing folder nor a hub id (owner/name)"
         )
-    for local_only in (True,) if is_offline(offline) else (True, False):
+    for local_only in (True, False) if use_hub(offline) else (True,):
         found = _hf_snapshot(model, local_only, extra, optional, processor)
         if found is not None:
             return found

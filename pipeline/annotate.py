@@ -16,6 +16,7 @@ from typing import Any
 
 from annotators import create
 from pipeline.atomic import atomic_write, remove_stale_temps
+from pipeline.budget import DEFAULT_SECONDS
 from pipeline.caption import CaptionSpec
 from pipeline.encode import encode_json
 from pipeline.engine import FilesJob, WorkerSetup
@@ -83,10 +84,12 @@ def run_annotate(
     on_plan: Callable[[int, int], None] | None = None,
     filters: list[str] | tuple[str, ...] = (),
     caption: CaptionSpec | None = None,
+    sample_timeout: float = DEFAULT_SECONDS,
 ) -> dict[str, Any]:
     """Annotate every image below ``inputs`` into ``out``; return (and write) the report.
 
     With ``caption``, each image also gets ``<stem>.caption.txt`` from that model.
+    ``sample_timeout``: seconds the annotators may take per image (0: no limit).
 
     Raises SettingsConflict when existing outputs were made with other settings and
     ``overwrite`` is off (a rerun never keeps maps under another run's settings), and
@@ -138,7 +141,8 @@ def run_annotate(
 
     processes = max(1, min(workers or os.cpu_count() or 1, len(todo)))
     setup = WorkerSetup(specs, resolution=resolution, cpus=cpus_per_worker, batch_size=batch_size,
-                        filters=tuple(rules), caption=caption)  # fmt: skip
+                        filters=tuple(rules), caption=caption,
+                        sample_timeout=sample_timeout)  # fmt: skip
     jobs = (FilesJob(unit, str(out), save_image, caption is not None)
             for unit in units(todo, processes, batch_size))  # fmt: skip
     made.start(groups, ids)

@@ -9,6 +9,7 @@ wrote and starts again. One build at a time holds the output's lock.
 from __future__ import annotations
 
 import json
+import os
 import time
 from collections.abc import Callable
 from dataclasses import replace
@@ -16,15 +17,18 @@ from typing import Any
 
 from pipeline import layout
 from pipeline.atomic import remove_stale_temps
+from pipeline.budget import DEFAULT_SECONDS
 from pipeline.caption import CaptionSpec
 from pipeline.engine import WorkerSetup
 from pipeline.filters import parse_filters
 from pipeline.lock import BuildLock
 from pipeline.manifest import incompatibility, read_manifest, totals, write_manifest
-from pipeline.plan import plan
-from pipeline.ray_runner import BuildFailed, RunOptions, connect, run_shards
+from pipeline.ownership import check_output, remove_owned
+from pipeline.plan import plan_units, write_plan
+from pipeline.ray_runner import START_TIMEOUT, BuildFailed, RunOptions, connect, run_shards
 from pipeline.sources import absolute
 from pipeline.storage import Storage
+from pipeline.trust import Limits
 from pipeline.worker import AnnotatorSpec
 from pipeline.writers.webdataset import done_shards
 
@@ -69,6 +73,9 @@ def run_build(
     max_shards: int = 0,
     filters: tuple[str, ...] | list[str] = (),
     caption: CaptionSpec | None = None,
+    start_timeout: float = START_TIMEOUT,
+    sample_timeout: float = DEFAULT_SECONDS,
+    limits: Limits | None = None,
 ) -> dict[str, Any]:
     """Build (or resume) the dataset in ``out``; return the final manifest.
 
@@ -77,27 +84,37 @@ def run_build(
     ``filters`` are ``--filter`` rules (``'pose_people >= 1'``), checked before anything
     else (ValueError); samples they reject get status ``filtered``.
     ``caption`` fills missing (or all) captions with an image-to-text model.
+    ``start_timeout``: seconds to wait for Ray to place the workers (then build on those that
+    started; BuildFailed if none did). ``sample_timeout``: seconds the annotators may take
+    per sample (0: no limit); a sample over it fails alone.
+    ``limits``: what list rows may name and the caps on reading inputs (:mod:`pipeline.trust`).
     """
     rules = parse_filters(filters, specs)
     storage = Storage(out)
-    with BuildLock(storage):
-        return _build(storage, inputs, out, specs, captions=captions, shard_size=shard_size,
-                      resolution=resolution, min_size=min_size, keep_original=keep_original,
-                      workers=workers, address=address, cpus_per_worker=cpus_per_worker,
-                      gpus_per_worker=gpus_per_worker, retry_failed=retry_failed,
-                      max_retries=max_retries, batch_size=batch_size, overwrite=overwrite,
-                      imports=imports, on_plan=on_plan, on_samples=on_samples,
-                      on_shard=on_shard, on_message=on_message or (lambda _: None),
-                      max_shards=max_shards, rules=rules, caption=caption)  # fmt: skip
+    check_output(storage)  # a folder of other files is refused before anything is written
+    created = storage.local and not os.path.exists(storage.base)
+    try:
+        with BuildLock(storage):
+            return _build(storage, inputs, out, specs, captions=captions, shard_size=shard_size,
+                          resolution=resolution, min_size=min_size, keep_original=keep_original,
+                          workers=workers, address=address, cpus_per_worker=cpus_per_worker,
+                          gpus_per_worker=gpus_per_worker, retry_failed=retry_failed,
+                          max_retries=max_retries, batch_size=batch_size, overwrite=overwrite,
+                          imports=imports, on_plan=on_plan, on_samples=on_samples,
+                          on_shard=on_shard, on_message=on_message or (lambda _: None),
+                          max_shards=max_shards, rules=rules, caption=caption,
+                          start_timeout=start_timeout, sample_timeout=sample_timeout,
+                          limits=limits or Limits())  # fmt: skip
+    finally:
+        if created and os.path.isdir(storage.base) and not os.listdir(storage.base):
+            os.rmdir(storage.base)  # stopped before writing anything: no empty folder left
 
 
 def _build(storage: Storage, inputs: list[str], out: str, specs: list[AnnotatorSpec], *,
            captions, shard_size, resolution, min_size, keep_original, workers, address,
            cpus_per_worker, gpus_per_worker, retry_failed, max_retries, batch_size, overwrite, imports, on_plan, on_samples, on_shard,
-           on_message, max_shards, rules, caption) -> dict[str, Any]:  # fmt: skip
+           on_message, max_shards, rules, caption, start_timeout, sample_timeout, limits) -> dict[str, Any]:  # fmt: skip
     started = time.time()
-    if overwrite:
-        storage.remove_all(keep=(layout.LOCK,))
     config = {
         "annotators": [{"name": s.name, "params": dict(sorted(s.params.items()))} for s in specs],
         "resolution": resolution,
@@ -110,27 +127,32 @@ def _build(storage: Storage, inputs: list[str], out: str, specs: list[AnnotatorS
         "filters": [rule.text for rule in rules],
         "caption": caption.config() if caption else None,
     }
-    old = read_manifest(storage)
+    old = None if overwrite else read_manifest(storage)
     if old is not None:
         old["config"].setdefault("min_size", 0)  # manifests from before --min-size
         old["config"].setdefault("filters", [])  # and before --filter
     if old is not None and (why := incompatibility(old["config"], config)):
         raise BuildFailed(f"{out} holds a build with other options ({why}); use --overwrite "
                           "or another output folder")  # fmt: skip
+    complete, broken = (set(), set()) if overwrite else done_shards(storage)
+    # planned in memory first: a bad input stops the build before OUT changes
+    shards, new = plan_units(storage, inputs, shard_size, captions=captions, exclude=[str(out)],
+                             done=set() if retry_failed else complete, fresh=overwrite)  # fmt: skip
+    if overwrite:
+        remove_owned(storage, keep=(layout.LOCK,))
     storage.makedirs("")
     if storage.local:
         remove_stale_temps(storage.base)
     manifest = old or {"format_version": FORMAT_VERSION, "status": "building", "config": config}
     manifest["config"]["inputs"] = sorted(set(manifest["config"]["inputs"]) | set(config["inputs"]))
     write_manifest(storage, manifest)
-    complete, broken = done_shards(storage)
+    if new:
+        write_plan(storage, new)
     for shard_id in sorted(broken):
         on_message(f"shard {layout.shard_name(shard_id)}: tar or index missing; building it again")
         storage.remove(layout.stats_path(shard_id))
     if retry_failed:
         complete -= failed_shards(storage, complete)
-    shards = plan(storage, inputs, shard_size, captions=captions, exclude=[str(out)],
-                  done=complete)  # fmt: skip
     pending = [s for s in shards if s.id not in complete]
     todo = pending[:max_shards] if max_shards else pending
     if on_plan:
@@ -156,18 +178,22 @@ def _build(storage: Storage, inputs: list[str], out: str, specs: list[AnnotatorS
         setup = WorkerSetup(specs, resolution=0 if keep_original else resolution,
                             min_size=min_size, filters=tuple(rules), cpus=cpus_per_worker,
                             batch_size=batch_size, imports=tuple(imports),
-                            caption=replace(caption, batch_size=batch_size) if caption else None)  # fmt: skip
+                            caption=replace(caption, batch_size=batch_size) if caption else None,
+                            sample_timeout=sample_timeout,
+                            limits=limits)  # fmt: skip
         options = RunOptions(root=str(out), setup=setup, keep_original=keep_original,
                              cpus_per_worker=cpus_per_worker,
                              gpus_per_worker=gpus_per_worker)  # fmt: skip
         run_shards(todo, options, workers=workers, max_retries=max_retries,
-                   on_shard=shard_finished, on_samples=on_samples, on_ready=ready)  # fmt: skip
-    if len(todo) < len(pending):
-        return manifest  # stopped early on request: not complete
-    paths = [layout.stats_path(s.id) for s in shards]
+                   start_timeout=start_timeout, on_shard=shard_finished, on_samples=on_samples,
+                   on_ready=ready, on_message=on_message)  # fmt: skip
+    # stopped early on request (--max-shards): not complete, but counts what is built so far
+    stopped = len(todo) < len(pending)
+    built = complete | {s.id for s in todo}
+    paths = [layout.stats_path(s.id) for s in shards if s.id in built or not stopped]
     all_stats = [json.loads(data) for data in storage.read_many(paths)]
     manifest.update(
-        status="complete",
+        status="building" if stopped else "complete",
         annotators=annotator_info,
         **({"captioner": captioner_info} if captioner_info else {}),
         shards=[

@@ -7,7 +7,9 @@ listed in ``COMMANDS``; heavy libraries are imported inside the commands, so
 
 from __future__ import annotations
 
+import functools
 import importlib
+import sys
 
 import click
 
@@ -25,6 +27,39 @@ COMMANDS: dict[str, str] = {
     "export": "training.cli:export",
 }
 
+#: command name -> (module, pip extra) pairs it imports; checked before the command runs
+NEEDS: dict[str, tuple[tuple[str, str], ...]] = {
+    name: (
+        ("torch", "train"),
+        ("diffusers", "train"),
+        ("transformers", "train"),
+        ("accelerate", "train"),
+    )  # fmt: skip
+    for name in ("tiny-base", "train", "export")
+}
+
+
+def with_extras_check(command: click.Command, requires: tuple[tuple[str, str], ...]) -> None:
+    """Make ``command`` stop with one line and exit code 2 when a package it needs is missing
+    (``hintset train needs torch (not installed): pip install 'hintset[train]'``); --help works."""
+    callback = command.callback
+    if callback is None or getattr(callback, "checks_extras", False):
+        return
+
+    @functools.wraps(callback)
+    def checked(*args, **kwargs):
+        from annotators.extras import MissingExtra, check_extras
+
+        try:
+            check_extras(f"hintset {command.name}", requires)
+        except MissingExtra as err:
+            click.echo(f"error: {err}", err=True)
+            sys.exit(2)
+        return callback(*args, **kwargs)
+
+    checked.checks_extras = True  # type: ignore[attr-defined]
+    command.callback = checked
+
 
 class LazyGroup(click.Group):
     """A click group that imports a subcommand's module only when it is used."""
@@ -37,7 +72,10 @@ class LazyGroup(click.Group):
         if target is None:
             return None
         module, _, attr = target.partition(":")
-        return getattr(importlib.import_module(module), attr)
+        command = getattr(importlib.import_module(module), attr)
+        if cmd_name in NEEDS:
+            with_extras_check(command, NEEDS[cmd_name])
+        return command
 
 
 @click.group(cls=LazyGroup, context_settings={"help_option_names": ["-h", "--help"]})

@@ -8,6 +8,7 @@ is decoded. Also the short-side resize every part of hintset uses.
 from __future__ import annotations
 
 import io
+import re
 import warnings
 from pathlib import Path
 from typing import Any, NamedTuple
@@ -62,9 +63,9 @@ def decode(
             warnings.simplefilter("ignore")
             img = Image.open(io.BytesIO(data))
     except UnidentifiedImageError:
-        raise DecodeError(f"not an image (unrecognised format, starts with {data[:8]!r})") from None
+        raise DecodeError(f"not an image ({sniff(data)}, {len(data):,} bytes)") from None
     except Exception as err:  # noqa: BLE001 - any parser failure is a bad input
-        raise DecodeError(f"unreadable image header: {err}") from None
+        raise DecodeError(f"unreadable image header: {_reason(err)}") from None
     width, height = img.size
     if width * height > max_pixels:
         raise DecodeError(
@@ -87,8 +88,42 @@ def decode(
         img.load()
         img = ImageOps.exif_transpose(img, in_place=False) if _orientation(img) > 1 else img
     except Exception as err:  # noqa: BLE001 - truncated/corrupt data raises OSError & co
-        raise DecodeError(f"corrupt or truncated image data ({img.format}): {err}") from None
+        raise DecodeError(
+            f"corrupt or truncated image data ({img.format}): {_reason(err)}"
+        ) from None
     return Decoded(to_rgb(img), size)
+
+
+_MAGIC = ((b"%PDF", "application/pdf"), (b"\x1f\x8b", "application/gzip"),
+          (b"PK\x03\x04", "application/zip"), (b"ftyp", "video/mp4"))  # fmt: skip
+
+
+_BYTES = re.compile(r"""b(['"]).*?(?<!\\)\1""")
+
+
+def _reason(err: BaseException) -> str:
+    """A decoder's message without the input bytes it may quote (``chunk b'..'``), short."""
+    text = " ".join(_BYTES.sub("<bytes>", str(err)).split())
+    return text if len(text) <= 120 else text[:117] + "..."
+
+
+def sniff(data: bytes) -> str:
+    """A media type guessed from the first bytes (``text/html``, ``application/pdf``, ...).
+
+    Errors name this, never the bytes themselves: an input may be any server's answer.
+    """
+    head = data[:512]
+    for magic, kind in _MAGIC:
+        if head.startswith(magic) or (kind == "video/mp4" and head[4:8] == magic):
+            return kind
+    if any(b < 9 or 13 < b < 32 or b == 127 for b in head):  # control bytes: not text
+        return "application/octet-stream"
+    text = head.decode("utf-8", "replace").lstrip("\ufeff \t\r\n").lower()
+    if text.startswith(("<!doctype html", "<html", "<head", "<body")):
+        return "text/html"
+    if text.startswith(("<?xml", "<svg")):
+        return "image/svg+xml" if "<svg" in text else "application/xml"
+    return "application/json" if text.startswith(("{", "[")) else "text/plain"
 
 
 #: Huffman-coded JPEG frame types -> fewest bits one 8x8 block can take (sequential: a DC

@@ -34,6 +34,31 @@ def encode_json(obj: Any) -> bytes:
     return json.dumps(obj, sort_keys=True, separators=(",", ":")).encode()
 
 
+def encode_text(text: str, what: str = "text") -> bytes:
+    """UTF-8 bytes of ``text``; ValueError naming ``what`` when UTF-8 cannot hold it (a lone
+    surrogate, from a JSON ``"\\ud800"`` or a file name that was not UTF-8)."""
+    try:
+        return text.encode("utf-8")
+    except UnicodeEncodeError as err:
+        raise ValueError(f"{what} is not valid UTF-8 text ({err.reason}: "
+                         f"{text[err.start : err.end]!r} at character {err.start})") from None  # fmt: skip
+
+
+def check_texts(fields: dict[str, Any]) -> None:
+    """ValueError naming the first text field of ``fields`` that cannot be stored as UTF-8."""
+    for name, value in fields.items():
+        if isinstance(value, str):
+            encode_text(value, name)
+
+
+def storable(value: Any) -> Any:
+    """``value`` with what UTF-8 cannot hold escaped (``\\ud800``), so a failed sample's
+    record (index row, report) can still be written; other values unchanged."""
+    if isinstance(value, str):
+        return value.encode("utf-8", "backslashreplace").decode("utf-8")
+    return value
+
+
 def decode_png(data: bytes) -> np.ndarray:
     """Inverse of :func:`encode_png` (RGB order for colour maps, 16-bit kept)."""
     arr = cv2.imdecode(np.frombuffer(data, np.uint8), cv2.IMREAD_UNCHANGED)

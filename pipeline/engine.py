@@ -13,10 +13,12 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import Any
 
+from pipeline.budget import DEFAULT_SECONDS
 from pipeline.caption import CaptionSpec
 from pipeline.filters import Rule
 from pipeline.sample_ref import SampleRef
 from pipeline.stages import Pipeline
+from pipeline.trust import Limits, configure
 from pipeline.units import Unit, iter_unit
 from pipeline.worker import AnnotatorSpec, Worker
 
@@ -35,6 +37,8 @@ class WorkerSetup:
     imports: tuple[str, ...] = ()
     serial: bool = False  # the one-thread design (for comparisons and debugging)
     caption: CaptionSpec | None = None  # --caption: fill missing (or all) captions
+    sample_timeout: float = DEFAULT_SECONDS  # annotators' seconds per sample (0: no limit)
+    limits: Limits = Limits()  # what inputs may name and the caps on reading them
 
 
 def make_pipeline(setup: WorkerSetup) -> Pipeline:
@@ -42,10 +46,12 @@ def make_pipeline(setup: WorkerSetup) -> Pipeline:
     import cv2
 
     cv2.setNumThreads(1)  # parallelism comes from the stage threads, not inside OpenCV
+    configure(setup.limits)
     for module in setup.imports:
         importlib.import_module(module)
     worker = Worker(setup.specs, resolution=setup.resolution, min_size=setup.min_size,
-                    filters=setup.filters, caption=setup.caption)  # fmt: skip
+                    filters=setup.filters, caption=setup.caption,
+                    sample_timeout=setup.sample_timeout)  # fmt: skip
     # One CPU and no GPU: no second core to overlap with, so decode and encode run on the
     # model thread (reads still run ahead). The worker then uses the one CPU Ray reserved
     # for it, and N such workers on N cores scale N-fold instead of contending.

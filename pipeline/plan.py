@@ -14,12 +14,13 @@ from __future__ import annotations
 import os
 from collections.abc import Iterable, Iterator
 from dataclasses import fields
+from typing import Any
 
 from pipeline import layout
+from pipeline.lists import list_ranges
 from pipeline.sources import (
     ImageFile,
     Input,
-    list_ranges,
     load_captions,
     resolve_inputs,
     walk_folder,
@@ -71,7 +72,18 @@ def write_plan(storage: Storage, units: list[Unit]) -> None:
     storage.write_bytes(f"{layout.PLAN}/{units[0].id:05d}.parquet", sink.getvalue().to_pybytes())
 
 
-def plan(
+def plan(storage: Storage, inputs: Iterable[str], shard_size: int, **options: Any) -> list[Unit]:
+    """All units: those planned before, then new units for inputs not planned yet (written).
+
+    ``options``: those of :func:`plan_units`.
+    """
+    units, new = plan_units(storage, inputs, shard_size, **options)
+    if new:
+        write_plan(storage, new)
+    return units
+
+
+def plan_units(
     storage: Storage,
     inputs: Iterable[str],
     shard_size: int,
@@ -79,24 +91,24 @@ def plan(
     captions: str | None = None,
     exclude: Iterable[str] = (),
     done: set[int] = frozenset(),
-) -> list[Unit]:
-    """All units: those planned before, then new units for inputs not planned yet.
+    fresh: bool = False,
+) -> tuple[list[Unit], list[Unit]]:
+    """(all units, the new ones) without writing anything, so a bad input (missing, a list
+    without a path column, no images at all: FileNotFoundError / ValueError) stops a build
+    before it changes its output. ``fresh`` ignores earlier plans (``--overwrite``).
 
     ``done`` (finished shard ids) lets a rerun over lists and tars skip reading any
-    per-file plan data. Raises ValueError when the inputs hold no images at all.
+    per-file plan data.
     """
     found = resolve_inputs(inputs)
     has_images = any(i.kind in ("folder", "image") for i in found)
-    units = read_plan(storage, files=False)
-    if has_images or any(u.kind == "files" and u.id not in done for u in units):
+    units = [] if fresh else read_plan(storage, files=False)
+    if units and (has_images or any(u.kind == "files" and u.id not in done for u in units)):
         units = read_plan(storage, files=True)
     new = new_units(found, units, shard_size, captions=captions, exclude=exclude)
-    if new:
-        write_plan(storage, new)
-    units += new
-    if not units:
+    if not units and not new:
         raise ValueError(f"no images found in {', '.join(map(str, inputs))}")
-    return units
+    return units + new, new
 
 
 def new_units(found: list[Input], planned: list[Unit], shard_size: int, *,

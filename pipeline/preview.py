@@ -39,10 +39,29 @@ def thumbnail(data: bytes) -> np.ndarray:
 
 
 def panels(sample: dict[str, bytes]) -> list[tuple[str, np.ndarray]]:
-    """(label, thumbnail) for the image and each map, image first."""
+    """(label, thumbnail) for the image and each map, image first: ``image``, ``canny``, ..."""
     items = [(ext, data) for ext, data in sample.items() if ext.endswith(("jpg", "png", "webp"))]
     items.sort(key=lambda kv: (kv[0].count("."), kv[0]))
-    return [(ext, thumbnail(data)) for ext, data in items]
+    return [(label(ext), thumbnail(data)) for ext, data in items]
+
+
+def label(ext: str) -> str:
+    """What a panel shows: ``image`` for the sample's image, else the map name (``canny``)."""
+    return ext.rsplit(".", 1)[0] if "." in ext else "image"
+
+
+LABEL_HEIGHT = 18
+
+
+def label_band(names: list[str], widths: list[int], width: int) -> np.ndarray:
+    """A dark strip with each panel's name at the left edge of its column."""
+    band = np.full((LABEL_HEIGHT, width, 3), 40, np.uint8)
+    x = 0
+    for name, panel_width in zip(names, widths, strict=True):
+        cv2.putText(band, name, (x + 4, 13), cv2.FONT_HERSHEY_SIMPLEX, 0.4, (255, 255, 255), 1,
+                    cv2.LINE_AA)  # fmt: skip
+        x += panel_width
+    return band
 
 
 def write_html(samples: list[dict[str, bytes]], path: str) -> None:
@@ -64,17 +83,20 @@ def write_html(samples: list[dict[str, bytes]], path: str) -> None:
 
 
 def write_png(samples: list[dict[str, bytes]], path: str) -> None:
-    """A PNG contact sheet: one row per sample, caption above, panels side by side."""
-    strips = [np.hstack([img for _, img in panels(sample)]) for sample in samples]
+    """A PNG contact sheet: one row per sample, caption above, then each column's name
+    (image, canny, ...) above its panel."""
+    cells = [panels(sample) for sample in samples]
+    strips = [np.hstack([img for _, img in row]) for row in cells]
     width = max(strip.shape[1] for strip in strips)
     rows = []
-    for sample, strip in zip(samples, strips, strict=True):
+    for sample, row, strip in zip(samples, cells, strips, strict=True):
         header = np.zeros((24, width, 3), np.uint8)
         text = sample.get("txt", b"").decode("utf-8", "replace")[:120]
         cv2.putText(header, f"{sample['__key__'].decode()}: {text}", (4, 17),
                     cv2.FONT_HERSHEY_SIMPLEX, 0.45, (255, 255, 255), 1, cv2.LINE_AA)  # fmt: skip
+        names = label_band([name for name, _ in row], [img.shape[1] for _, img in row], width)
         body = np.pad(strip, ((0, 4), (0, width - strip.shape[1]), (0, 0)))
-        rows.append(np.vstack([header, body]))
+        rows.append(np.vstack([header, names, body]))
     ok, png = cv2.imencode(".png", cv2.cvtColor(np.vstack(rows), cv2.COLOR_RGB2BGR))
     if not ok:
         raise ValueError("the contact sheet could not be encoded as PNG")

@@ -42,18 +42,22 @@ class ShardActorImpl:
     """Holds one pipelined worker (annotators loaded once) and builds shards with it."""
 
     def __init__(self, options: RunOptions, progress: Any) -> None:
+        # nothing slow here: an actor that answers __ray_ready__ has been placed (see start_actors)
         self.options, self.progress, self.error = options, progress, ""
-        try:
-            from pipeline.engine import make_pipeline
-
-            self.pipeline = make_pipeline(options.setup)
-        except Exception as err:  # noqa: BLE001 - reported by ready() as one line
-            self.error = " ".join(str(err).split()) or type(err).__name__
+        self.pipeline: Any = None
 
     def ready(self) -> dict[str, Any]:
-        """Setup error (empty if fine), annotator identities and the node this actor runs on."""
+        """Load the pipeline (annotators, models) once; setup error (empty if fine), annotator
+        identities and the node this actor runs on."""
         import ray
 
+        if self.pipeline is None and not self.error:
+            try:
+                from pipeline.engine import make_pipeline
+
+                self.pipeline = make_pipeline(self.options.setup)
+            except Exception as err:  # noqa: BLE001 - reported as one line
+                self.error = " ".join(str(err).split()) or type(err).__name__
         infos = [] if self.error else [a.info() for a in self.pipeline.worker.annotators]
         captions = None if self.error else self.pipeline.worker.captions
         return {"error": self.error, "annotators": infos,
@@ -240,11 +244,20 @@ def local_gpus() -> int | None:
         return None
 
 
-def check_resources(address: str | None, gpus_per_worker: float) -> None:
+def check_resources(
+    address: str | None, gpus_per_worker: float, cpus_per_worker: float = 1
+) -> None:
     """Raise BuildFailed when no node can give one worker what it asks for (else Ray waits forever).
 
-    For a local Ray this runs before Ray starts; for a cluster it joins it first.
+    For a local Ray this runs before Ray starts; for a cluster it joins it first (a cluster
+    that autoscales may add CPUs later: there only the start timeout of run_shards applies).
     """
+    if not address:
+        from ray._private.utils import get_num_cpus
+
+        if cpus_per_worker > get_num_cpus():
+            raise BuildFailed(f"--cpus-per-worker {cpus_per_worker:g} asks for more CPUs than this "
+                              f"machine has ({get_num_cpus()})")  # fmt: skip
     if gpus_per_worker < 0:
         raise BuildFailed(f"--gpus-per-worker must be >= 0 (got {gpus_per_worker:g})")
     if gpus_per_worker > 1 and gpus_per_worker != int(gpus_per_worker):
@@ -271,17 +284,87 @@ class BuildFailed(RuntimeError):
     """Workers could not start, or shards failed after all retries (one-line message)."""
 
 
+#: seconds to wait for Ray to place the workers asked for (a cluster may autoscale meanwhile)
+START_TIMEOUT = 60.0
+
+
+def resources_text(options: RunOptions) -> str:
+    """What one worker asks for and what the cluster has, e.g. ``3 CPU each; the cluster has
+    2 CPU (2 free)``."""
+    import ray
+
+    total, free = ray.cluster_resources(), ray.available_resources()
+    asked = [("CPU", options.cpus_per_worker), ("GPU", options.gpus_per_worker)]
+    each = ", ".join(f"{n:g} {key}" for key, n in asked if n)
+    has = ", ".join(f"{total.get(key, 0):g} {key} ({free.get(key, 0):g} free)"
+                    for key, n in asked if n)  # fmt: skip
+    return f"{each} each; the cluster has {has}"
+
+
+def capacity(options: RunOptions) -> int:
+    """How many workers the alive nodes could hold at once, by their total CPUs and GPUs."""
+    import ray
+
+    count = 0
+    for node in ray.nodes():
+        if node["Alive"]:
+            have = node["Resources"]
+            fits = (
+                [have.get("CPU", 0) // options.cpus_per_worker] if options.cpus_per_worker else []
+            )
+            if options.gpus_per_worker:
+                fits.append(have.get("GPU", 0) // options.gpus_per_worker)
+            count += int(min(fits)) if fits else 1
+    return count
+
+
+#: workers that fit the cluster get this many times --start-timeout to come up (a loaded
+#: machine can take that long to start Python worker processes)
+START_GRACE = 5
+
+
+def start_actors(actor_cls: Any, count: int, args: tuple, timeout: float, fit: int) -> list[Any]:
+    """Start ``count`` actors; return those up within ``timeout`` seconds (the first ``fit``,
+    which the cluster's resources can hold, get START_GRACE times longer). The others are
+    cancelled: Ray would otherwise wait for resources forever."""
+    import ray
+
+    actors = [actor_cls.remote(*args) for _ in range(count)]
+    waiting = {actor.__ray_ready__.remote(): actor for actor in actors}
+    need = min(count, fit)
+    deadline = time.monotonic() + timeout
+    ready: list[Any] = []
+    while len(ready) < count:
+        limit = deadline if len(ready) >= need else deadline + (START_GRACE - 1) * timeout
+        left = limit - time.monotonic()
+        if left <= 0:
+            break
+        done, _ = ray.wait([r for r in waiting if r not in ready], num_returns=1, timeout=left)
+        ready += done
+    started = [waiting[ref] for ref in ready]
+    for actor in actors:
+        if all(actor is not s for s in started):
+            ray.kill(actor)
+    return started
+
+
 def run_shards(
     shards: list[Unit],
     options: RunOptions,
     *,
     workers: int = 0,
     max_retries: int = 3,
+    start_timeout: float = START_TIMEOUT,
     on_shard: Callable[[dict[str, Any]], None] | None = None,
     on_samples: Callable[[int], None] | None = None,
     on_ready: Callable[[dict[str, Any]], None] | None = None,
+    on_message: Callable[[str], None] | None = None,
 ) -> list[dict[str, Any]]:
-    """Build ``shards`` on a pool of actors; return their stats (raise BuildFailed otherwise)."""
+    """Build ``shards`` on a pool of actors; return their stats (raise BuildFailed otherwise).
+
+    Workers Ray cannot place within ``start_timeout`` seconds are dropped (said once through
+    ``on_message``); when none can start, BuildFailed names what they ask for and what is free.
+    """
     import ray
 
     actor_cls = ray.remote(ShardActorImpl).options(
@@ -294,9 +377,19 @@ def run_shards(
         workers = max(1, int(ray.cluster_resources().get(key, 1) // per))
     workers = max(1, min(workers, len(shards)))
 
-    def new_actors(count: int) -> list[Any]:
-        """Start ``count`` actors in parallel; raise BuildFailed with their setup error."""
-        actors = [actor_cls.remote(options, progress) for _ in range(count)]
+    def new_actors(count: int, required: bool = True) -> list[Any]:
+        """Start up to ``count`` actors in parallel; raise BuildFailed with their setup error,
+        or when none could start and ``required``."""
+        actors = start_actors(actor_cls, count, (options, progress), start_timeout,
+                              capacity(options))  # fmt: skip
+        if not actors and not required:
+            return []
+        if not actors:
+            raise BuildFailed(f"no worker could start within {start_timeout:g} s "
+                              f"(--start-timeout): {resources_text(options)}")  # fmt: skip
+        if len(actors) < count and on_message:
+            on_message(f"{len(actors)} of {count} workers started ({resources_text(options)}; "
+                       f"--start-timeout {start_timeout:g} s); building on {len(actors)}")  # fmt: skip
         for info in ray.get([actor.ready.remote() for actor in actors]):
             if info["error"]:
                 raise BuildFailed(info["error"])
@@ -333,7 +426,7 @@ def run_shards(
                 if isinstance(err, ray.exceptions.RayActorError):
                     pool.remove(actor)
                     if not pool or ray.available_resources().get("CPU", 0) >= options.cpus_per_worker:  # fmt: skip
-                        pool += new_actors(1)
+                        pool += new_actors(1, required=not pool)
                 continue
             results.append(stats)
             if on_shard:

@@ -22,4 +22,5 @@ class SampleRef:
     meta: str = ""  # JSON text that came with the input (a tar's .json member)
     data: bytes | None = None  # image bytes already in hand (streamed from a tar)
     url: str = ""  # else: local path or fsspec URL to read the image bytes from
+    reach: tuple[str, ...] = ()  # address classes an HTTP read may connect to (): any but metadata
     error: str = ""  # the input failed before its bytes could be read (bad tar, bad list row): record as failed

@@ -16,8 +16,8 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from pipeline import layout
+from pipeline.lists import CAPTION_COLUMNS, PATH_COLUMNS
 from pipeline.reader import filesystem, is_local, open_url, read_url
-from pipeline.units import CAPTION_COLUMNS, PATH_COLUMNS
 
 #: File endings treated as images when walking folders.
 IMAGE_EXTENSIONS = frozenset({".jpg", ".jpeg", ".png", ".webp", ".bmp", ".tif", ".tiff"})
@@ -257,32 +257,3 @@ def load_captions(url: str) -> dict[str, str]:
                          f"{list(CAPTION_COLUMNS)}; has {sorted(names)}")  # fmt: skip
     return {str(r[file_col]): str(r[text_col]) for r in rows
             if r.get(text_col) is not None and r.get(file_col) is not None}  # fmt: skip
-
-
-def list_ranges(url: str, size: int) -> Iterator[tuple[int, int, int, int]]:
-    """(start row, stop row, start byte, end byte) chunks of a list file, ``size`` rows each.
-
-    Parquet: from the footer only. CSV/JSONL: one streaming pass over the bytes counting
-    lines (rows holding quoted newlines are not supported); no row is parsed.
-    """
-    if url.lower().endswith(".parquet"):
-        import pyarrow.parquet as pq
-
-        with open_url(url, seekable=True) as handle:
-            rows = pq.ParquetFile(handle).metadata.num_rows
-        for start in range(0, rows, size):
-            yield start, min(rows, start + size), 0, -1
-        return
-    with open_url(url) as handle:
-        position = len(handle.readline()) if url.lower().endswith(".csv") else 0
-        start, first_byte, count = 0, position, 0
-        for line in handle:
-            position += len(line)
-            if not line.strip():
-                continue
-            count += 1
-            if count - start == size:
-                yield start, count, first_byte, position
-                start, first_byte = count, position
-        if count > start:
-            yield start, count, first_byte, position

@@ -6,13 +6,11 @@ whole-object puts (atomic by nature). All cluster nodes must see the same root.
 
 from __future__ import annotations
 
-import json
 import os
-import shutil
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
-from pipeline.atomic import atomic_write, is_temp_name
+from pipeline.atomic import atomic_write
 
 
 class Storage:
@@ -86,49 +84,45 @@ class Storage:
         except FileNotFoundError:
             pass
 
-    def remove_all(self, keep: tuple[str, ...] = ()) -> None:
-        """Delete what hintset wrote here (for --overwrite): the dataset layout and hintset temps.
+    def check_reachable(self) -> None:
+        """StorageUnreachable (one line naming the endpoint) unless the root can be listed.
 
-        Refuses (NotHintsetOutput) a non-empty folder that holds no hintset manifest or
-        report, and leaves every other file in the folder alone.
+        Called before a build writes anything: an object store that does not answer is
+        refused up front, not a traceback from the first write.
         """
-        owned = dataset_entries()
-        names = self.list("")
-        if not names:
+        if self.local:
             return
-        if not self.is_hintset_output():
-            other = [n for n in names if n not in owned - {"manifest.json"} and not is_temp_name(n)]
-            if other:
-                raise NotHintsetOutput(
-                    f"{self.root} is not a hintset output (no hintset manifest.json or report.json "
-                    f"but {len(other)} other entries, e.g. {other[0]!r}); --overwrite deletes "
-                    "only hintset outputs: choose an empty or new folder"
-                )
-        for name in names:
-            if name not in keep and (name in owned or is_temp_name(name)):
-                target = self.path(name)
-                if self.local:
-                    path = Path(target)
-                    if path.is_dir() and not path.is_symlink():
-                        shutil.rmtree(path)
-                    else:
-                        path.unlink(missing_ok=True)
-                else:
-                    self.fs.rm(target, recursive=True)
+        try:
+            self.fs.exists(self.base)
+        except Exception as err:  # noqa: BLE001 - any client's connection error
+            raise StorageUnreachable(
+                f"cannot reach the output {self.root} at {self.endpoint(err)} "
+                f"({type(err).__name__}); check the endpoint (AWS_ENDPOINT_URL or "
+                "--storage-option) and that it is up"
+            ) from None
 
-    def is_hintset_output(self) -> bool:
-        """True when the root holds a manifest.json (build) or report.json (annotate) hintset wrote."""
-        for name, key in (("manifest.json", "format_version"), ("report.json", "hintset_version")):
-            try:
-                if key in json.loads(self.read_bytes(name)):
-                    return True
-            except (OSError, ValueError, TypeError):
-                continue
-        return False
+    def endpoint(self, err: BaseException | None = None) -> str:
+        """The server behind the root: from the client's error, the options or the environment."""
+        from urllib.parse import urlsplit
+
+        from pipeline.reader import storage_options
+
+        while err is not None:
+            url = (getattr(err, "kwargs", None) or {}).get("endpoint_url")
+            if url:
+                parts = urlsplit(str(url))
+                return f"{parts.scheme}://{parts.netloc}"
+            err = err.__cause__ or err.__context__
+        protocol = self.root.split("://", 1)[0]
+        configured = storage_options(protocol).get("endpoint_url")
+        if protocol in ("s3", "s3a"):
+            env = os.environ
+            configured = configured or env.get("AWS_ENDPOINT_URL_S3") or env.get("AWS_ENDPOINT_URL")
+        return str(configured or f"the default {protocol} endpoint")
 
 
-class NotHintsetOutput(ValueError):
-    """--overwrite was pointed at a folder hintset did not make (one-line message)."""
+class StorageUnreachable(ValueError):
+    """The output's object store does not answer (one-line message naming the endpoint)."""
 
 
 def dataset_entries() -> set[str]:

@@ -17,18 +17,14 @@ Keys (unique in the dataset, no dots, stable across reruns):
 
 from __future__ import annotations
 
-import csv
 import hashlib
-import io
-import json
 import re
 from collections.abc import Iterator
 from dataclasses import dataclass, replace
 
+from pipeline.lists import CAPTION_COLUMNS, PATH_COLUMNS, read_rows
 from pipeline.sample_ref import SampleRef
 
-PATH_COLUMNS = ("file", "path", "image", "filename", "file_name", "url")
-CAPTION_COLUMNS = ("caption", "text", "prompt")
 _UNSAFE = re.compile(r"[^A-Za-z0-9-]+")
 
 
@@ -116,17 +112,16 @@ def _tar_refs(unit: Unit) -> Iterator[SampleRef]:
 
 
 def _list_refs(unit: Unit) -> Iterator[SampleRef]:
-    try:
-        rows = read_rows(unit)
-    except Exception as err:  # noqa: BLE001 - an unreadable list range fails its rows, not the build
-        for row in range(unit.start, unit.stop):
-            yield SampleRef(key=f"{unit.ns}__{row:09d}", source=f"{unit.url}#{row}", data=b"",
-                            error=f"input: {' '.join(str(err).split())}")  # fmt: skip
-        return
-    base = unit.url.rsplit("/", 1)[0]
-    path_col, text_col = list_columns(list(rows[0]) if rows else [], unit.url)
-    for row, values in enumerate(rows, start=unit.start):
+    """The unit's rows streamed from its list; a row that cannot be read fails alone."""
+    from pipeline.trust import InputRefused, resolve_row
+
+    for row, values in read_rows(unit):
         key = f"{unit.ns}__{row:09d}"
+        if isinstance(values, str):  # why the row cannot be read
+            yield SampleRef(key=key, source=f"{unit.url}#{row}", data=b"", error=f"input: {values}")
+            continue
+        path_col = next((c for c in PATH_COLUMNS if c in values), "path column")
+        text_col = next((c for c in CAPTION_COLUMNS if c in values), None)
         path = values.get(path_col)
         caption = values.get(text_col) if text_col else None
         caption = None if caption is None else str(caption)
@@ -135,64 +130,10 @@ def _list_refs(unit: Unit) -> Iterator[SampleRef]:
                             error=f"input: row {row} has no {path_col}")  # fmt: skip
             continue
         path = str(path)
-        url = path if "://" in path or path.startswith("/") else f"{base}/{path}"
-        yield SampleRef(key=key, source=url, rel=path, caption=caption, url=url)
-
-
-def list_columns(names: list[str], url: str) -> tuple[str, str | None]:
-    """(path column, caption column or None) of a list; ValueError naming the file if no path."""
-    path_col = next((c for c in PATH_COLUMNS if c in names), None)
-    if path_col is None:
-        raise ValueError(f"{url}: needs one of the columns {list(PATH_COLUMNS)}; has {sorted(names)}")  # fmt: skip
-    return path_col, next((c for c in CAPTION_COLUMNS if c in names), None)
-
-
-def read_rows(unit: Unit) -> list[dict]:
-    """Rows ``[start, stop)`` of a list unit: Parquet by row groups, CSV/JSONL by byte range."""
-    from pipeline.reader import open_url
-
-    lower = unit.url.lower()
-    if lower.endswith(".parquet"):
-        return _parquet_rows(unit)
-    with open_url(unit.url) as handle:
-        header = handle.readline() if lower.endswith(".csv") else b""
-        skip = unit.offset - len(header)
-        while skip > 0:  # streams (http) cannot seek: read past the rows before the range
-            data = handle.read(min(skip, 1 << 20))
-            if not data:
-                break
-            skip -= len(data)
-        chunk = handle.read(unit.end - unit.offset) if unit.end >= 0 else handle.read()
-    if lower.endswith(".csv"):
-        text = (header + chunk).decode("utf-8")
-        rows = list(csv.DictReader(io.StringIO(text)))
-    else:
-        rows = [json.loads(line) for line in chunk.decode("utf-8").splitlines() if line.strip()]
-    if len(rows) != unit.stop - unit.start:
-        raise ValueError(f"{unit.url}: expected {unit.stop - unit.start} rows at byte "
-                         f"{unit.offset}, found {len(rows)} (file changed since planning?)")  # fmt: skip
-    return rows
-
-
-def _parquet_rows(unit: Unit) -> list[dict]:
-    """Read only the row groups that overlap the range, only the path and caption columns."""
-    import pyarrow.parquet as pq
-
-    from pipeline.reader import open_url
-
-    with open_url(unit.url, seekable=True) as handle:
-        pf = pq.ParquetFile(handle)
-        path_col, text_col = list_columns(pf.schema_arrow.names, unit.url)
-        columns = [c for c in (path_col, text_col) if c]
-        rows: list[dict] = []
-        first = 0
-        for group in range(pf.metadata.num_row_groups):
-            count = pf.metadata.row_group(group).num_rows
-            lo, hi = max(unit.start, first), min(unit.stop, first + count)
-            if lo < hi:
-                table = pf.read_row_group(group, columns=columns, use_threads=False)
-                rows += table.slice(lo - first, hi - lo).to_pylist()
-            first += count
-            if first >= unit.stop:
-                break
-    return rows
+        try:
+            url, reach = resolve_row(unit.url, path)
+        except InputRefused as err:  # the rule: this row may not name that; nothing is read
+            yield SampleRef(key=key, source=f"{unit.url}#{row}", rel=path, caption=caption,
+                            data=b"", error=f"input: row {row}: {err}")  # fmt: skip
+            continue
+        yield SampleRef(key=key, source=url, rel=path, caption=caption, url=url, reach=reach)

@@ -15,6 +15,7 @@ from typing import Any
 
 from annotators import create
 from annotators.base import Annotation, Annotator
+from pipeline.budget import exceeded, time_limit
 from pipeline.caption import CaptionSpec, CaptionStep
 from pipeline.decode import MAX_PIXELS, decode, resize_short_side
 from pipeline.encode import encode_json, encode_png
@@ -73,8 +74,10 @@ class Worker:
         min_size: int = 0,
         filters: tuple[Rule, ...] | list[Rule] = (),
         caption: CaptionSpec | None = None,
+        sample_timeout: float = 0.0,
     ) -> None:
         self.specs = specs
+        self.sample_timeout = sample_timeout  # seconds of annotators per sample (0: no limit)
         self.resolution = resolution
         self.max_pixels = max_pixels
         self.min_size = min_size
@@ -126,32 +129,51 @@ class Worker:
         return result
 
     def run_models(self, results: list[Result]) -> list[Result]:
-        """Run every annotator over the decoded results as one batch; encoding comes later."""
+        """Run every annotator over the decoded results as one batch; encoding comes later.
+
+        A sample whose annotators run past ``sample_timeout`` fails alone (see
+        :mod:`pipeline.budget`): a batch gets the sum of its samples' budgets, and when it
+        runs out its samples are retried one by one, each within what is left of its own.
+        """
+        budget = self.sample_timeout
         for annotator in self.annotators:
             live = [r for r in results if r.status == "ok"]
             if not live:
                 break
             start = time.perf_counter()
             try:
-                annotations = annotator.annotate_batch(
-                    [r.image for r in live], keys=[r.key for r in live]
-                )
+                with time_limit(sum(self._left(r) for r in live), budget):
+                    annotations = annotator.annotate_batch(
+                        [r.image for r in live], keys=[r.key for r in live]
+                    )
+                elapsed = [(time.perf_counter() - start) / len(live)] * len(live)
             except Exception:  # noqa: BLE001 - retry one by one to isolate the bad sample
-                annotations = []
+                annotations, elapsed = [], []
                 for r in live:
+                    start = time.perf_counter()
                     try:
-                        annotations.append(annotator.annotate(r.image, key=r.key))
+                        with time_limit(self._left(r), budget):
+                            annotations.append(annotator.annotate(r.image, key=r.key))
                     except Exception as err:  # noqa: BLE001
                         r.fail(f"annotator {annotator.name}", err)
                         annotations.append(None)
-            elapsed = (time.perf_counter() - start) / len(live)
-            for r, annotation in zip(live, annotations, strict=True):
+                    elapsed.append(time.perf_counter() - start)
+            for r, annotation, seconds in zip(live, annotations, elapsed, strict=True):
                 if annotation is not None:
-                    r.timings[annotator.name] = elapsed
+                    r.timings[annotator.name] = seconds
                     r.annotations.append(annotation)
-                    if reason := rejection(self.filters, annotator.name, annotation.stats):
+                    if budget and self._left(r) <= 0:  # ran over where it could not be stopped
+                        r.fail(f"annotator {annotator.name}", exceeded(budget))
+                    elif reason := rejection(self.filters, annotator.name, annotation.stats):
                         self._reject(r, reason)  # later annotators skip it
         return results
+
+    def _left(self, result: Result) -> float:
+        """Seconds of its budget a sample has left after its annotators so far (a sample still
+        running has some left: it failed otherwise); 0 when there is no budget (no limit)."""
+        if not self.sample_timeout:
+            return 0.0
+        return self.sample_timeout - sum(result.timings.get(a.name, 0.0) for a in self.annotators)
 
     @staticmethod
     def _reject(result: Result, reason: str) -> None:

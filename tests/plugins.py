@@ -55,6 +55,21 @@ class Slow(Annotator):
 
 
 @register
+class StallsOnBright(Annotator):
+    """Sleeps ``seconds`` for images brighter than ``threshold`` on average (a stalled model)."""
+
+    name = "test_stall"
+    outputs = ("flat",)
+    params = (Param("threshold", 150.0, "mean brightness above which it stalls"),
+              Param("seconds", 30.0, "how long it stalls"))  # fmt: skip
+
+    def _annotate(self, rgb, rng):
+        if rgb.mean() > self.config["threshold"]:
+            time.sleep(self.config["seconds"])
+        return Annotation(maps={"flat": np.zeros(rgb.shape[:2], np.uint8)})
+
+
+@register
 class StandInModel(Annotator):
     """A stand-in for a GPU network: sleeps ``ms`` per image per batch (the GIL is free, as
     while a GPU computes) and returns the green channel, so PNG encoding costs what a real map does.

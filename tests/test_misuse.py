@@ -19,7 +19,8 @@ from annotators import create
 from pipeline.atomic import atomic_write, remove_stale_temps, temp_file
 from pipeline.decode import DecodeError, decode
 from pipeline.layout import read_index
-from pipeline.storage import NotHintsetOutput, Storage
+from pipeline.ownership import NotHintsetOutput, remove_owned
+from pipeline.storage import Storage
 from pipeline.worker import AnnotatorSpec, Worker
 from tests.conftest import run_cli
 from tests.corpus import exif_rotated_jpeg
@@ -66,25 +67,26 @@ def test_overwrite_refuses_a_folder_hintset_did_not_make(tmp_path, photo_paths):
     assert sorted(p.name for p in victim.iterdir()) == ["a.jpg", "thesis.docx"]
 
 
-def test_remove_all_deletes_only_the_dataset_layout(tmp_path):
+def test_remove_owned_deletes_only_what_the_plan_records(tmp_path):
     root = tmp_path / "ds"
     for rel in ("shards/00000.tar", "index/00000.parquet", "stats/00000.json", "plan/00000.jsonl"):
         (root / rel).parent.mkdir(parents=True, exist_ok=True)
         (root / rel).write_bytes(b"x")
-    (root / "manifest.json").write_text(json.dumps({"format_version": 1, "config": {}}))
+    (root / "manifest.json").write_text(json.dumps({"format_version": 1, "config": {},
+                                                    "shards": [{"name": "00000"}]}))  # fmt: skip
     (root / "a.jpg").write_bytes(b"photo")
     (root / ".notes.tmp").write_text("mine")
     fd, leftover = temp_file(root, "manifest.json")
     os.close(fd)
-    Storage(root).remove_all()
-    assert sorted(p.name for p in root.iterdir()) == [".notes.tmp", "a.jpg"]
+    remove_owned(Storage(root))
+    assert sorted(p.name for p in root.iterdir()) == [".notes.tmp", "a.jpg", "plan"]
     assert not Path(leftover).exists()
 
 
-def test_remove_all_refuses_a_foreign_manifest(tmp_path):
+def test_remove_owned_refuses_a_foreign_manifest(tmp_path):
     (tmp_path / "manifest.json").write_text('{"name": "my web app"}')
     with pytest.raises(NotHintsetOutput, match="not a hintset output"):
-        Storage(tmp_path).remove_all()
+        remove_owned(Storage(tmp_path))
     assert (tmp_path / "manifest.json").exists()
 
 
@@ -95,17 +97,15 @@ def test_overwrite_refuses_inputs_inside_the_dataset(dataset):
     assert (dataset / "shards" / "00000.tar").exists()
 
 
-def test_build_into_the_input_folder_with_overwrite_keeps_the_inputs(tmp_path, photo_paths):
+def test_build_into_the_input_folder_is_refused_and_keeps_the_inputs(tmp_path, photo_paths):
     folder = tmp_path / "photos"
     folder.mkdir()
     shutil.copy(photo_paths[0], folder / "a.jpg")
     (folder / "thesis.docx").write_text("x")
-    for extra in ((), ("--overwrite",)):
+    for extra in ((), ("--overwrite",)):  # issue 21.14: a folder of other files is no output
         proc = run_cli("build", folder, "-o", folder, *FAST, *extra)
-        assert proc.returncode == 0, proc.stderr
-    assert (folder / "a.jpg").read_bytes() == photo_paths[0].read_bytes()
-    assert (folder / "thesis.docx").read_text() == "x"
-    assert run_cli("verify", folder).returncode == 0
+        assert proc.returncode == 2 and "not a hintset output" in one_error_line(proc.stderr)
+    assert sorted(p.name for p in folder.iterdir()) == ["a.jpg", "thesis.docx"]
 
 
 def test_annotate_never_overwrites_an_input(tmp_path, photo_paths):

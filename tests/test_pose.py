@@ -274,7 +274,7 @@ def test_task_files_are_weights_found_checked_and_recorded(tmp_path, offline_wei
         "pose_landmarker_heavy.task"
     ]
     with pytest.raises(WeightsError) as err:
-        pose.check_weights()
+        pose.check_ready()
     message = str(err.value)
     assert "\n" not in message and all(n in message for n in names) and str(folder) in message
     assert "Hugging Face cache" not in message  # no repo is searched unless task_repo names one
@@ -282,9 +282,9 @@ def test_task_files_are_weights_found_checked_and_recorded(tmp_path, offline_wei
             "pose_landmarker_full/float16/1/pose_landmarker_full.task") in message  # fmt: skip
     (folder / "pose_landmarker_full.task").write_bytes(b"not a zip of models")
     with pytest.raises(WeightsError, match="^missing weights hand_landmarker.task "):
-        pose.check_weights()
+        pose.check_ready()
     (folder / "hand_landmarker.task").write_bytes(b"also not one")
-    pose.check_weights()  # both present: nothing raised
+    pose.check_ready()  # both present: nothing raised
 
     # sha256: recorded for the manifest; a published hash that differs is an error
     path = folder / "pose_landmarker_full.task"

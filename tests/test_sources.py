@@ -14,6 +14,7 @@ import pyarrow.parquet as pq
 import pytest
 
 from pipeline import layout
+from pipeline.ownership import remove_owned
 from pipeline.plan import plan, read_plan
 from pipeline.reader import read_sample
 from pipeline.sources import find_images, load_captions
@@ -247,7 +248,7 @@ def test_overwrite_removes_only_what_hintset_wrote(tmp_path):
     (out / "shards").mkdir(parents=True)
     (out / "manifest.json").write_text(json.dumps({"format_version": 1}))
     (out / "thesis.docx").write_text("mine")
-    Storage(out).remove_all()
+    remove_owned(Storage(out))
     assert sorted(p.name for p in out.iterdir()) == ["thesis.docx"]
     shutil.rmtree(out)
 

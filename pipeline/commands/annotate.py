@@ -7,15 +7,17 @@ import sys
 import click
 
 from pipeline.commands.options import (
+    Progress,
     annotator_options,
     batch_size_option,
     caption_max_tokens_option,
     caption_option,
     caption_spec,
-    check_annotator_weights,
+    check_ready,
     cpus_per_worker_option,
     filter_option,
     quiet_option,
+    sample_timeout_option,
     specs_from,
 )
 
@@ -48,6 +50,7 @@ from pipeline.commands.options import (
 )
 @cpus_per_worker_option
 @batch_size_option
+@sample_timeout_option
 @click.option(
     "--save-image", is_flag=True, help="Also write the resized image as <stem>.image.jpg."
 )
@@ -82,6 +85,7 @@ def annotate(
     filters,
     caption_model,
     caption_max_tokens,
+    sample_timeout,
 ):
     """Write condition maps for every image in INPUTS (files or folders, searched recursively).
 
@@ -96,8 +100,7 @@ def annotate(
       hintset annotate photos/ -o maps/ --annotators canny,lines --param canny.low=50
       hintset annotate photos/ -o maps/ -a canny --caption blip-base --weights-dir models/
     """
-    from tqdm import tqdm
-
+    from annotators.extras import MissingExtra
     from annotators.weights import WeightsError
     from pipeline.annotate import REPORT_NAME, SettingsConflict, run_annotate
     from pipeline.filters import parse_filters
@@ -105,17 +108,17 @@ def annotate(
     specs = specs_from(names, params, weights_dir)
     try:
         parse_filters(filters, specs)
-        # a missing captioning model stops here, before any output is written
-        caption = caption_spec(caption_model, False, caption_max_tokens, check_weights=True)
-        check_annotator_weights(specs)
-    except (ValueError, WeightsError) as err:
+        caption = caption_spec(caption_model, False, caption_max_tokens)
+        # a missing package or weights file stops here, before any output is written
+        check_ready(specs, caption, here=True)
+    except (ValueError, WeightsError, MissingExtra) as err:
         click.echo(f"error: {' '.join(str(err).split())}", err=True)
         sys.exit(2)
 
-    bar = tqdm(total=0, unit="img", disable=quiet, dynamic_ncols=True, desc="annotate")
+    bar = Progress(unit="img", disable=quiet, desc="annotate")
 
     def on_plan(total: int, todo: int) -> None:
-        bar.reset(total=todo)
+        bar.start(todo)
         if total > todo:
             bar.write(
                 f"{total - todo} of {total} inputs already done; skipping them (--overwrite redoes them)"
@@ -141,6 +144,7 @@ def annotate(
             on_plan=on_plan,
             filters=filters,
             caption=caption,
+            sample_timeout=sample_timeout,
         )
     except SettingsConflict as err:
         bar.close()

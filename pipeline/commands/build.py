@@ -7,15 +7,20 @@ import sys
 import click
 
 from pipeline.commands.options import (
+    Progress,
     annotator_options,
     batch_size_option,
     caption_max_tokens_option,
     caption_option,
     caption_spec,
-    check_annotator_weights,
+    check_ready,
     cpus_per_worker_option,
     filter_option,
+    input_limits_options,
+    limits_from,
+    plural,
     quiet_option,
+    sample_timeout_option,
     specs_from,
 )
 
@@ -87,6 +92,14 @@ from pipeline.commands.options import (
     "fractions such as 0.5 let several workers share one GPU.",
 )
 @click.option(
+    "--start-timeout",
+    default=60.0,
+    show_default=True,
+    type=click.FloatRange(min=0, min_open=True),
+    help="Seconds to wait for Ray to place the workers asked for; then the build runs on those "
+    "that started (and says so), or stops with exit code 2 if none could.",
+)
+@click.option(
     "--max-retries",
     default=3,
     show_default=True,
@@ -94,6 +107,7 @@ from pipeline.commands.options import (
     help="Times a shard is retried when its worker dies.",
 )
 @batch_size_option
+@sample_timeout_option
 @click.option(
     "--import",
     "imports",
@@ -132,12 +146,15 @@ from pipeline.commands.options import (
 )
 @click.option("--recaption", is_flag=True, help="With --caption: replace every caption.")
 @caption_max_tokens_option
+@input_limits_options
 @annotator_options
 @quiet_option
 def build(inputs, out, names, params, captions, shard_size, resolution, min_size, keep_original,
           workers, address, cpus_per_worker, gpus_per_worker, max_retries, batch_size,
           weights_dir, imports, retry_failed, storage_opts, max_shards, overwrite, quiet,
-          filters, caption_model, recaption, caption_max_tokens):  # fmt: skip
+          filters, caption_model, recaption, caption_max_tokens, start_timeout,
+          sample_timeout, trust_remote_lists,
+          max_object_size, max_caption_size, connect_timeout, read_timeout):  # fmt: skip
     """Build a ControlNet dataset from INPUTS: image folders/files, WebDataset tars (paths,
     globs or brace notation such as 'data/{00000..00009}.tar') or Parquet/CSV/JSONL lists,
     local or any fsspec URL (s3://, gs://, http(s)://). Each tar, each list row range
@@ -159,8 +176,7 @@ def build(inputs, out, names, params, captions, shard_size, resolution, min_size
       hintset build photos/ --captions captions.jsonl -o ds/ -a canny,lines --shard-size 1000
       hintset build photos/ -o ds/ -a canny --caption blip-base --weights-dir models/
     """
-    from tqdm import tqdm
-
+    from annotators.extras import MissingExtra
     from annotators.weights import WeightsError
     from pipeline.build import run_build
     from pipeline.filters import parse_filters
@@ -168,23 +184,22 @@ def build(inputs, out, names, params, captions, shard_size, resolution, min_size
     from pipeline.ray_runner import BuildFailed
 
     set_storage_options(storage_opts)
+    limits = limits_from(trust_remote_lists, max_object_size, max_caption_size,
+                         connect_timeout, read_timeout)  # fmt: skip
     specs = specs_from(names, params, weights_dir, tuple(imports))
     try:
         parse_filters(filters, specs)  # a typo'd rule stops here, before Ray starts
-        check_options(inputs, out, address, gpus_per_worker, overwrite)
-        # a cluster's workers may see other weights than this machine: they check there
-        caption = caption_spec(caption_model, recaption, caption_max_tokens,
-                               check_weights=not address)  # fmt: skip
-        if not address:
-            check_annotator_weights(specs)
-    except (BuildFailed, ValueError, WeightsError) as err:
+        check_options(inputs, out, address, gpus_per_worker, overwrite, cpus_per_worker)
+        caption = caption_spec(caption_model, recaption, caption_max_tokens)
+        # a cluster's workers may have other packages and weights than this machine: they check there
+        check_ready(specs, caption, here=not address)
+    except (BuildFailed, ValueError, WeightsError, MissingExtra) as err:
         click.echo(f"error: {' '.join(str(err).split())}", err=True)
         sys.exit(2)
-    bar = tqdm(total=0, unit="sample", disable=quiet, dynamic_ncols=True, desc="build",
-               smoothing=0.1)  # fmt: skip
+    bar = Progress(unit="sample", disable=quiet, desc="build", smoothing=0.1)
 
     def on_plan(total: int, todo: int, samples: int) -> None:
-        bar.reset(total=samples if samples >= 0 else None)
+        bar.start(samples if samples >= 0 else None)
         if total > todo:
             bar.write(f"{total - todo} of {total} shards already complete; resuming")
 
@@ -203,26 +218,27 @@ def build(inputs, out, names, params, captions, shard_size, resolution, min_size
             on_message=lambda text: bar.write(text, file=sys.stderr), max_shards=max_shards,
             filters=filters,
             caption=caption,
+            start_timeout=start_timeout,
+            sample_timeout=sample_timeout,
+            limits=limits,
         )  # fmt: skip
     except (BuildFailed, LockHeld, FileNotFoundError, ValueError) as err:
         bar.close()
         click.echo(f"error: {' '.join(str(err).split())}", err=True)
         sys.exit(2)
     bar.close()
-    if manifest["status"] != "complete":
-        click.echo(f"stopped after {max_shards} shards (--max-shards); rerun to continue", err=True)
-        return
     t = manifest["totals"]
     filtered = f", {t['filtered']} filtered" if t.get("filtered") else ""
     generated = f" ({t['captions_generated']} generated)" if t.get("captions_generated") else ""
     click.echo(f"{t['ok']} ok, {t['failed']} failed{filtered}, {t['no_caption']} without caption"
-               f"{generated} in {t['shards']} shards -> {out}", err=True)  # fmt: skip
-    sys.exit(1 if t["failed"] else 0)
+               f"{generated} in {plural(t['shards'], 'shard')} -> {out}", err=True)  # fmt: skip
+    if manifest["status"] != "complete":
+        click.echo(f"stopped after {max_shards} shards (--max-shards); rerun to continue", err=True)
+    sys.exit(1 if t["failed"] else 0)  # as a full build: 1 when any sample built so far failed
 
 
-def check_options(
-    inputs: tuple[str, ...], out: str, address: str | None, gpus_per_worker: float, overwrite: bool
-) -> None:
+def check_options(inputs: tuple[str, ...], out: str, address: str | None, gpus_per_worker: float,
+                  overwrite: bool, cpus_per_worker: int = 1) -> None:  # fmt: skip
     """Refuse, in one line and before any work, options that would hang, fail late or lose data."""
     import os
 
@@ -230,8 +246,9 @@ def check_options(
     from pipeline.storage import Storage, dataset_entries
 
     check_address(address)
-    check_resources(address, gpus_per_worker)
+    check_resources(address, gpus_per_worker, cpus_per_worker)
     storage = Storage(out)
+    storage.check_reachable()
     if overwrite and storage.local:
         owned = [os.path.join(os.path.abspath(storage.base), name) for name in dataset_entries()]
         for item in inputs:

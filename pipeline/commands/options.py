@@ -8,6 +8,8 @@ from typing import TYPE_CHECKING
 
 import click
 
+from pipeline.budget import DEFAULT_SECONDS
+
 if TYPE_CHECKING:
     from pipeline.caption import CaptionSpec
 
@@ -32,10 +34,50 @@ cpus_per_worker_option = click.option(
     "ahead), so N workers on N cores do not contend.",
 )  # fmt: skip
 
+sample_timeout_option = click.option(
+    "--sample-timeout", default=DEFAULT_SECONDS, show_default=True, type=click.FloatRange(min=0),
+    help="Seconds the annotators may take per image; an image over it fails alone (its "
+    "error says so), the rest go on. 0: no limit.",
+)  # fmt: skip
+
 batch_size_option = click.option(
     "--batch-size", default=8, show_default=True, type=click.IntRange(min=1),
     help="Images per annotator call (learned annotators run them as one batch).",
 )  # fmt: skip
+
+
+def plural(count: int, noun: str) -> str:
+    """``1 shard``, ``2 shards``."""
+    return f"{count} {noun}{'' if count == 1 else 's'}"
+
+
+class Progress:
+    """A tqdm bar drawn only once the work is known (:meth:`start`), so a command that stops
+    with an error before that prints no empty bar; :meth:`write` prints above it."""
+
+    def __init__(self, **options) -> None:
+        self.options, self.bar = options, None
+
+    def start(self, total: int | None) -> None:
+        from tqdm import tqdm
+
+        if self.bar is None:
+            self.bar = tqdm(total=total, dynamic_ncols=True, **self.options)
+        else:
+            self.bar.reset(total=total)
+
+    def update(self, count: int) -> None:
+        if self.bar is not None:
+            self.bar.update(count)
+
+    def write(self, text: str, file=None) -> None:
+        from tqdm import tqdm
+
+        tqdm.write(text, file=file)
+
+    def close(self) -> None:
+        if self.bar is not None:
+            self.bar.close()
 
 
 def filter_option(help: str) -> Callable:
@@ -60,31 +102,41 @@ def caption_option(what: str) -> Callable:
     )  # fmt: skip
 
 
-def caption_spec(model: str | None, recaption: bool, max_tokens: int, *,
-                 check_weights: bool = False) -> CaptionSpec | None:  # fmt: skip
-    """The --caption settings (None without --caption; --recaption alone is a usage error).
-
-    ``check_weights``: raise WeightsError (one line) now, before any work, if the model is missing.
-    """
+def caption_spec(model: str | None, recaption: bool, max_tokens: int) -> CaptionSpec | None:
+    """The --caption settings (None without --caption; --recaption alone is a usage error)."""
     from pipeline.caption import CaptionSpec
 
     if not model:
         if recaption:
             raise click.UsageError("--recaption needs --caption MODEL")
         return None
-    if check_weights:
-        from annotators.caption import resolve_caption_model
-
-        resolve_caption_model(model)
     return CaptionSpec(model, recaption=recaption, max_tokens=max_tokens)
 
 
-def check_annotator_weights(specs: list) -> None:
-    """Raise WeightsError (one line naming every missing file) now, before any work."""
+def check_ready(specs: list, caption: CaptionSpec | None, *, here: bool) -> None:
+    """Raise MissingExtra or WeightsError (one line) now, before any work or output, when an
+    annotator or the captioning model lacks a package or weights. The one rule for both:
+    checked when the workers run on this machine (``here``: annotate, build without
+    --address); a cluster's workers may have their own packages and weights."""
+    if not here:
+        return
     from annotators import create
+    from annotators.caption import resolve_caption_model
+    from annotators.extras import TRANSFORMERS, MissingExtra, check_extras
+    from annotators.weights import WeightsError
 
-    for spec in specs:
-        create(spec.name, **spec.params).check_weights()
+    checks = [create(spec.name, **spec.params).check_ready for spec in specs]
+    if caption is not None:
+        checks.append(lambda: check_extras(f"--caption {caption.model}", TRANSFORMERS))
+        checks.append(lambda: resolve_caption_model(caption.model))
+    problems: list[Exception] = []
+    for check in checks:
+        try:
+            check()
+        except (MissingExtra, WeightsError) as err:
+            problems.append(err)
+    if problems:  # every missing package and file at once, in one line
+        raise type(problems[0])("; ".join(dict.fromkeys(str(p) for p in problems)))
 
 
 def annotator_options(command: Callable) -> Callable:
@@ -111,3 +163,68 @@ def specs_from(names: str, params: tuple[str, ...], weights_dir: str | None,
         return parse_specs(names, params)
     except (ValueError, ImportError) as err:
         raise click.UsageError(str(err)) from None
+
+
+class ByteSize(click.ParamType):
+    """A size in bytes: ``1048576``, ``64KiB``, ``256MiB``, ``2GiB`` (K/M/G are binary too)."""
+
+    name = "SIZE"
+    _UNITS = {"": 1, "b": 1, "k": 1 << 10, "m": 1 << 20, "g": 1 << 30}
+
+    def convert(self, value, param, ctx) -> int:
+        if isinstance(value, int):
+            return value
+        text = str(value).strip().lower().removesuffix("ib").removesuffix("b")
+        number, unit = text.rstrip("kmg"), text[len(text.rstrip("kmg")) :]
+        try:
+            size = int(float(number) * self._UNITS[unit])
+        except (ValueError, KeyError):
+            self.fail(f"{value!r} is not a size (e.g. 1048576, 64KiB, 256MiB)", param, ctx)
+        if size < 1:
+            self.fail(f"{value!r} must be at least 1 byte", param, ctx)
+        return size
+
+
+def input_limits_options(command: Callable) -> Callable:
+    """--trust-remote-lists, --max-object-size, --max-caption-size, --connect-timeout,
+    --read-timeout: what remote inputs may name and the caps on reading them."""
+    options = [
+        click.option(
+            "--trust-remote-lists", is_flag=True,
+            help="Let rows of remote (http, s3, ...) lists name local files, other stores "
+            "and private/loopback addresses, as a local list may. Without it such rows fail. "
+            "Link-local/cloud-metadata addresses are never read.",
+        ),
+        click.option(
+            "--max-object-size", type=ByteSize(), default="256MiB", show_default=True,
+            help="Largest remote object (image, sidecar) read; bigger ones, or HTTP bodies "
+            "that inflate past it, fail their sample.",
+        ),
+        click.option(
+            "--max-caption-size", type=ByteSize(), default="64KiB", show_default=True,
+            help="Longest caption (UTF-8 bytes) from any source; longer ones fail their sample.",
+        ),
+        click.option(
+            "--connect-timeout", type=click.FloatRange(min=0, min_open=True), default=10.0,
+            show_default=True, help="Seconds to connect to an HTTP server.",
+        ),
+        click.option(
+            "--read-timeout", type=click.FloatRange(min=0, min_open=True), default=60.0,
+            show_default=True, help="Seconds to wait for the next bytes of an HTTP answer.",
+        ),
+    ]  # fmt: skip
+    for option in reversed(options):
+        command = option(command)
+    return command
+
+
+def limits_from(trust_remote_lists: bool, max_object_size: int, max_caption_size: int,
+                connect_timeout: float, read_timeout: float):  # fmt: skip
+    """The :class:`~pipeline.trust.Limits` of the options, also used by this process."""
+    from pipeline.trust import Limits, configure
+
+    limits = Limits(max_object_bytes=max_object_size, max_caption_bytes=max_caption_size,
+                    connect_timeout=connect_timeout, read_timeout=read_timeout,
+                    trust_remote_lists=trust_remote_lists)  # fmt: skip
+    configure(limits)
+    return limits

@@ -17,7 +17,7 @@ from typing import TYPE_CHECKING, Any
 
 from annotators import create
 from pipeline.atomic import atomic_write
-from pipeline.encode import encode_jpeg, encode_json
+from pipeline.encode import encode_jpeg, encode_json, encode_text
 
 if TYPE_CHECKING:
     from pipeline.caption import CaptionSpec
@@ -179,7 +179,7 @@ class FilesWriter:
         if self.save_image:
             sample.stored[f"{IMAGE}.jpg"] = encode_jpeg(sample.result.image)
         if self.caption:  # empty when the model generated nothing: the file still says so
-            sample.stored[f"{CAPTION}.txt"] = (sample.caption or "").encode()
+            sample.stored[f"{CAPTION}.txt"] = encode_text(sample.caption or "", "caption")
 
     def write(self, sample: Sample) -> None:
         result, ref = sample.result, sample.ref

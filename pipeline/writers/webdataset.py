@@ -23,7 +23,7 @@ from typing import TYPE_CHECKING, Any
 
 from pipeline import layout
 from pipeline.atomic import temp_file
-from pipeline.encode import encode_jpeg, encode_json
+from pipeline.encode import check_texts, encode_jpeg, encode_json, encode_text, storable
 from pipeline.storage import Storage
 
 if TYPE_CHECKING:
@@ -95,6 +95,9 @@ class ShardWriter:
     def encode(self, sample: Sample) -> None:
         """The stored image (JPEG of the resized image, or the original bytes) and metadata."""
         result = sample.result
+        # text UTF-8 cannot hold (a lone surrogate) fails the sample here, not the shard later
+        check_texts({"caption": sample.caption, "source": sample.ref.source, "path": sample.ref.rel,
+                     "metadata": sample.ref.meta, "caption source": sample.caption_source})  # fmt: skip
         if self.keep_original:
             ext = original_extension(sample.data)
             if not ext:
@@ -107,7 +110,7 @@ class ShardWriter:
             meta.pop("caption_source")
         if sample.ref.meta:
             meta["source_meta"] = _json_or_text(sample.ref.meta)
-        sample.stored["txt"] = (sample.caption or "").encode()
+        sample.stored["txt"] = encode_text(sample.caption or "", "caption")
         sample.stored["json"] = encode_json(meta)
 
     def row(self, sample: Sample) -> dict[str, Any]:
@@ -124,7 +127,7 @@ class ShardWriter:
                        original_width=result.original_size[0],
                        original_height=result.original_size[1], upscaled=result.upscaled,
                        **result.stats)  # fmt: skip
-        return row
+        return {k: storable(v) for k, v in row.items()}
 
     def write(self, sample: Sample) -> None:
         """Append the sample's members to the tar (if ok) and its row to the index."""
