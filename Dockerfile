@@ -8,6 +8,8 @@ FROM ${RAY_IMAGE}
 
 USER root
 # libgl1/libglib2.0-0: opencv-contrib-python (required by mediapipe) is the non-headless build.
+# The default stack (numpy 2, mediapipe's Tasks API with .task files as weights); the
+# bundled-model extra `pose-bundled` (numpy 1.x) is not for this image.
 RUN apt-get update && apt-get install -y --no-install-recommends libgl1 libglib2.0-0 \
     && rm -rf /var/lib/apt/lists/*
 USER ray
@@ -17,9 +19,10 @@ COPY --chown=ray:users pyproject.toml README.md ./
 COPY --chown=ray:users annotators ./annotators
 COPY --chown=ray:users pipeline ./pipeline
 COPY --chown=ray:users training ./training
-RUN pip install --no-cache-dir ".[pose,models,train,cloud,dwpose]"
+RUN pip install --no-cache-dir ".[pose,models,train,cloud,dwpose]" && pip check
 
-# Weights are not baked in: mount them and point hintset at them (or use an HF cache volume).
+# Weights (the .task files of pose/face too) are not baked in: mount them and point hintset
+# at them (or use an HF cache volume).
 ENV HINTSET_WEIGHTS_DIR=/weights
 ENTRYPOINT []
 CMD ["hintset", "--help"]

@@ -1,6 +1,9 @@
 """``face``: the MediaPipe face-mesh map of controlnet_aux's ``MediapipeFaceDetector``.
 
-MediaPipe 0.10.21 bundles the face mesh model, so this runs offline. Drawing facts
+Two routes to the same 478 landmarks: ``backend=mediapipe`` (default) runs the Tasks API's
+FaceLandmarker with the published ``face_landmarker.task`` (a weights file, see
+:mod:`annotators.mediapipe_tasks`); ``mediapipe-bundled`` runs mediapipe 0.10.21's FaceMesh,
+whose model ships in the wheel (offline; the ``pose-bundled`` extra). Drawing facts
 (controlnet_aux 0.0.10, ``mediapipe_face_common.py``), written here directly in RGB:
 - FaceMesh with ``refine_landmarks`` (iris points), ``max_faces`` and ``min_confidence``;
   faces whose landmark box is smaller than ``min_face_size`` (64) pixels on its short side
@@ -22,6 +25,7 @@ import cv2
 import numpy as np
 
 from annotators.base import Annotation, Annotator, AnnotatorError, Param
+from annotators.mediapipe_tasks import FACE_TASK, in_repo, load_tasks, mp_image
 from annotators.quiet import filter_native_logs
 from annotators.registry import register
 
@@ -40,13 +44,21 @@ CONTOUR_COLOURS = (
 PUPIL_COLOURS = {468: (250, 200, 10), 473: (10, 200, 250)}
 
 
-def contour_spec() -> dict[tuple[int, int], tuple[int, int, int]]:
-    """Edge -> RGB colour, in drawing order (first set an edge appears in fixes its place)."""
-    from mediapipe.python.solutions import face_mesh
-
+def contour_spec(bundled: bool = True) -> dict[tuple[int, int], tuple[int, int, int]]:
+    """Edge -> RGB colour, in drawing order (first set an edge appears in fixes its place);
+    the edge sets of mediapipe 0.10.21's ``face_mesh`` or of the Tasks API (same edges)."""
     spec: dict[tuple[int, int], tuple[int, int, int]] = {}
     for set_name, colour in CONTOUR_COLOURS:
-        for edge in getattr(face_mesh, set_name):
+        if bundled:
+            from mediapipe.python.solutions import face_mesh
+
+            edges = list(getattr(face_mesh, set_name))
+        else:
+            from mediapipe.tasks.python.vision import FaceLandmarksConnections
+
+            tasks_name = set_name.replace("FACEMESH_", "FACE_LANDMARKS_")
+            edges = [(c.start, c.end) for c in getattr(FaceLandmarksConnections, tasks_name)]
+        for edge in edges:
             spec[edge] = colour
     return spec
 
@@ -55,11 +67,17 @@ def _valid(value: float) -> bool:
     return (value > 0 or math.isclose(0, value)) and (value < 1 or math.isclose(1, value))
 
 
+def _field(point: Any, name: str) -> float | None:
+    """A landmark's optional field: unset is None (protobuf ``HasField``, Tasks dataclass None)."""
+    if hasattr(point, "HasField"):
+        return getattr(point, name) if point.HasField(name) else None
+    return getattr(point, name, None)
+
+
 def _hidden(point: Any, visibility: float) -> bool:
     """True when a landmark carries a visibility/presence that mediapipe would not draw."""
-    return (point.HasField("visibility") and point.visibility < visibility) or (
-        point.HasField("presence") and point.presence < 0.5
-    )
+    seen, present = _field(point, "visibility"), _field(point, "presence")
+    return (seen is not None and seen < visibility) or (present is not None and present < 0.5)
 
 
 def face_size(points: Any, height: int, width: int) -> float:
@@ -104,6 +122,14 @@ class Face(Annotator):
     stats = ("faces",)
     description = "MediaPipe face-mesh contours + pupils on black (RGB), controlnet_aux colours"
     params = (
+        Param(
+            "backend",
+            "mediapipe",
+            "Tasks API + face_landmarker.task, or the bundled model",
+            choices=("mediapipe", "mediapipe-bundled"),
+        ),  # fmt: skip
+        Param("task_repo", "", "mediapipe: Hugging Face repo holding face_landmarker.task, if any"),
+        Param("weights_dir", "", "folder with face_landmarker.task (else $HINTSET_WEIGHTS_DIR)"),
         Param("max_faces", 1, "most faces drawn per image (controlnet_aux default 1)", minimum=1),
         Param("min_confidence", 0.5, "FaceMesh min_detection_confidence", maximum=1.0),
         Param("min_face_size", 64, "drop faces whose landmark box is smaller (pixels, short side)"),
@@ -113,16 +139,52 @@ class Face(Annotator):
         super().__init__(**params)
         self._mesh: Any = None
         self._spec: dict | None = None
+        self._identity: list[dict[str, Any]] = []
+
+    @classmethod
+    def weights_files(cls) -> list[Any]:
+        return [FACE_TASK]
+
+    @classmethod
+    def weights_by_backend(cls) -> dict[str, list[Any]]:
+        """The Tasks route reads face_landmarker.task; the bundled model ships in its wheel."""
+        return {"mediapipe": [FACE_TASK], "mediapipe-bundled": []}
+
+    def _task_files(self) -> list[Any]:
+        if self.config["backend"] != "mediapipe":
+            return []
+        return in_repo([FACE_TASK], self.config["task_repo"])
+
+    def check_ready(self) -> None:
+        """The package, then face_landmarker.task present (or fetched from ``task_repo``) and
+        hash-checked; loads nothing."""
+        from annotators.weights import resolve_all
+
+        super().check_ready()
+        resolve_all(self._task_files(), self.config["weights_dir"] or None)
+
+    def weights_identity(self) -> list[dict[str, Any]]:
+        return list(self._identity)
 
     def requirements(self) -> tuple[tuple[str, str], ...]:
-        """mediapipe (the ``pose`` extra)."""
+        """mediapipe: its Tasks API (the ``pose`` extra) or 0.10.21's ``mp.solutions``
+        (``pose-bundled``)."""
+        if self.config["backend"] == "mediapipe-bundled":
+            return (("mediapipe.python.solutions", "pose-bundled"),)
         return (("mediapipe", "pose"),)
 
     def load(self) -> None:
-        """Create MediaPipe's FaceMesh (its model ships inside the mediapipe 0.10.21 wheel)."""
+        """Create the FaceLandmarker (Tasks) or mediapipe 0.10.21's bundled FaceMesh, once."""
         if self._mesh is not None:
             return
         filter_native_logs()  # absl / TF Lite lines would break progress bars
+        cfg = self.config
+        if cfg["backend"] == "mediapipe":
+            options = {"num_faces": cfg["max_faces"], "min_face_detection_confidence":
+                       cfg["min_confidence"]}  # fmt: skip
+            tasks, self._identity = load_tasks(self._task_files(), cfg["weights_dir"], [options])
+            self._mesh, self._spec = tasks[0], contour_spec(bundled=False)
+            return
         try:
             from mediapipe.python.solutions import face_mesh
         except ImportError as err:
@@ -138,18 +200,18 @@ class Face(Annotator):
     def landmarks(self, rgb: np.ndarray) -> list[Any]:
         """Landmark lists of the faces kept (detected, then filtered by size)."""
         self.load()
-        found = self._mesh.process(np.ascontiguousarray(rgb)).multi_face_landmarks or []
+        if self.config["backend"] == "mediapipe":
+            found = self._mesh.detect(mp_image(rgb)).face_landmarks
+        else:
+            result = self._mesh.process(np.ascontiguousarray(rgb)).multi_face_landmarks or []
+            found = [face.landmark for face in result]
         height, width = rgb.shape[:2]
         minimum = self.config["min_face_size"]
-        return [
-            face
-            for face in found
-            if minimum <= 0 or face_size(face.landmark, height, width) >= minimum
-        ]
+        return [face for face in found if minimum <= 0 or face_size(face, height, width) >= minimum]
 
     def _annotate(self, rgb: np.ndarray, rng: np.random.Generator) -> Annotation:
         faces = self.landmarks(rgb)
         canvas = np.zeros_like(rgb)
         for face in faces:
-            draw_face(canvas, face.landmark, self._spec)
+            draw_face(canvas, face, self._spec)
         return Annotation(maps={"face": canvas}, stats={"faces": float(len(faces))})

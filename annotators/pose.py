@@ -1,8 +1,11 @@
 """``pose``: OpenPose-style skeleton maps plus keypoints in OpenPose's JSON format.
 
-Two backends share the drawing in :mod:`annotators.pose_draw`:
-- ``mediapipe`` (default, no download: the models ship inside the mediapipe 0.10.21
-  wheel). Its pose model finds ONE person per image (the most prominent).
+The backends share the drawing in :mod:`annotators.pose_draw`:
+- ``mediapipe`` (default): MediaPipe's Tasks API (current mediapipe) with the published
+  ``.task`` files as weights (:mod:`annotators.mediapipe_tasks`). ONE person per image.
+- ``mediapipe-bundled``: the same model generation through mediapipe 0.10.21's
+  ``mp.solutions``, whose wheel bundles the models (offline, no files; the ``pose-bundled``
+  extra, in an environment of its own). ONE person per image (the most prominent).
 - ``openpose``: the CMU body (and hand) networks from lllyasviel/Annotators; finds
   MANY people by grouping keypoints with part affinity fields.
 - ``dwpose``: DWPose whole-body (YOLOX-L person boxes, then RTMPose 133 keypoints per person,
@@ -11,12 +14,22 @@ Two backends share the drawing in :mod:`annotators.pose_draw`:
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from typing import Any
 
 import numpy as np
 
 from annotators.base import Annotation, Param
 from annotators.learned import LEARNED_PARAMS, LearnedAnnotator, groups_by_size
+from annotators.mediapipe_tasks import (
+    HAND_TASK,
+    POSE_TASKS,
+    face_contour_edges,
+    in_repo,
+    load_tasks,
+    mp_image,
+    task_files,
+)
 from annotators.pose_draw import draw_people, draw_wholebody, openpose_json
 from annotators.quiet import filter_native_logs
 from annotators.registry import register
@@ -28,9 +41,12 @@ MEDIAPIPE_TO_OPENPOSE = (0, None, 12, 14, 16, 11, 13, 15, 24, 26, 28, 23, 25, 27
 FACE_SUBSET = "mediapipe FACEMESH_CONTOURS landmarks, sorted by index"
 
 
+MEDIAPIPE_BACKENDS = ("mediapipe", "mediapipe-bundled")
+
+
 def landmark(point: Any, shape: tuple[int, int], min_confidence: float, visibility: bool = True):
     """(x, y, confidence) in pixels, or None when not visible enough or outside the image."""
-    confidence = float(point.visibility) if visibility else 1.0
+    confidence = float(point.visibility or 0.0) if visibility else 1.0
     x, y = point.x * shape[1], point.y * shape[0]
     if confidence < min_confidence or not (0 <= x < shape[1] and 0 <= y < shape[0]):
         return None
@@ -49,12 +65,21 @@ class Pose(LearnedAnnotator):
     description = "OpenPose-style skeleton, RGB on black, + pose.json (OpenPose format)"
     params = (
         Param(
-            "backend", "mediapipe", "keypoint detector", choices=("mediapipe", "openpose", "dwpose")
-        ),
+            "backend",
+            "mediapipe",
+            "keypoint detector",
+            choices=(*MEDIAPIPE_BACKENDS, "openpose", "dwpose"),
+        ),  # fmt: skip
         Param("hands", False, "detect and draw hands (21 points each)"),
         Param("face", False, "detect and draw face points (mediapipe, dwpose)"),
         Param("min_confidence", 0.5, "mediapipe: drop keypoints less visible than this", maximum=1),
-        Param("model_complexity", 1, "mediapipe pose model (0 lite, 1 full)", choices=(0, 1)),
+        Param(
+            "model_complexity",
+            1,
+            "mediapipe pose model (0 lite, 1 full, 2 heavy: .task only)",
+            choices=(0, 1, 2),
+        ),  # fmt: skip
+        Param("task_repo", "", "mediapipe: Hugging Face repo holding the .task files, if any"),
         *LEARNED_PARAMS,
     )
 
@@ -62,9 +87,11 @@ class Pose(LearnedAnnotator):
         super()._validate()
         if self.config["face"] and self.config["backend"] == "openpose":
             raise ValueError("pose: face points need backend=mediapipe or dwpose")
+        if self.config["backend"] == "mediapipe-bundled" and self.config["model_complexity"] > 1:
+            raise ValueError("pose: the heavy model (2) is not bundled; use backend=mediapipe")
         if self.config["backend"] == "dwpose" and self.config["precision"] in ("fp16", "bf16"):
             raise ValueError("pose: backend=dwpose runs the ONNX files as published (fp32)")
-        self.wants_gpu = self.config["backend"] != "mediapipe"
+        self.wants_gpu = self.config["backend"] not in MEDIAPIPE_BACKENDS
 
     @classmethod
     def weights_files(cls) -> list[Any]:
@@ -72,46 +99,54 @@ class Pose(LearnedAnnotator):
 
     @classmethod
     def weights_by_backend(cls) -> dict[str, list[Any]]:
-        """mediapipe's models ship in its wheel; openpose needs the body (and hand) networks,
-        dwpose the person detector and the whole-body network."""
+        """mediapipe: the .task files (pose lite/full/heavy, hands, face); mediapipe-bundled:
+        none (in the 0.10.21 wheel); openpose: the body (and hand) networks; dwpose: the
+        person detector and the whole-body network."""
         from annotators.dwpose import DETECTOR_WEIGHTS, POSE_WEIGHTS
+        from annotators.mediapipe_tasks import FACE_TASK
         from annotators.openpose import BODY_WEIGHTS, HAND_WEIGHTS
 
         return {
-            "mediapipe": [],
+            "mediapipe": [*POSE_TASKS.values(), HAND_TASK, FACE_TASK],
+            "mediapipe-bundled": [],
             "openpose": [BODY_WEIGHTS, HAND_WEIGHTS],
             "dwpose": [DETECTOR_WEIGHTS, POSE_WEIGHTS],
         }
 
     def configured_weights(self) -> list[Any]:
-        """The files of the configured backend (openpose: the hand network only with hands)."""
-        files = self.weights_by_backend()[self.config["backend"]]
-        if self.config["backend"] == "openpose" and not self.config["hands"]:
+        """The files of the configured backend (mediapipe: the .task files it loads; openpose:
+        the hand network only with hands)."""
+        cfg = self.config
+        if cfg["backend"] == "mediapipe":
+            files = task_files(cfg["model_complexity"], cfg["hands"], cfg["face"])
+            return in_repo(files, cfg["task_repo"])
+        files = self.weights_by_backend()[cfg["backend"]]
+        if cfg["backend"] == "openpose" and not cfg["hands"]:
             return files[:1]
         return files
 
     def requirements(self) -> tuple[tuple[str, str], ...]:
-        """mediapipe (``pose`` extra), torch (``models``) or onnxruntime (``dwpose``)."""
+        """mediapipe (``pose``: its Tasks API; ``pose-bundled``: 0.10.21's ``mp.solutions``),
+        torch (``models``) or onnxruntime (``dwpose``)."""
         from annotators.extras import TORCH
 
-        return {"mediapipe": (("mediapipe", "pose"),), "openpose": TORCH,
-                "dwpose": (("onnxruntime", "dwpose"),)}[self.config["backend"]]  # fmt: skip
-
-    @classmethod
-    def needs_weights(cls) -> bool:
-        """False: the default mediapipe backend needs none (the openpose backend does)."""
-        return False
+        return {"mediapipe": (("mediapipe", "pose"),),
+                "mediapipe-bundled": (("mediapipe.python.solutions", "pose-bundled"),),
+                "openpose": TORCH, "dwpose": (("onnxruntime", "dwpose"),)}[self.config["backend"]]  # fmt: skip
 
     @classmethod
     def benchmark_variants(cls) -> list[dict[str, Any]]:
         return [{"backend": "openpose"}, {"backend": "dwpose", "hands": True, "face": True}]
 
     def uses_weights(self) -> bool:
-        """Backends openpose and dwpose load weights (MediaPipe's models ship in its wheel)."""
-        return self.config["backend"] != "mediapipe"
+        """Every backend but mediapipe-bundled loads weights (its models ship in its wheel)."""
+        return self.config["backend"] != "mediapipe-bundled"
 
     def load(self) -> None:
-        """As LearnedAnnotator.load; dwpose picks onnxruntime providers itself (no torch)."""
+        """As LearnedAnnotator.load; dwpose picks onnxruntime providers itself, mediapipe runs
+        TF Lite on the CPU (neither needs torch)."""
+        if self._loaded is None and self.config["backend"] == "mediapipe":
+            self._loaded = self._load_networks()
         if self._loaded is None and self.config["backend"] == "dwpose":
             from annotators.dwpose import DWPose, load_sessions
 
@@ -123,6 +158,16 @@ class Pose(LearnedAnnotator):
 
     def _load_networks(self) -> list[dict[str, Any]]:
         if self.config["backend"] == "mediapipe":
+            cfg = self.config
+            filter_native_logs()  # absl / TF Lite lines would break progress bars
+            options = [{"num_poses": 1}] + [{"num_hands": 2}] * cfg["hands"]
+            options += [{"num_faces": 1}] * cfg["face"]
+            tasks, loaded = load_tasks(self.configured_weights(), cfg["weights_dir"], options)
+            names = ["pose"] + ["hands"] * cfg["hands"] + ["face"] * cfg["face"]
+            self._tasks = dict(zip(names, tasks, strict=True))
+            self._face_ids = sorted({i for edge in face_contour_edges() for i in edge})
+            return loaded
+        if self.config["backend"] == "mediapipe-bundled":
             filter_native_logs()  # absl / TF Lite lines would break progress bars
             import mediapipe as mp
 
@@ -153,7 +198,9 @@ class Pose(LearnedAnnotator):
     def _annotate_batch(self, images: list[np.ndarray], rngs: list) -> list[Annotation]:
         self.load()
         if self.config["backend"] == "mediapipe":
-            people = [self._mediapipe(image) for image in images]
+            people = [self._mediapipe_tasks(rgb) for rgb in images]
+        elif self.config["backend"] == "mediapipe-bundled":
+            people = [self._mediapipe(rgb) for rgb in images]
         elif self.config["backend"] == "dwpose":
             people = self._dwpose.people(images, self.config["hands"], self.config["face"])
         else:
@@ -177,34 +224,31 @@ class Pose(LearnedAnnotator):
 
     def _mediapipe(self, rgb: np.ndarray) -> list[dict]:
         """One person (MediaPipe's bundled pose finds the most prominent one), or none."""
-        shape, threshold = rgb.shape[:2], self.config["min_confidence"]
         found = self._mp_pose.process(rgb).pose_landmarks
-        if found is None:
-            return []
-        marks = found.landmark
-        body = [
-            None if i is None else landmark(marks[i], shape, threshold)
-            for i in MEDIAPIPE_TO_OPENPOSE
-        ]
-        if body[2] is not None and body[5] is not None:  # neck = midpoint of the shoulders
-            body[1] = ((body[2][0] + body[5][0]) / 2, (body[2][1] + body[5][1]) / 2,
-                       min(body[2][2], body[5][2]))  # fmt: skip
-        if not any(body):
-            return []
-        person: dict[str, Any] = {"body": body}
-        if self._mp_hands is not None:
+        hands, faces = [], []
+        if found is not None and self._mp_hands is not None:
             result = self._mp_hands.process(rgb)
-            for hand, handed in zip(result.multi_hand_landmarks or [],
-                                    result.multi_handedness or [], strict=True):  # fmt: skip
-                # MediaPipe labels hands as in a mirrored selfie: its "Left" is the person's right
-                side = "right_hand" if handed.classification[0].label == "Left" else "left_hand"
-                person[side] = [landmark(p, shape, 0.0, visibility=False) for p in hand.landmark]
-        if self._mp_face is not None:
-            faces = self._mp_face.process(rgb).multi_face_landmarks
-            if faces:
-                person["face"] = [landmark(faces[0].landmark[i], shape, 0.0, visibility=False)
-                                  for i in self._face_ids]  # fmt: skip
-        return [person]
+            hands = [(hand.landmark, handed.classification[0].label) for hand, handed in
+                     zip(result.multi_hand_landmarks or [], result.multi_handedness or [],
+                         strict=True)]  # fmt: skip
+        if found is not None and self._mp_face is not None:
+            faces = [
+                face.landmark for face in self._mp_face.process(rgb).multi_face_landmarks or []
+            ]
+        marks = [] if found is None else found.landmark
+        return mediapipe_people(marks, hands, faces, self._face_ids, rgb.shape[:2],
+                                self.config["min_confidence"])  # fmt: skip
+
+    def _mediapipe_tasks(self, rgb: np.ndarray) -> list[dict]:
+        """As :meth:`_mediapipe`, from the Tasks API's PoseLandmarker (+ hands, face)."""
+        picture = mp_image(rgb)
+        pose = self._tasks["pose"].detect(picture)
+        if not pose.pose_landmarks:
+            return []
+        hands, face = (self._tasks[k].detect(picture) if k in self._tasks else None
+                       for k in ("hands", "face"))  # fmt: skip
+        return people_from_tasks(pose, hands, face, self._face_ids, rgb.shape[:2],
+                                 self.config["min_confidence"])  # fmt: skip
 
     def _openpose(self, images: list[np.ndarray]) -> list[list[dict]]:
         """People in each same-size image: body net, peaks, PAF grouping, then hands."""
@@ -274,3 +318,39 @@ class Pose(LearnedAnnotator):
                 None if p is None else (float(p[0] + x), float(p[1] + y), p[2]) for p in points
             ]
         return hands
+
+
+def people_from_tasks(pose: Any, hands: Any, face: Any, face_ids: list[int],
+                      shape: tuple[int, int], threshold: float) -> list[dict]:  # fmt: skip
+    """The person of a Tasks API ``PoseLandmarkerResult`` with the ``HandLandmarkerResult``
+    and ``FaceLandmarkerResult`` of the same image (None when not asked for)."""
+    if not pose.pose_landmarks:
+        return []
+    sides = [] if hands is None else [
+        (marks, handed[0].category_name)
+        for marks, handed in zip(hands.hand_landmarks, hands.handedness, strict=True)
+    ]  # fmt: skip
+    faces = [] if face is None else face.face_landmarks
+    return mediapipe_people(pose.pose_landmarks[0], sides, faces, face_ids, shape, threshold)
+
+
+def mediapipe_people(marks: Sequence[Any], hands: Sequence[tuple[Sequence[Any], str]],
+                     faces: Sequence[Sequence[Any]], face_ids: list[int],
+                     shape: tuple[int, int], threshold: float) -> list[dict]:  # fmt: skip
+    """One OpenPose person from MediaPipe landmarks (either API: objects with x, y, visibility):
+    33 pose landmarks, (21 landmarks, handedness label) per hand, face meshes; [] if no body."""
+    body = [None if i is None or not marks else landmark(marks[i], shape, threshold)
+            for i in MEDIAPIPE_TO_OPENPOSE]  # fmt: skip
+    if body[2] is not None and body[5] is not None:  # neck = midpoint of the shoulders
+        body[1] = ((body[2][0] + body[5][0]) / 2, (body[2][1] + body[5][1]) / 2,
+                   min(body[2][2], body[5][2]))  # fmt: skip
+    if not any(body):
+        return []
+    person: dict[str, Any] = {"body": body}
+    for points, label in hands:
+        # MediaPipe labels hands as in a mirrored selfie: its "Left" is the person's right
+        side = "right_hand" if label == "Left" else "left_hand"
+        person[side] = [landmark(p, shape, 0.0, visibility=False) for p in points]
+    if faces:
+        person["face"] = [landmark(faces[0][i], shape, 0.0, visibility=False) for i in face_ids]
+    return [person]

@@ -18,10 +18,13 @@ import threading
 
 #: environment variables glog / TensorFlow builds read before they load
 QUIET_ENV = {"GLOG_minloglevel": "2", "TF_CPP_MIN_LOG_LEVEL": "3"}
-#: lines dropped: absl/glog records ("W0000 00:00:..."), absl's pre-init notice, TF Lite INFO
+#: lines dropped: absl/glog records ("W0000 00:00:..."), absl's pre-init notice, TF Lite INFO,
+#: and mediapipe 1.x's LiteRT INFO/WARNING records ("INFO: [compiled_model.cc:1022] ...")
 NOISE = re.compile(
     rb"^(?:[IW]\d{4} \d\d:\d\d:[\d.]+ +\d+ [\w.]+:\d+\]"
     rb"|WARNING: All log messages before absl::InitializeLog\(\)"
+    rb"|WARNING: Logging before InitGoogle\(\)"
+    rb"|(?:INFO|WARNING): \[[\w.]+:\d+\] "
     rb"|INFO: Created TensorFlow Lite)"
 )
 

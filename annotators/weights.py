@@ -38,10 +38,15 @@ class WeightsFile:
     size_hint: str = ""
     #: licence of the published file ("" = the repository's own, see ``DEFAULT_LICENCES``)
     licence: str = ""
+    #: the publisher's download address when the file is not on the Hugging Face hub
+    #: (``repo_id`` then is "" unless a user names a hub mirror)
+    source: str = ""
 
     @property
     def url(self) -> str:
         """Where a user can download the file by hand."""
+        if self.source:
+            return self.source
         sub = f"{self.subfolder}/" if self.subfolder else ""
         return f"https://huggingface.co/{self.repo_id}/resolve/main/{sub}{self.filename}"
 
@@ -131,6 +136,8 @@ def find_local(spec: WeightsFile, weights_dir: str | os.PathLike | None = None) 
         for candidate in _local_candidates(spec, folder):
             if candidate.is_file():
                 return candidate
+    if not spec.repo_id:
+        return None
     try:
         from huggingface_hub import try_to_load_from_cache
     except ImportError:
@@ -150,9 +157,10 @@ def missing_message(
     )
     names = ", ".join(s.filename for s in specs)
     sources = ", ".join(s.url for s in specs)
+    cache = " or the Hugging Face cache" if any(s.repo_id for s in specs) else ""
     return (
         f"missing weights {names} (from {sources}); "
-        f"put {'it' if len(specs) == 1 else 'them'} in {where} or the Hugging Face cache"
+        f"put {'it' if len(specs) == 1 else 'them'} in {where}{cache}"
     )
 
 
@@ -163,7 +171,7 @@ def resolve(
 ) -> Path:
     """Path of a usable, hash-checked copy of ``spec``; raise WeightsError with one clear line."""
     path = find_local(spec, weights_dir)
-    if path is None and use_hub(offline):
+    if path is None and spec.repo_id and use_hub(offline):
         try:
             from huggingface_hub import hf_hub_download
 

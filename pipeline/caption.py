@@ -12,7 +12,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from annotators.caption import DEFAULT_MAX_TOKENS, Captioner
-from pipeline.worker import Result
+from pipeline.result import Result
 
 INPUT = "input"
 GENERATED = "generated:"

@@ -14,12 +14,21 @@ import csv
 import json
 from collections.abc import Iterator
 from itertools import accumulate
-from typing import IO, TYPE_CHECKING
+from typing import IO, Protocol
 
 from pipeline.reader import open_url, split_url
 
-if TYPE_CHECKING:
-    from pipeline.units import Unit
+
+class Unit(Protocol):
+    """What this module reads of a :class:`pipeline.units.Unit` (which imports this module):
+    the list file and its row range [start, stop), for CSV/JSONL its byte range too."""
+
+    url: str
+    start: int
+    stop: int
+    offset: int
+    end: int
+
 
 PATH_COLUMNS = ("file", "path", "image", "filename", "file_name", "url")
 CAPTION_COLUMNS = ("caption", "text", "prompt")

@@ -17,28 +17,15 @@ import threading
 import time
 from collections.abc import Callable, Iterable, Iterator
 from concurrent.futures import Future, ThreadPoolExecutor
-from dataclasses import dataclass, field
 from itertools import islice
 from typing import Any
 
 from pipeline.caption import input_source
 from pipeline.reader import read_sample
+from pipeline.result import Result
 from pipeline.sample_ref import SampleRef
-from pipeline.worker import Result, Worker
-from pipeline.writers import Writer
-
-
-@dataclass
-class Sample:
-    """One sample on its way through the stages: where it came from, its bytes, its result."""
-
-    ref: SampleRef
-    data: bytes = b""
-    caption: str | None = None
-    caption_source: str = ""  # "input", "generated:<model id>" (--caption) or "" (none)
-    result: Result | None = None
-    read_seconds: float = 0.0
-    stored: dict[str, bytes] = field(default_factory=dict)  # what the writer adds: image, metadata
+from pipeline.worker import Worker
+from pipeline.writers import Sample, Writer
 
 
 class Pipeline:

@@ -11,19 +11,16 @@ from __future__ import annotations
 
 import time
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any
-
-import numpy as np
+from typing import Any
 
 from annotators import create
 from annotators.base import Annotation, Annotator
 from pipeline.budget import exceeded, time_limit
-from pipeline.decode import MAX_PIXELS, DecodeError, decode, resize_short_side
+from pipeline.caption import CaptionSpec, CaptionStep
+from pipeline.decode import MAX_PIXELS, decode, resize_short_side
 from pipeline.encode import encode_json, encode_png
 from pipeline.filters import Rule, rejection
-
-if TYPE_CHECKING:
-    from pipeline.caption import CaptionSpec
+from pipeline.result import Result
 
 
 @dataclass(frozen=True)
@@ -59,36 +56,6 @@ def parse_specs(
     return specs
 
 
-@dataclass
-class Result:
-    """Outcome for one sample: encoded files (suffix -> bytes) or a failure reason."""
-
-    key: str
-    status: str = "ok"  # "ok", "failed" or "filtered" (skipped on purpose, e.g. --min-size)
-    error: str = ""
-    image: np.ndarray | None = None  # the resized RGB image the maps align with
-    original_size: tuple[int, int] = (0, 0)  # (width, height) after EXIF rotation
-    size: tuple[int, int] = (0, 0)  # (width, height) of ``image``, kept after it is freed
-    upscaled: bool = False  # the image was enlarged to reach the resolution
-    files: dict[str, bytes] = field(default_factory=dict)  # "canny.png" -> PNG bytes
-    annotations: list[Annotation] = field(default_factory=list)  # model output, not yet encoded
-    stats: dict[str, float] = field(default_factory=dict)
-    timings: dict[str, float] = field(default_factory=dict)  # seconds per stage
-
-    def fail(self, stage: str, err: BaseException | str) -> Result:
-        """Mark failed with a one-line reason prefixed by the stage."""
-        text = str(err) if isinstance(err, DecodeError | str) else f"{type(err).__name__}: {err}"
-        self.status, self.error = "failed", f"{stage}: {' '.join(text.split())}"
-        self.files.clear()
-        self.annotations.clear()
-        return self
-
-    def filter(self, reason: str) -> Result:
-        """Mark skipped on purpose (not an error), with the reason."""
-        self.status, self.error, self.image = "filtered", reason, None
-        return self
-
-
 def encode_annotation(annotation: Annotation) -> dict[str, bytes]:
     """Encoded files for one annotation: maps as PNG, side data as JSON."""
     files = {f"{suffix}.png": encode_png(arr) for suffix, arr in annotation.maps.items()}
@@ -109,8 +76,6 @@ class Worker:
         caption: CaptionSpec | None = None,
         sample_timeout: float = 0.0,
     ) -> None:
-        from pipeline.caption import CaptionStep  # imported here: it imports this module
-
         self.specs = specs
         self.sample_timeout = sample_timeout  # seconds of annotators per sample (0: no limit)
         self.resolution = resolution

@@ -11,16 +11,20 @@ from tests.conftest import ROOT
 
 
 def runtime_extras() -> set[str]:
+    """The extras ``all`` names (the default stack; ``pose-bundled`` is an environment of its own)."""
     extras = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"][
         "optional-dependencies"
     ]
-    return set(extras) - {"all", "dev"}
+    (names,) = re.fullmatch(r"hintset\[([a-z,]+)\]", extras["all"][0]).groups()
+    assert set(extras) - set(names.split(",")) == {"all", "dev", "pose-bundled"}
+    return set(names.split(","))
 
 
 def test_dockerfile_installs_every_runtime_extra():
     text = (ROOT / "Dockerfile").read_text()
     installs = re.findall(r'pip install [^\n]*"\.\[([a-z,]+)\]"', text)
     assert len(installs) == 1, "one pip install of the project"
+    assert re.search(r'pip install [^\n]*"\.\[[a-z,]+\]" && pip check', text)
     assert set(installs[0].split(",")) == runtime_extras()
     for package in ("annotators", "pipeline", "training"):
         assert f"COPY --chown=ray:users {package} ./{package}" in text

@@ -189,7 +189,9 @@ def test_cli_lists_and_runs_dwpose(cli, random_dir, photo_paths, tmp_path):
     rows = json.loads(cli("weights", "--json", "--weights-dir", random_dir, check=True).stdout)
     assert {r["name"]: r["present"] for r in rows if r["annotator"] == "pose"} == {
         "body_pose_model.pth": False, "hand_pose_model.pth": False,
-        FILES[0]: True, FILES[1]: True,
+        FILES[0]: True, FILES[1]: True, "pose_landmarker_lite.task": False,
+        "pose_landmarker_full.task": False, "pose_landmarker_heavy.task": False,
+        "hand_landmarker.task": False, "face_landmarker.task": False,
     }  # fmt: skip
     src = tmp_path / "in"
     src.mkdir()

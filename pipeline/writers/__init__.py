@@ -11,10 +11,25 @@ on one thread in input order, then ``close`` once (or ``abort`` if the unit fail
 
 from __future__ import annotations
 
+from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, Protocol
 
 if TYPE_CHECKING:
-    from pipeline.stages import Sample
+    from pipeline.result import Result
+    from pipeline.sample_ref import SampleRef
+
+
+@dataclass
+class Sample:
+    """One sample on its way through the stages: where it came from, its bytes, its result."""
+
+    ref: SampleRef
+    data: bytes = b""
+    caption: str | None = None
+    caption_source: str = ""  # "input", "generated:<model id>" (--caption) or "" (none)
+    result: Result | None = None
+    read_seconds: float = 0.0
+    stored: dict[str, bytes] = field(default_factory=dict)  # what the writer adds: image, metadata
 
 
 class Writer(Protocol):

@@ -21,8 +21,8 @@ from pipeline.encode import encode_jpeg, encode_json, encode_text
 
 if TYPE_CHECKING:
     from pipeline.caption import CaptionSpec
-    from pipeline.stages import Sample
     from pipeline.worker import AnnotatorSpec
+    from pipeline.writers import Sample
 
 MADE_BY = "made_by.jsonl"
 IMAGE = "image"  # the --save-image output group

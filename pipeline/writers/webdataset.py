@@ -27,7 +27,7 @@ from pipeline.encode import check_texts, encode_jpeg, encode_json, encode_text, 
 from pipeline.storage import Storage
 
 if TYPE_CHECKING:
-    from pipeline.stages import Sample
+    from pipeline.writers import Sample
 
 FIXED_MTIME = 0  # members carry no build time, so rebuilds are byte-identical
 
