@@ -77,6 +77,7 @@ def run_build(
     start_timeout: float = START_TIMEOUT,
     sample_timeout: float = DEFAULT_SECONDS,
     limits: Limits | None = None,
+    preset: dict[str, Any] | None = None,
 ) -> dict[str, Any]:
     """Build (or resume) the dataset in ``out``; return the final manifest.
 
@@ -89,6 +90,7 @@ def run_build(
     started; BuildFailed if none did). ``sample_timeout``: seconds the annotators may take
     per sample (0: no limit); a sample over it fails alone.
     ``limits``: what list rows may name and the caps on reading inputs (:mod:`pipeline.trust`).
+    ``preset``: the --preset record (annotators, union slot ids), stored in the manifest config.
     """
     rules = parse_filters(filters, specs)
     storage = Storage(out)
@@ -105,7 +107,7 @@ def run_build(
                           on_shard=on_shard, on_message=on_message or (lambda _: None),
                           max_shards=max_shards, rules=rules, caption=caption,
                           start_timeout=start_timeout, sample_timeout=sample_timeout,
-                          limits=limits or Limits())  # fmt: skip
+                          limits=limits or Limits(), preset=preset)  # fmt: skip
     finally:
         if created and os.path.isdir(storage.base) and not os.listdir(storage.base):
             os.rmdir(storage.base)  # stopped before writing anything: no empty folder left
@@ -114,7 +116,7 @@ def run_build(
 def _build(storage: Storage, inputs: list[str], out: str, specs: list[AnnotatorSpec], *,
            captions, shard_size, resolution, min_size, keep_original, workers, address,
            cpus_per_worker, gpus_per_worker, retry_failed, max_retries, batch_size, overwrite, imports, on_plan, on_samples, on_shard,
-           on_message, max_shards, rules, caption, start_timeout, sample_timeout, limits) -> dict[str, Any]:  # fmt: skip
+           on_message, max_shards, rules, caption, start_timeout, sample_timeout, limits, preset) -> dict[str, Any]:  # fmt: skip
     started = time.time()
     config = {
         "annotators": [{"name": s.name, "params": dict(sorted(s.params.items()))} for s in specs],
@@ -128,6 +130,8 @@ def _build(storage: Storage, inputs: list[str], out: str, specs: list[AnnotatorS
         "filters": [rule.text for rule in rules],
         "caption": caption.config() if caption else None,
     }
+    if preset:  # the checkpoint's recipe and union slot ids, read by the trainer's union mode
+        config["preset"] = preset
     old = None if overwrite else read_manifest(storage)
     if old is not None:
         old["config"].setdefault("min_size", 0)  # manifests from before --min-size

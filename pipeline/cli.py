@@ -19,6 +19,7 @@ COMMANDS: dict[str, str] = {
     "annotators": "pipeline.commands.annotators:annotators",
     "build": "pipeline.commands.build:build",
     "inspect": "pipeline.commands.inspect:inspect_cmd",
+    "presets": "pipeline.commands.presets:presets",
     "preview": "pipeline.commands.preview:preview",
     "verify": "pipeline.commands.verify:verify",
     "weights": "pipeline.commands.weights:weights",

@@ -73,6 +73,7 @@ def annotate(
     inputs,
     out,
     names,
+    preset,
     params,
     resolution,
     workers,
@@ -105,7 +106,7 @@ def annotate(
     from pipeline.annotate import REPORT_NAME, SettingsConflict, run_annotate
     from pipeline.filters import parse_filters
 
-    specs = specs_from(names, params, weights_dir)
+    specs = specs_from(names, params, weights_dir, preset=preset)
     try:
         parse_filters(filters, specs)
         caption = caption_spec(caption_model, False, caption_max_tokens)

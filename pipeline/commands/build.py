@@ -19,6 +19,7 @@ from pipeline.commands.options import (
     input_limits_options,
     limits_from,
     plural,
+    preset_from,
     quiet_option,
     sample_timeout_option,
     specs_from,
@@ -149,7 +150,8 @@ from pipeline.commands.options import (
 @input_limits_options
 @annotator_options
 @quiet_option
-def build(inputs, out, names, params, captions, shard_size, resolution, min_size, keep_original,
+def build(inputs, out, names, preset, params, captions, shard_size, resolution, min_size,
+          keep_original,
           workers, address, cpus_per_worker, gpus_per_worker, max_retries, batch_size,
           weights_dir, imports, retry_failed, storage_opts, max_shards, overwrite, quiet,
           filters, caption_model, recaption, caption_max_tokens, start_timeout,
@@ -186,7 +188,7 @@ def build(inputs, out, names, params, captions, shard_size, resolution, min_size
     set_storage_options(storage_opts)
     limits = limits_from(trust_remote_lists, max_object_size, max_caption_size,
                          connect_timeout, read_timeout)  # fmt: skip
-    specs = specs_from(names, params, weights_dir, tuple(imports))
+    specs = specs_from(names, params, weights_dir, tuple(imports), preset)
     try:
         parse_filters(filters, specs)  # a typo'd rule stops here, before Ray starts
         check_options(inputs, out, address, gpus_per_worker, overwrite, cpus_per_worker)
@@ -221,6 +223,7 @@ def build(inputs, out, names, params, captions, shard_size, resolution, min_size
             start_timeout=start_timeout,
             sample_timeout=sample_timeout,
             limits=limits,
+            preset=preset_from(preset, names).record() if preset else None,
         )  # fmt: skip
     except (BuildFailed, LockHeld, FileNotFoundError, ValueError) as err:
         bar.close()

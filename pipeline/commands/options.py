@@ -14,8 +14,13 @@ if TYPE_CHECKING:
     from pipeline.caption import CaptionSpec
 
 annotators_option = click.option(
-    "-a", "--annotators", "names", default="canny", show_default=True,
-    help="Comma-separated annotator names (see `hintset annotators`).",
+    "-a", "--annotators", "names", default=None,
+    help="Comma-separated annotator names (see `hintset annotators`) [default: canny].",
+)  # fmt: skip
+preset_option = click.option(
+    "--preset", default=None, metavar="NAME",
+    help="Annotators and settings of a public checkpoint (see `hintset presets`); --param "
+    "overrides them, --annotators picks some of the preset's annotators.",
 )  # fmt: skip
 param_option = click.option(
     "-p", "--param", "params", multiple=True, metavar="NAME.KEY=VALUE",
@@ -140,14 +145,21 @@ def check_ready(specs: list, caption: CaptionSpec | None, *, here: bool) -> None
 
 
 def annotator_options(command: Callable) -> Callable:
-    """--annotators, --param and --weights-dir on a command."""
-    return annotators_option(param_option(weights_dir_option(command)))
+    """--annotators, --preset, --param and --weights-dir on a command."""
+    return annotators_option(preset_option(param_option(weights_dir_option(command))))
 
 
-def specs_from(names: str, params: tuple[str, ...], weights_dir: str | None,
-               imports: tuple[str, ...] = ()) -> list:  # fmt: skip
-    """Annotator specs from the options (a UsageError with one line if they are wrong)."""
+def specs_from(names: str | None, params: tuple[str, ...], weights_dir: str | None,
+               imports: tuple[str, ...] = (), preset: str | None = None) -> list:  # fmt: skip
+    """Annotator specs from the options (a UsageError with one line if they are wrong).
+    A preset gives the annotators and their settings (--annotators picks some of them);
+    --param values override its settings."""
     import importlib
+
+    if preset:
+        chosen = preset_from(preset, names)
+        names, params = ",".join(chosen.annotators), (*chosen.params(), *params)
+    names = names or "canny"
 
     from annotators.weights import ENV_DIR
     from pipeline.worker import parse_specs
@@ -162,6 +174,17 @@ def specs_from(names: str, params: tuple[str, ...], weights_dir: str | None,
             importlib.import_module(module)
         return parse_specs(names, params)
     except (ValueError, ImportError) as err:
+        raise click.UsageError(str(err)) from None
+
+
+def preset_from(name: str, names: str | None):
+    """The --preset NAME (narrowed to --annotators if given), or a one-line UsageError."""
+    from annotators.presets import get_preset
+
+    try:
+        preset = get_preset(name)
+        return preset.only([n.strip() for n in names.split(",") if n.strip()]) if names else preset
+    except ValueError as err:
         raise click.UsageError(str(err)) from None
 
 
