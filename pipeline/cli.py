@@ -23,6 +23,7 @@ COMMANDS: dict[str, str] = {
     "tiny-base": "training.cli:tiny_base",
     "train": "training.cli:train",
     "export": "training.cli:export",
+    "evaluate": "evaluation.cli:evaluate",
 }
 
 
