@@ -67,9 +67,16 @@ SCHEDULERS = {"ddim": "DDIMScheduler", "unipc": "UniPCMultistepScheduler",
 PROTOCOLS: dict[str, dict[str, Any]] = {
     # ControlNet++ (Li et al., ECCV 2024), eval/eval.py: 512 x 512 (conditions squashed to a
     # square), UniPC 20 steps, guidance 7.5, 4 images per prompt, this negative prompt, seed 42
-    "controlnet-plus-plus": dict(steps=20, guidance=7.5, scheduler="unipc", seed=42,
-                                 resolution=512, square=True, images_per_key=4,
-                                 negative_prompt="worst quality, low quality"),
+    "controlnet-plus-plus": dict(
+        steps=20,
+        guidance=7.5,
+        scheduler="unipc",
+        seed=42,
+        resolution=512,
+        square=True,
+        images_per_key=4,
+        negative_prompt="worst quality, low quality",
+    ),
 }
 
 

@@ -54,7 +54,9 @@ def markdown_table(summary: dict[str, Any]) -> str:
              "| --- | ---: |" + " ---: |" * len(metrics)]  # fmt: skip
     for run in summary["runs"]:
         cells = [fmt(run["metrics"].get(m, {})) for m in metrics]
-        lines.append(f"| {run['name']} | {run['counts']['scored_keys']} | " + " | ".join(cells) + " |")
+        lines.append(
+            f"| {run['name']} | {run['counts']['scored_keys']} | " + " | ".join(cells) + " |"
+        )
     return "\n".join(lines)
 
 

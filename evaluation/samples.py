@@ -31,7 +31,10 @@ class Sample:
 
 
 def read_samples(
-    data: str, outputs: tuple[str, ...], data_outputs: tuple[str, ...] = (), limit: int = 0,
+    data: str,
+    outputs: tuple[str, ...],
+    data_outputs: tuple[str, ...] = (),
+    limit: int = 0,
     keys: set[str] | None = None,
 ) -> Iterator[Sample]:
     """Samples with status ok that have every map in ``outputs`` (and side file in

@@ -255,5 +255,8 @@ def test_pipeline_table_picks_the_family_from_the_configs(tiny_export):
     base, export = tiny_export
     family, folder, net_class = family_of(str(export), str(base))
     assert (family.name, family.pipeline, net_class) == (
-        "sd15", "StableDiffusionControlNetPipeline", "ControlNetModel")
+        "sd15",
+        "StableDiffusionControlNetPipeline",
+        "ControlNetModel",
+    )
     assert folder == str(export / "diffusers")
