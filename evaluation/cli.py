@@ -99,7 +99,7 @@ def evaluate(ctx: click.Context, data: str, condition: str, output: Path, genera
                                       --base-model runwayml/stable-diffusion-v1-5 -o rep/ --limit 500
     """
     from annotators.weights import WeightsError
-    from evaluation.generate import PROTOCOLS, Settings
+    from evaluation.generate import protocol_settings
     from evaluation.run import evaluate as run_evaluate
     from evaluation.run import main_print
 
@@ -111,10 +111,8 @@ def evaluate(ctx: click.Context, data: str, condition: str, output: Path, genera
         raise click.UsageError("--generated scores existing images; it takes no --model")
     settings = None
     if generated is None:
-        fixed = PROTOCOLS.get(protocol or "", {})
-        chosen = {k: v for k, v in options.items()
-                  if k not in fixed or ctx.get_parameter_source(k).name != "DEFAULT"}  # fmt: skip
-        settings = Settings(**{**fixed, **chosen})
+        explicit = {k for k in options if ctx.get_parameter_source(k).name != "DEFAULT"}
+        settings = protocol_settings(protocol, options, explicit)
     try:
         summary = run_evaluate(data, condition, output, generated=generated, model=model,
                                base=base_model, settings=settings, scales=_scales(scale),

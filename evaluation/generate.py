@@ -102,6 +102,15 @@ class Settings:
     precision: str = "auto"
 
 
+def protocol_settings(protocol: str | None, options: dict[str, Any],
+                      explicit: set[str]) -> Settings:  # fmt: skip
+    """Settings from ``options``, where ``protocol`` fixes its own fields unless the option was
+    ``explicit`` (given on the command line)."""
+    fixed = PROTOCOLS[protocol] if protocol else {}
+    chosen = {k: v for k, v in options.items() if k not in fixed or k in explicit}
+    return Settings(**{**fixed, **chosen})
+
+
 def controlnet_folder(model: str) -> str:
     """The diffusers folder of ``model``: itself, EXPORT/diffusers (``hintset export``),
     CHECKPOINT/controlnet (a training checkpoint), or ``model`` as a hub id."""

@@ -33,11 +33,14 @@ def clip_scorer(device: str = "cpu") -> Callable[[list[np.ndarray], list[str]], 
     import torch
     from transformers import CLIPModel, CLIPProcessor
 
-    folder = resolve_model_dir(CLIP_MODEL, extra=CLIP_FILES)
+    from annotators.caption import PROCESSOR_FILES
+
+    folder = resolve_model_dir(CLIP_MODEL, extra=CLIP_FILES, processor=PROCESSOR_FILES)
     model = CLIPModel.from_pretrained(str(folder)).to(device).eval()
     processor = CLIPProcessor.from_pretrained(str(folder))
 
     def scores(images: list[np.ndarray], captions: list[str]) -> list[float]:
+        images = [np.array(img) for img in images]  # writable copies for torch
         inputs = processor(text=captions, images=images, return_tensors="pt", padding=True,
                            truncation=True).to(device)  # fmt: skip
         with torch.no_grad():

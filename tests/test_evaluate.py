@@ -282,3 +282,70 @@ def test_pipeline_table_picks_the_family_from_the_configs(tiny_export):
         "ControlNetModel",
     )
     assert folder == str(export / "diffusers")
+
+
+def test_protocol_fixes_its_settings_unless_given():
+    from evaluation.generate import Settings, protocol_settings
+
+    options = {"steps": 2, "guidance": 9.0, "scheduler": "default", "seed": 0, "batch_size": 4}
+    fixed = protocol_settings("controlnet-plus-plus", options, explicit={"steps"})
+    assert (fixed.steps, fixed.guidance, fixed.scheduler, fixed.seed) == (2, 7.5, "unipc", 42)
+    assert (fixed.images_per_key, fixed.resolution, fixed.square) == (4, 512, True)
+    assert fixed.negative_prompt == "worst quality, low quality"
+    assert protocol_settings(None, options, set()) == Settings(**options)
+
+
+# -- CLIP score with tiny weights in the published layout --------------------------------------
+def write_tiny_clip(folder: Path) -> Path:
+    """A random tiny CLIP saved as ``openai/clip-vit-base-patch16`` is (model, tokenizer, image
+    processor files), with the tiny base's CLIP BPE vocabulary."""
+    from transformers import (
+        CLIPConfig,
+        CLIPImageProcessor,
+        CLIPModel,
+        CLIPProcessor,
+        CLIPTokenizer,
+    )
+
+    from training.tiny_base import write_tokenizer
+
+    write_tokenizer(folder)
+    tokenizer = CLIPTokenizer(str(folder / "vocab.json"), str(folder / "merges.txt"))
+    small = dict(hidden_size=16, intermediate_size=32, num_hidden_layers=1, num_attention_heads=2)
+    config = CLIPConfig(
+        text_config=dict(small, vocab_size=len(tokenizer), max_position_embeddings=77,
+                         bos_token_id=tokenizer.bos_token_id, eos_token_id=tokenizer.eos_token_id,
+                         pad_token_id=tokenizer.pad_token_id),
+        vision_config=dict(small, image_size=32, patch_size=8),
+        projection_dim=8,
+    )  # fmt: skip
+    CLIPModel(config).save_pretrained(folder)
+    images = CLIPImageProcessor(size={"shortest_edge": 32}, crop_size={"height": 32, "width": 32})
+    CLIPProcessor(image_processor=images, tokenizer=tokenizer).save_pretrained(folder)
+    return folder
+
+
+def test_clip_score_with_weights_found_through_the_weights_dir(tmp_path, monkeypatch):
+    import torch
+
+    from evaluation import quality
+    from evaluation.run import Run
+    from evaluation.samples import Sample
+
+    write_tiny_clip(tmp_path / "w" / quality.CLIP_MODEL)
+    monkeypatch.setenv("HINTSET_OFFLINE", "1")
+    monkeypatch.setenv("HINTSET_WEIGHTS_DIR", str(tmp_path / "w"))
+    torch.manual_seed(0)
+    images = tmp_path / "gen"
+    images.mkdir()
+    rng = np.random.default_rng(0)
+    from PIL import Image
+
+    for key in ("a", "b"):
+        Image.fromarray(rng.integers(0, 256, (40, 48, 3), np.uint8)).save(images / f"{key}.png")
+    run = Run("generated", images, rows=[{"key": k, "file": f"{k}.png"} for k in ("a", "b")])
+    samples = [Sample(k, "red circle on blue background", b"") for k in ("a", "b")]
+    added, notes = quality.measure([run], samples, say=lambda _: None)
+    assert added == ["clip_score"]
+    assert all(0 <= row["clip_score"] <= 100 for row in run.rows)
+    assert len(notes) == 1 and "inception-2015-12-05.pt" in notes[0]  # FID/KID still missing
