@@ -10,6 +10,7 @@ gets the same noise, and a resumed or shortened run the same images.
 from __future__ import annotations
 
 import io
+import json
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -113,14 +114,16 @@ def protocol_settings(protocol: str | None, options: dict[str, Any],
 
 def controlnet_folder(model: str) -> str:
     """The diffusers folder of ``model``: itself, EXPORT/diffusers (``hintset export``),
-    CHECKPOINT/controlnet (a training checkpoint), or ``model`` as a hub id."""
+    CHECKPOINT/controlnet (a training checkpoint, whose own config.json is the run's), or
+    ``model`` as a hub id: the first whose config.json names a model class."""
     path = Path(model)
     for folder in (path, path / "diffusers", path / "controlnet"):
-        if (folder / "config.json").is_file():
+        config = folder / "config.json"
+        if config.is_file() and "_class_name" in json.loads(config.read_text()):
             return str(folder)
     if path.exists():
-        raise ValueError(f"{model} holds no ControlNet (no config.json in it, diffusers/ or "
-                         "controlnet/)")  # fmt: skip
+        raise ValueError(f"{model} holds no ControlNet (no model config.json in it, diffusers/ "
+                         "or controlnet/)")  # fmt: skip
     return model
 
 

@@ -106,11 +106,12 @@ def depth_weights(tmp_path_factory) -> Path:
 
 @pytest.fixture(scope="session")
 def built(tmp_path_factory, photos_dir, depth_weights) -> Path:
-    """``hintset build`` of the repo's photos at 64 px with canny and depth (tiny weights)."""
+    """``hintset build`` of the repo's photos at 64 px with canny and depth (tiny DPT-hybrid
+    weights, run at 64 px too)."""
     out = tmp_path_factory.mktemp("eval-ds") / "ds"
-    run_cli("build", photos_dir, "-o", out, "-a", "canny,depth", "--resolution", "64",
-            "--shard-size", "10", "--workers", "1", "--weights-dir", depth_weights, "-q",
-            check=True, env={"HINTSET_OFFLINE": "1"})  # fmt: skip
+    run_cli("build", photos_dir, "-o", out, "-a", "canny,depth", "-p", "depth.resolution=64",
+            "--resolution", "64", "--shard-size", "10", "--workers", "1", "--weights-dir",
+            depth_weights, "-q", check=True, env={"HINTSET_OFFLINE": "1"})  # fmt: skip
     return out
 
 
@@ -139,14 +140,17 @@ def _mean(summary: dict, metric: str, run: int = 0) -> float:
     return summary["runs"][run]["metrics"][metric]["mean"]
 
 
-def test_own_images_score_high_and_another_samples_low(built, stored_images, tmp_path,
-                                                       weights_env):  # fmt: skip
+def _own_and_other(built: Path, stored_images, out: Path, condition: str) -> tuple[dict, dict]:
+    """Summaries of the samples' own stored images and of another sample's images."""
     from evaluation.run import evaluate
 
-    own, other = stored_images
-    mine = evaluate(str(built), "canny", tmp_path / "own", generated=str(own), say=lambda _: None)
-    theirs = evaluate(str(built), "canny", tmp_path / "other", generated=str(other),
-                      say=lambda _: None)  # fmt: skip
+    return tuple(evaluate(str(built), condition, out / folder.name, generated=str(folder),
+                          say=lambda _: None) for folder in stored_images)  # fmt: skip
+
+
+def test_own_images_score_high_and_another_samples_low(built, stored_images, tmp_path,
+                                                       weights_env):  # fmt: skip
+    mine, theirs = _own_and_other(built, stored_images, tmp_path, "canny")
     assert _mean(mine, "f1") >= 0.5
     assert _mean(theirs, "f1") <= _mean(mine, "f1") / 2
     assert mine["runs"][0]["counts"]["scored_keys"] == 20
@@ -154,12 +158,7 @@ def test_own_images_score_high_and_another_samples_low(built, stored_images, tmp
 
 def test_depth_of_own_images_is_near_zero_with_the_same_weights(built, stored_images, tmp_path,
                                                                  weights_env):  # fmt: skip
-    from evaluation.run import evaluate
-
-    own, other = stored_images
-    mine = evaluate(str(built), "depth", tmp_path / "own", generated=str(own), say=lambda _: None)
-    theirs = evaluate(str(built), "depth", tmp_path / "other", generated=str(other),
-                      say=lambda _: None)  # fmt: skip
+    mine, theirs = _own_and_other(built, stored_images, tmp_path, "depth")
     assert mine["judge"]["weights"][0]["sha256"]  # judged by the recorded file
     assert _mean(mine, "rmse") < 10 < _mean(theirs, "rmse")
 
@@ -349,3 +348,19 @@ def test_clip_score_with_weights_found_through_the_weights_dir(tmp_path, monkeyp
     assert added == ["clip_score"]
     assert all(0 <= row["clip_score"] <= 100 for row in run.rows)
     assert len(notes) == 1 and "inception-2015-12-05.pt" in notes[0]  # FID/KID still missing
+
+
+def test_controlnet_folder_of_an_export_a_checkpoint_and_a_hub_id(tmp_path):
+    from evaluation.generate import controlnet_folder
+
+    model = {"_class_name": "ControlNetModel"}
+    (tmp_path / "ck" / "controlnet").mkdir(parents=True)
+    (tmp_path / "ck" / "config.json").write_text(json.dumps({"steps": 2}))  # the run's config
+    (tmp_path / "ck" / "controlnet" / "config.json").write_text(json.dumps(model))
+    (tmp_path / "ex" / "diffusers").mkdir(parents=True)
+    (tmp_path / "ex" / "diffusers" / "config.json").write_text(json.dumps(model))
+    assert controlnet_folder(str(tmp_path / "ck")) == str(tmp_path / "ck" / "controlnet")
+    assert controlnet_folder(str(tmp_path / "ex")) == str(tmp_path / "ex" / "diffusers")
+    assert controlnet_folder("owner/name") == "owner/name"
+    with pytest.raises(ValueError, match="holds no ControlNet"):
+        controlnet_folder(str(tmp_path))
