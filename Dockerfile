@@ -17,6 +17,7 @@ COPY --chown=ray:users pyproject.toml README.md ./
 COPY --chown=ray:users annotators ./annotators
 COPY --chown=ray:users pipeline ./pipeline
 COPY --chown=ray:users training ./training
+COPY --chown=ray:users evaluation ./evaluation
 RUN pip install --no-cache-dir ".[pose,models,train,cloud,dwpose]"
 
 # Weights are not baked in: mount them and point hintset at them (or use an HF cache volume).

@@ -364,3 +364,19 @@ def test_controlnet_folder_of_an_export_a_checkpoint_and_a_hub_id(tmp_path):
     assert controlnet_folder("owner/name") == "owner/name"
     with pytest.raises(ValueError, match="holds no ControlNet"):
         controlnet_folder(str(tmp_path))
+
+
+def test_generation_with_an_sdxl_controlnet(built, tmp_path, weights_env):
+    from diffusers import ControlNetModel, UNet2DConditionModel
+
+    from evaluation.generate import Settings
+    from evaluation.run import evaluate
+    from training.tiny_base import write_tiny_sdxl
+
+    base = write_tiny_sdxl(tmp_path / "sdxl", seed=0)
+    net = ControlNetModel.from_unet(UNet2DConditionModel.from_pretrained(base / "unet"))
+    net.save_pretrained(tmp_path / "net")
+    summary = evaluate(str(built), "canny", tmp_path / "report", model=str(tmp_path / "net"),
+                       base=str(base), limit=1, baseline=False, say=lambda _: None,
+                       settings=Settings(steps=2, resolution=64, device="cpu"))  # fmt: skip
+    assert [(r["name"], r["counts"]["images"]) for r in summary["runs"]] == [("controlnet", 1)]
