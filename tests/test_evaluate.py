@@ -160,7 +160,8 @@ def test_depth_of_own_images_is_near_zero_with_the_same_weights(built, stored_im
                                                                  weights_env):  # fmt: skip
     mine, theirs = _own_and_other(built, stored_images, tmp_path, "depth")
     assert mine["judge"]["weights"][0]["sha256"]  # judged by the recorded file
-    assert _mean(mine, "rmse") < 10 < _mean(theirs, "rmse")
+    # measured: 9.6 vs 37.3 (0..255); random tiny weights amplify the JPEG re-encode's noise
+    assert _mean(mine, "rmse") < min(15, _mean(theirs, "rmse") / 3)
 
 
 def test_judge_refuses_other_weights_than_the_dataset_was_made_with(built, tmp_path,
