@@ -54,7 +54,7 @@ def time_one(name: str, params: dict, images: list[np.ndarray], batch: int) -> d
     refs = judge.annotate(images, keys, sizes)
     generated = [decode_image(encode_jpeg(img)) for img in images]
     judge.annotate(generated[:batch], keys[:batch], sizes[:batch])  # warm-up
-    start = time.perf_counter()
+    start, cpu = time.perf_counter(), time.process_time()
     preds = []
     for i in range(0, len(images), batch):
         preds += judge.annotate(generated[i : i + batch], keys[i : i + batch], sizes[i : i + batch])
@@ -62,8 +62,10 @@ def time_one(name: str, params: dict, images: list[np.ndarray], batch: int) -> d
     start = time.perf_counter()
     values = [score(name, ref, pred) for ref, pred in zip(refs, preds, strict=True)]
     metric_s = time.perf_counter() - start
+    cpu_s = time.process_time() - cpu
     first = next(iter(values[0]), "")
     return {"total": (annotate_s + metric_s) / len(images), "metric": metric_s / len(images),
+            "cpu": cpu_s / len(images),
             "example": f"{first} {np.mean([v[first] for v in values]):.3f}" if first else "-"}  # fmt: skip
 
 
@@ -95,16 +97,18 @@ def main() -> None:
               f"{args.count} photos at {args.size}x{args.size}, JPEG re-encoded as the generated "
               f"images, judge batch {args.batch}, {'TINY' if args.tiny else 'real-size'} "
               "random weights\n")  # fmt: skip
-        print("| annotator | params | images/s scored | metric alone ms/img | metric (own image) |")
-        print("|---|---|---:|---:|---|")
+        print("| annotator | params | images/s scored | CPU s/img (all threads) | metric alone "
+              "ms/img | metric (own image) |")  # fmt: skip
+        print("|---|---|---:|---:|---:|---|")
         for name, params, _ in runs:
             label = ", ".join(f"{k}={v}" for k, v in params.items()) or "defaults"
             try:
                 r = time_one(name, params, images, args.batch)
             except Exception as err:  # noqa: BLE001 - report and go on with the others
-                print(f"| {name} | {label} | error: {' '.join(str(err).split())[:100]} | | |")
+                print(f"| {name} | {label} | error: {' '.join(str(err).split())[:100]} | | | |")
                 continue
-            print(f"| {name} | {label} | {1 / r['total']:.2f} | {1e3 * r['metric']:.1f} | "
+            print(f"| {name} | {label} | {1 / r['total']:.2f} | {r['cpu']:.2f} | "
+                  f"{1e3 * r['metric']:.1f} | "
                   f"{r['example']} |", flush=True)  # fmt: skip
 
 

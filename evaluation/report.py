@@ -18,8 +18,8 @@ from pipeline.atomic import atomic_write
 def interval(values: list[float], resamples: int = 2000, seed: int = 0) -> dict[str, float]:
     """Mean and its 95% bootstrap interval (percentile, ``resamples`` draws, fixed seed)."""
     a = np.asarray(values, np.float64)
-    if not len(a):
-        return {"mean": float("nan"), "low": float("nan"), "high": float("nan"), "n": 0}
+    if not len(a):  # nothing scored: no numbers (JSON has no NaN)
+        return {"mean": None, "low": None, "high": None, "n": 0}
     rng = np.random.default_rng(seed)
     means = a[rng.integers(0, len(a), (resamples, len(a)))].mean(axis=1)
     low, high = np.percentile(means, [2.5, 97.5])

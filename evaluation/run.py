@@ -77,13 +77,33 @@ def score_run(run: Run, judge: Judge, samples: list[Sample], condition: str,
                 say(f"FAILED {path}: {' '.join(str(err).split())}")
         if not batch:
             continue
-        maps = judge.annotate(rgbs, [s.key for s, _, _ in batch], [s.size for s, _, _ in batch])
-        for (sample, index, path), pred in zip(batch, maps, strict=True):
+        for (sample, index, path), pred in zip(batch, _annotate(judge, batch, rgbs, say),
+                                               strict=True):  # fmt: skip
+            if pred is None:
+                failed += 1
+                continue
             row = {"run": run.name, "key": sample.key, "image": index, "file": path.name}
             run.rows.append({**row, **score(condition, sample.maps, pred)})
     scored = {r["key"] for r in run.rows}
     run.counts = {"keys": len(samples), "scored_keys": len(scored), "images": len(run.rows),
                   "missing_keys": len(samples) - len(images), "failed_images": failed}  # fmt: skip
+
+
+def _annotate(judge: Judge, batch: list, rgbs: list[np.ndarray],
+              say: Callable[[str], None]) -> list[dict[str, Any] | None]:  # fmt: skip
+    """The judge's maps of a batch; if the batch fails, image by image (None for a failure,
+    reported in one line)."""
+    try:
+        return judge.annotate(rgbs, [s.key for s, _, _ in batch], [s.size for s, _, _ in batch])
+    except Exception:  # noqa: BLE001 - find the image that fails, keep the others
+        out: list[dict[str, Any] | None] = []
+        for (sample, _, path), rgb in zip(batch, rgbs, strict=True):
+            try:
+                out += judge.annotate([rgb], [sample.key], [sample.size])
+            except Exception as err:  # noqa: BLE001
+                say(f"FAILED {path}: annotate: {' '.join(str(err).split())}")
+                out.append(None)
+        return out
 
 
 def grid(run: Run, judge: Judge, samples: list[Sample], condition: str,

@@ -31,15 +31,10 @@ class Sample:
 
 
 def read_samples(
-    data: str,
-    outputs: tuple[str, ...],
-    data_outputs: tuple[str, ...] = (),
-    limit: int = 0,
-    keys: set[str] | None = None,
+    data: str, outputs: tuple[str, ...], data_outputs: tuple[str, ...] = (), limit: int = 0
 ) -> Iterator[Sample]:
     """Samples with status ok that have every map in ``outputs`` (and side file in
-    ``data_outputs``), in shard order; the first ``limit`` when it is above 0; only ``keys``
-    when given."""
+    ``data_outputs``), in shard order; the first ``limit`` when it is above 0."""
     import fsspec
 
     from training.data import ok_keys, shard_urls
@@ -55,8 +50,6 @@ def read_samples(
                 stored = layout.sample_image(files)
                 names = [f"{o}.png" for o in outputs] + [f"{d}.json" for d in data_outputs]
                 if (good is not None and key not in good) or stored is None:
-                    continue
-                if keys is not None and key not in keys:
                     continue
                 if any(n not in files for n in names):
                     continue
