@@ -235,7 +235,7 @@ class Generator:
             control = [self.control_image(sample, condition, size) for sample, _ in items]
             if self.family.union:
                 args["control_mode"] = [UNION_MODES[condition]]
-                control = [[c] for c in control]
+                control = [control]  # one control type, its images for the batch
             args[self.family.image_arg] = control
             args["controlnet_conditioning_scale"] = scale
         with torch.no_grad():
