@@ -78,7 +78,7 @@ def png_uri(rgb: np.ndarray, max_side: int = 192) -> str:
     from PIL import Image
 
     img = Image.fromarray(rgb)
-    img.thumbnail((max_side, max_side), Image.NEAREST)
+    img.thumbnail((max_side, max_side), Image.BOX)  # averages: thin edges stay visible
     data = io.BytesIO()
     img.save(data, format="PNG")
     return "data:image/png;base64," + base64.b64encode(data.getvalue()).decode()
