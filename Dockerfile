@@ -19,6 +19,7 @@ COPY --chown=ray:users pyproject.toml README.md ./
 COPY --chown=ray:users annotators ./annotators
 COPY --chown=ray:users pipeline ./pipeline
 COPY --chown=ray:users training ./training
+COPY --chown=ray:users evaluation ./evaluation
 RUN pip install --no-cache-dir ".[pose,models,train,cloud,dwpose]" && pip check
 
 # Weights (the .task files of pose/face too) are not baked in: mount them and point hintset

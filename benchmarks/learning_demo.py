@@ -5,9 +5,11 @@
 2. ``hintset build`` it with the canny annotator (a training set and a held-out set).
 3. Pretrain the tiny base on the training shards (VAE, then text-conditioned U-Net).
 4. ``hintset train`` a ControlNet on canny with that base locked.
-5. On held-out conditions, generate with the ControlNet and with the same base without
-   control (same captions, same seeds; DDIM), take Canny edges of every generated image and
-   score them against the condition edges (boundary F1, 2 px slack).
+5. ``hintset evaluate`` on the held-out conditions: generate with the ControlNet and with the
+   same base without control (same captions, same seeds; DDIM), re-annotate every generated
+   image with the dataset's Canny and score it against the condition (F1 with a 2 px slack, and
+   ControlNet++'s pixel F1), with 95% intervals; the VAE round trip of each original is the
+   ceiling.
 
 Run: ``python benchmarks/learning_demo.py`` (CPU, about 15 minutes on 2 cores).
 """
@@ -65,52 +67,67 @@ def write_shapes(folder: Path, count: int, size: int, seed: int) -> None:
         (folder / f"{i:05d}.txt").write_text(caption)
 
 
-def evaluate(base: Path, controlnet: Path, data: Path, resolution: int, count: int,
-             steps: int, guidance: float) -> tuple[list[dict], np.ndarray]:  # fmt: skip
-    """Edge F1 of ControlNet and base generations on held-out conditions; also a sample grid."""
+def vae_round_trips(base: Path, data: Path, folder: Path) -> None:
+    """``{key}.png``: each held-out original encoded and decoded by the base's VAE, the best
+    any generator with this VAE can do (scored as the ceiling row)."""
     import torch
-    from diffusers import (
-        ControlNetModel,
-        DDIMScheduler,
-        StableDiffusionControlNetPipeline,
-        StableDiffusionPipeline,
-    )
+    from diffusers import AutoencoderKL
 
-    from annotators import create
-    from training.data import read_samples
-    from training.metrics import edge_f1
+    from evaluation.samples import read_samples
+    from pipeline.decode import decode_image
 
-    plain = StableDiffusionPipeline.from_pretrained(base, safety_checker=None)
-    plain.scheduler = DDIMScheduler.from_config(plain.scheduler.config)
-    controlled = StableDiffusionControlNetPipeline(
-        **plain.components, controlnet=ControlNetModel.from_pretrained(controlnet)
-    )
-    for pipe in (plain, controlled):
-        pipe.set_progress_bar_config(disable=True)
-    canny = create("canny")
-    rows, tiles = [], []
-    for i, s in enumerate(read_samples(str(data), ["canny"], resolution, count)):
-        cond = s["conditioning"][0]
-        args = dict(num_inference_steps=steps, guidance_scale=guidance, height=resolution,
-                    width=resolution, output_type="np")  # fmt: skip
-        base_img = plain(s["caption"], generator=torch.Generator().manual_seed(i), **args)
-        ctrl_img = controlled(s["caption"], image=torch.from_numpy(s["conditioning"])[None],
-                              generator=torch.Generator().manual_seed(i), **args)  # fmt: skip
-        with torch.no_grad():  # the VAE round trip of the original: the best any generator can do
-            pixels = torch.from_numpy(s["pixel_values"])[None]
-            recon = plain.vae.decode(plain.vae.encode(pixels).latent_dist.mean).sample[0]
-        row = {"key": s["key"], "caption": s["caption"]}
-        images = {"base": base_img.images[0], "controlnet": ctrl_img.images[0],
-                  "vae": (recon.permute(1, 2, 0).numpy() + 1) / 2}  # fmt: skip
-        for name, img in images.items():
-            rgb = (np.clip(img, 0, 1) * 255).round().astype(np.uint8)
-            row[name] = edge_f1(cond, canny.annotate(rgb).maps["canny"])
-            images[name] = rgb
-        rows.append(row)
-        original = ((s["pixel_values"].transpose(1, 2, 0) + 1) * 127.5).round().astype(np.uint8)
-        tiles.append([np.repeat((cond * 255).astype(np.uint8)[..., None], 3, -1), images["base"],
-                      images["controlnet"], original])  # fmt: skip
-    return rows, tiles
+    vae = AutoencoderKL.from_pretrained(base / "vae")
+    folder.mkdir(parents=True, exist_ok=True)
+    for s in read_samples(str(data), ("canny",)):
+        rgb = decode_image(s.image)
+        pixels = torch.from_numpy(rgb).permute(2, 0, 1)[None].float() / 127.5 - 1
+        with torch.no_grad():
+            recon = vae.decode(vae.encode(pixels).latent_dist.mean).sample[0]
+        out = ((recon.permute(1, 2, 0).numpy() + 1) * 127.5).clip(0, 255).round()
+        cv2.imwrite(str(folder / f"{s.key}.png"), cv2.cvtColor(out.astype(np.uint8),
+                                                               cv2.COLOR_RGB2BGR))  # fmt: skip
+
+
+def evaluate(base: Path, controlnet: Path, data: Path, work: Path, resolution: int,
+             steps: int, guidance: float) -> tuple[dict, dict]:  # fmt: skip
+    """``hintset evaluate`` on the held-out conditions: the ControlNet and the same base without
+    control (same captions and seeds, DDIM), then the VAE round trips as the ceiling. Returns
+    the two summaries."""
+    run_hintset("evaluate", "--data", str(data), "--condition", "canny", "--model",
+                str(controlnet), "--base-model", str(base), "-o", str(work / "evaluate"),
+                "--steps", str(steps), "--guidance", str(guidance), "--scheduler", "ddim",
+                "--resolution", str(resolution), "--device", "cpu")  # fmt: skip
+    vae_round_trips(base, data, work / "vae")
+    run_hintset("evaluate", "--data", str(data), "--condition", "canny", "--generated",
+                str(work / "vae"), "-o", str(work / "ceiling"))  # fmt: skip
+    return tuple(json.loads((work / name / "summary.json").read_text())
+                 for name in ("evaluate", "ceiling"))  # fmt: skip
+
+
+def grid_tiles(data: Path, report: Path, count: int) -> list[list[np.ndarray]]:
+    """condition | base | ControlNet | original for the first ``count`` held-out samples."""
+    from evaluation.report import viewable
+    from evaluation.samples import read_samples
+    from pipeline.decode import decode_image, load_image
+
+    tiles = []
+    for s in read_samples(str(data), ("canny",), limit=count):
+        made = [load_image(report / "images" / run / f"{s.key}_0.png")
+                for run in ("no-control", "controlnet")]  # fmt: skip
+        tiles.append([viewable(s.maps["canny"]), *made, decode_image(s.image)])
+    return tiles
+
+
+def wins(report: Path, metric: str) -> tuple[int, int]:
+    """(keys where the ControlNet scores higher than the base, keys scored by both)."""
+    import csv
+
+    with open(report / "samples.csv", newline="") as handle:
+        rows = list(csv.DictReader(handle))
+    by_run = {run: {r["key"]: float(r[metric]) for r in rows if r["run"] == run}
+              for run in ("controlnet", "no-control")}  # fmt: skip
+    both = by_run["controlnet"].keys() & by_run["no-control"].keys()
+    return sum(by_run["controlnet"][k] > by_run["no-control"][k] for k in both), len(both)
 
 
 def save_grid(tiles: list[list[np.ndarray]], path: Path, columns: int = 2) -> None:
@@ -177,27 +194,27 @@ def main() -> None:
     times["hintset train (ControlNet)"] = time.perf_counter() - start
 
     start = time.perf_counter()
-    controlnet = work / "run" / f"checkpoint-{steps}" / "controlnet"
-    rows, tiles = evaluate(work / "base", controlnet, work / "data" / "eval", args.resolution,
-                           args.eval_images, args.sample_steps, args.guidance)  # fmt: skip
-    times["evaluate"] = time.perf_counter() - start
-    save_grid(tiles[:8], args.grid)
+    controlnet = work / "run" / f"checkpoint-{steps}"
+    summary, ceiling = evaluate(work / "base", controlnet, work / "data" / "eval", work,
+                                args.resolution, args.sample_steps, args.guidance)  # fmt: skip
+    times["hintset evaluate (+ VAE ceiling)"] = time.perf_counter() - start
+    save_grid(grid_tiles(work / "data" / "eval", work / "evaluate", 8), args.grid)
 
-    def mean(name: str, metric: str) -> float:
-        return float(np.mean([r[name][metric] for r in rows]))
+    from evaluation.report import fmt
 
-    wins = sum(r["controlnet"]["f1"] > r["base"]["f1"] for r in rows)
+    runs = {r["name"]: r for r in summary["runs"]} | {"ceiling": ceiling["runs"][0]}
+    won, scored = wins(work / "evaluate", "f1_2px")
     first, last = pre["unet_losses"][:50], pre["unet_losses"][-50:]
     log = [json.loads(x) for x in (work / "run" / "log.jsonl").read_text().splitlines()]
-    print(f"\n{len(rows)} held-out conditions, {args.resolution} px, DDIM {args.sample_steps} steps, "
-          f"guidance {args.guidance}; Canny of each generated image vs the condition edges "
-          f"(2 px slack)\n")  # fmt: skip
-    print("| generator | edge precision | edge recall | edge F1 |\n| --- | ---: | ---: | ---: |")
-    for name, label in (("base", "base without control"), ("controlnet", "base + ControlNet"),
-                        ("vae", "(ceiling: VAE round trip of the original)")):  # fmt: skip
-        print(f"| {label} | {mean(name, 'precision'):.3f} | {mean(name, 'recall'):.3f} | "
-              f"{mean(name, 'f1'):.3f} |")  # fmt: skip
-    print(f"\nControlNet F1 higher on {wins} of {len(rows)} conditions")
+    print(f"\n{scored} held-out conditions, {args.resolution} px, DDIM {args.sample_steps} steps, "
+          f"guidance {args.guidance}; hintset evaluate: Canny of each generated image vs the "
+          f"condition, mean [95% bootstrap interval]\n")  # fmt: skip
+    print("| generator | edge F1 (2 px slack) | pixel F1 (ControlNet++) |\n| --- | ---: | ---: |")
+    for name, label in (("no-control", "base without control"), ("controlnet", "base + ControlNet"),
+                        ("ceiling", "(ceiling: VAE round trip of the original)")):  # fmt: skip
+        m = runs[name]["metrics"]
+        print(f"| {label} | {fmt(m['f1_2px'])} | {fmt(m['f1'])} |")
+    print(f"\nControlNet edge F1 (2 px) higher on {won} of {scored} conditions")
     print(f"VAE loss {pre['vae_losses'][0]:.4f} -> {pre['vae_losses'][-1]:.4f}; U-Net loss "
           f"(mean of 50 steps) {np.mean(first):.4f} -> {np.mean(last):.4f}; ControlNet loss "
           f"{np.mean([r['loss'] for r in log[:50]]):.4f} -> "
@@ -207,7 +224,7 @@ def main() -> None:
         print(f"| {stage} | {seconds:.0f} |")
     print(f"| total | {sum(times.values()):.0f} |")
     print(f"\ngrid (condition | base | ControlNet | original): {args.grid}")
-    (work / "scores.json").write_text(json.dumps(rows, indent=1))
+    print(f"report: {work / 'evaluate' / 'report.html'}")
 
 
 if __name__ == "__main__":

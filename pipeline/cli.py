@@ -26,6 +26,7 @@ COMMANDS: dict[str, str] = {
     "tiny-base": "training.cli:tiny_base",
     "train": "training.cli:train",
     "export": "training.cli:export",
+    "evaluate": "evaluation.cli:evaluate",
 }
 
 #: command name -> (module, pip extra) pairs it imports; checked before the command runs

@@ -26,7 +26,12 @@ def test_dockerfile_installs_every_runtime_extra():
     assert len(installs) == 1, "one pip install of the project"
     assert re.search(r'pip install [^\n]*"\.\[[a-z,]+\]" && pip check', text)
     assert set(installs[0].split(",")) == runtime_extras()
-    for package in ("annotators", "pipeline", "training"):
+    pyproject = tomllib.loads((ROOT / "pyproject.toml").read_text())
+    packages = [
+        p.rstrip("*") for p in pyproject["tool"]["setuptools"]["packages"]["find"]["include"]
+    ]
+    assert {"annotators", "pipeline", "training", "evaluation"} <= set(packages)
+    for package in packages:  # every package pyproject installs is in the image
         assert f"COPY --chown=ray:users {package} ./{package}" in text
     assert re.search(r"ARG RAY_IMAGE=rayproject/ray:[\d.]+-py3\d+", text)
 

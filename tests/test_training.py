@@ -106,28 +106,6 @@ def test_data_skips_and_ranges(shards):
     assert [next(again)["key"] for _ in range(16)] == [g["key"] for g in got]
 
 
-def test_edge_f1_scores_alignment():
-    """The learning demonstration's score: 1 for the same edges, low when shifted, 0 for none."""
-    import cv2
-
-    from training.metrics import edge_f1
-
-    ref = np.zeros((64, 64), np.uint8)
-    cv2.circle(ref, (32, 32), 15, 255, 1)
-    assert edge_f1(ref, ref)["f1"] == 1.0
-    near = np.roll(ref, 1, axis=1)  # within the 2 px slack
-    far = np.roll(ref, 8, axis=1)
-    assert edge_f1(ref, near)["f1"] == 1.0
-    assert edge_f1(ref, far)["f1"] < 0.5
-    assert edge_f1(ref, np.zeros_like(ref)) == {"precision": 0.0, "recall": 0.0, "f1": 0.0}
-    half = ref.copy()
-    half[:, 32:] = 0  # half the edges: precision stays 1, recall about 0.5
-    score = edge_f1(ref, half)
-    assert score["precision"] == 1.0 and 0.4 < score["recall"] < 0.6
-    with pytest.raises(ValueError, match="differ in size"):
-        edge_f1(ref, ref[:32])
-
-
 def test_timestep_sampling():
     """cubic favours high noise (mean 0.75 T against 0.5 T), both stay in [0, T)."""
     from training.families.sd15 import sample_timesteps
