@@ -10,6 +10,7 @@ names the files, and the controllability figures come out as before.
 
 from __future__ import annotations
 
+import importlib.util
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
@@ -107,6 +108,9 @@ def measure(runs: list[Run], samples: list[Sample],
     captions = {s.key: s.caption for s in samples}
     try:
         clip = clip_scorer()
+    except ImportError:  # a core install: no torch/transformers
+        notes.append("CLIP score not computed: needs torch and transformers "
+                     "(pip install 'hintset[models]')")  # fmt: skip
     except (WeightsError, OSError, ValueError) as err:
         notes.append(f"CLIP score not computed: {' '.join(str(err).split())}")
     else:
@@ -120,6 +124,8 @@ def measure(runs: list[Run], samples: list[Sample],
         notes.append(f"FID/KID not computed: missing weights {INCEPTION} (the "
                      "TorchScript Inception-v3 of clean-fid / StyleGAN2-ADA); put it in a "
                      "folder given by --weights-dir or $HINTSET_WEIGHTS_DIR")  # fmt: skip
+    elif importlib.util.find_spec("torch") is None:
+        notes.append("FID/KID not computed: needs torch (pip install 'hintset[models]')")
     else:
         import torch
 

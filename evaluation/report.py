@@ -139,7 +139,11 @@ def write_html(path: Path, summary: dict[str, Any], rows: list[dict[str, Any]],
     for metric in metrics:
         values = {r["name"]: per_key([x for x in rows if x["run"] == r["name"]], metric)
                   for r in summary["runs"]}  # fmt: skip
-        parts.append(f"<img alt='{e(metric)}' src='{histogram_uri(values, metric)}'>")
+        try:
+            parts.append(f"<img alt='{e(metric)}' src='{histogram_uri(values, metric)}'>")
+        except ImportError:  # the core install has no matplotlib: the tables still come out
+            parts.append("<p>histograms need matplotlib: pip install 'hintset[train]'</p>")
+            break
     for name, items in grids.items():
         parts.append(f"<h2>{e(name)}: best and worst samples</h2>"
                      "<p>condition | generated | re-annotated</p><table>")  # fmt: skip

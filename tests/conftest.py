@@ -67,3 +67,27 @@ def run_cli(*args: str, check: bool = False, **kwargs) -> subprocess.CompletedPr
 def cli():
     """``cli("annotate", ...)`` runs the hintset command line in a subprocess."""
     return run_cli
+
+
+BLOCKER = """import os, sys
+BLOCKED = set(filter(None, os.environ.get("HINTSET_TEST_BLOCK", "").split(",")))
+class Blocker:  # what a package that is not installed looks like to import
+    def find_spec(self, name, path=None, target=None):
+        if name.split(".")[0] in BLOCKED:
+            raise ModuleNotFoundError(f"No module named {name!r}", name=name)
+        return None
+sys.meta_path.insert(0, Blocker())
+"""
+
+
+@pytest.fixture(scope="module")
+def without(tmp_path_factory):
+    """``without("torch", "mediapipe")``: env for run_cli in which those imports fail."""
+    folder = tmp_path_factory.mktemp("blocker")
+    (folder / "sitecustomize.py").write_text(BLOCKER)
+
+    def env(*modules: str) -> dict[str, str]:
+        path = os.pathsep.join([str(ROOT), str(folder), os.environ.get("PYTHONPATH", "")])
+        return {"PYTHONPATH": path, "HINTSET_TEST_BLOCK": ",".join(modules)}
+
+    return env

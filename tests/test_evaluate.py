@@ -207,6 +207,21 @@ def test_cli_counts_missing_and_unreadable_images(built, stored_images, tmp_path
     assert "| generated | 3 |" in proc.stdout
 
 
+def test_score_only_runs_in_the_core_install(built, stored_images, tmp_path, without):
+    """Without torch, transformers and matplotlib (the core install), canny scores still come
+    out; CLIP and the histograms are each one note, not a traceback."""
+    own, _ = stored_images
+    out = tmp_path / "report"
+    env = {**without("torch", "transformers", "matplotlib"), "HINTSET_OFFLINE": "1"}
+    proc = run_cli("evaluate", "--data", built, "--condition", "canny", "--generated", own,
+                   "-o", out, env=env)  # fmt: skip
+    assert proc.returncode == 0 and "Traceback" not in proc.stderr, proc.stderr
+    summary = json.loads((out / "summary.json").read_text())
+    assert summary["runs"][0]["metrics"]["f1"]["mean"] >= 0.5
+    assert any("needs torch and transformers" in n for n in summary["notes"])
+    assert "histograms need matplotlib" in (out / "report.html").read_text()
+
+
 def test_cli_wrong_usage_is_one_line(built, tmp_path):
     proc = run_cli("evaluate", "--data", built, "--condition", "canny", "-o", tmp_path / "r")
     assert proc.returncode == 2 and "--generated DIR, or --model and --base-model" in proc.stderr

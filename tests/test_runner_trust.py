@@ -173,34 +173,6 @@ def test_no_worker_placed_within_the_timeout_names_what_was_asked_and_free(tmp_p
 
 
 # -- 18: a command or annotator whose extra is missing says which, before any work ----------
-BLOCKER = """import os, sys
-BLOCKED = set(filter(None, os.environ.get("HINTSET_TEST_BLOCK", "").split(",")))
-class Blocker:  # what a package that is not installed looks like to import
-    def find_spec(self, name, path=None, target=None):
-        if name.split(".")[0] in BLOCKED:
-            raise ModuleNotFoundError(f"No module named {name!r}", name=name)
-        return None
-sys.meta_path.insert(0, Blocker())
-"""
-
-
-@pytest.fixture(scope="module")
-def without(tmp_path_factory):
-    """``without("torch", "mediapipe")``: env for run_cli in which those imports fail."""
-    import os
-
-    from tests.conftest import ROOT
-
-    folder = tmp_path_factory.mktemp("blocker")
-    (folder / "sitecustomize.py").write_text(BLOCKER)
-
-    def env(*modules: str) -> dict[str, str]:
-        path = os.pathsep.join([str(ROOT), str(folder), os.environ.get("PYTHONPATH", "")])
-        return {"PYTHONPATH": path, "HINTSET_TEST_BLOCK": ",".join(modules)}
-
-    return env
-
-
 @pytest.mark.parametrize("args", [("tiny-base", "{tmp}/base"), ("train", "--data", "{tmp}/ds"),
                                   ("export", "{tmp}", "-o", "{tmp}/export")])  # fmt: skip
 def test_training_commands_without_the_train_extra_say_which(args, without, tmp_path):
