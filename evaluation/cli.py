@@ -3,11 +3,15 @@
 from __future__ import annotations
 
 import os
+import sys
 from pathlib import Path
 
 import click
 
 from pipeline.commands.options import weights_dir_option
+
+#: packages generation mode needs (score-only runs in the core install)
+GENERATION_NEEDS = ("torch", "diffusers", "transformers")
 
 
 def _scales(text: str) -> tuple[float, ...]:
@@ -111,6 +115,13 @@ def evaluate(ctx: click.Context, data: str, condition: str, output: Path, genera
         raise click.UsageError("--generated scores existing images; it takes no --model")
     settings = None
     if generated is None:
+        from annotators.extras import MissingExtra, check_extras
+
+        try:  # generation runs diffusers pipelines: the train extra
+            check_extras("hintset evaluate --model", [(m, "train") for m in GENERATION_NEEDS])
+        except MissingExtra as err:
+            click.echo(f"error: {err}", err=True)
+            sys.exit(2)
         explicit = {k for k in options if ctx.get_parameter_source(k).name != "DEFAULT"}
         settings = protocol_settings(protocol, options, explicit)
     try:

@@ -220,6 +220,12 @@ def test_score_only_runs_in_the_core_install(built, stored_images, tmp_path, wit
     assert summary["runs"][0]["metrics"]["f1"]["mean"] >= 0.5
     assert any("needs torch and transformers" in n for n in summary["notes"])
     assert "histograms need matplotlib" in (out / "report.html").read_text()
+    proc = run_cli("evaluate", "--data", built, "--condition", "canny", "--model", tmp_path,
+                   "--base-model", tmp_path, "-o", tmp_path / "gen", env=env)  # fmt: skip
+    assert proc.returncode == 2 and proc.stderr.strip().splitlines() == [
+        "error: hintset evaluate --model needs torch, transformers (not installed): "
+        "pip install 'hintset[train]'"
+    ]
 
 
 def test_cli_wrong_usage_is_one_line(built, tmp_path):
