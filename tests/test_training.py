@@ -110,14 +110,28 @@ def test_timestep_sampling():
     """cubic favours high noise (mean 0.75 T against 0.5 T), both stay in [0, T)."""
     from training.families.sd15 import sample_timesteps
 
-    torch.manual_seed(0)
-    uniform = sample_timesteps("uniform", 1000, 20000, "cpu").float()
-    cubic = sample_timesteps("cubic", 1000, 20000, "cpu").float()
+    u = torch.rand(20000, generator=torch.Generator().manual_seed(0))
+    uniform = sample_timesteps("uniform", 1000, u).float()
+    cubic = sample_timesteps("cubic", 1000, u).float()
     for t in (uniform, cubic):
         assert 0 <= t.min() and t.max() <= 999
     assert abs(uniform.mean() - 500) < 15 and abs(cubic.mean() - 750) < 15
     with pytest.raises(ValueError, match="unknown timestep sampling"):
-        sample_timesteps("log", 1000, 4, "cpu")
+        sample_timesteps("log", 1000, u[:4])
+
+
+def test_draws_follow_the_sample_not_its_position():
+    """A sample's draws depend on (seed, step, key) only: the same in any batch, at any position,
+    on any rank; another step, seed or key draws differently; a repeated key gets its own."""
+    from training.draws import Draws
+
+    a = Draws(0, 3, ["x", "y"]).randn((2, 2))
+    b = Draws(0, 3, ["y", "z", "x"]).randn((2, 2))
+    assert torch.equal(a[0], b[2]) and torch.equal(a[1], b[0])
+    assert not torch.equal(a[0], Draws(0, 4, ["x"]).randn((2, 2))[0])
+    assert not torch.equal(a[0], Draws(1, 3, ["x"]).randn((2, 2))[0])
+    twice = Draws(0, 3, ["x", "x"]).randn((2, 2))
+    assert torch.equal(twice[0], a[0]) and not torch.equal(twice[1], twice[0])
 
 
 def test_stacked_conditions_train(shards, tiny_base, tmp_path):

@@ -141,9 +141,12 @@ class Trainer:
     # --- one step -------------------------------------------------------------------------
     def loss(self, batch: dict, control: bool = True):
         """The family's loss on one batch, with prompt dropout applied to the captions."""
-        dropout = self.config.prompt_dropout
-        captions = ["" if random.random() < dropout else t for t in batch["caption"]]
-        return self.family.loss(self.model, batch, captions, self.config, control=control)
+        from training.draws import Draws
+
+        draws = Draws(self.config.seed, self.step, batch["key"])
+        keep = (draws.rand() >= self.config.prompt_dropout).tolist()
+        captions = [t if k else "" for t, k in zip(batch["caption"], keep, strict=True)]
+        return self.family.loss(self.model, batch, captions, self.config, draws, control=control)
 
     # --- checkpoints ----------------------------------------------------------------------
     def save_checkpoint(self) -> Path:

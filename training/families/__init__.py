@@ -1,8 +1,18 @@
 """Model families: what differs between SD 1.x/2.x, SDXL (and later SD3, FLUX) ControlNet training.
 
-Each family module holds one class with the same few methods (load the locked base, build a
-ControlNet from it, the loss of one batch, a sampling pipeline); the training loop calls them
-and never asks which family it runs. The family is read from the base's ``model_index.json``.
+Each family module holds one class with the same few methods; the training loop calls them and
+never asks which family it runs. The family is read from the base's ``model_index.json``.
+
+- ``Family(base_model, device, dtype)``: loads the locked parts (``LOCKED``), frozen, on device.
+- ``make_controlnet(channels)``: the trainable ControlNet initialised from the base.
+- ``encode(batch, captions, config) -> dict``: what the locked encoders make of a batch (VAE
+  latent statistics, the control input, text and added conditioning), per sample along the
+  first dimension, no autograd graph and no randomness, so it can be cached per sample key.
+- ``loss_from(controlnet, encoded, config, draws, control=True)``: the loss; every random draw
+  (latent sample, noise, timestep) comes from ``draws`` (training/draws.py, per sample).
+- ``loss(controlnet, batch, captions, config, draws, control=True)``: ``encode`` + ``loss_from``.
+- ``pipeline(controlnet)`` / ``base_pipeline(base_model, controlnet)``: the diffusers sampling
+  pipeline of the family (validation, export checks, ``hintset evaluate``).
 """
 
 from __future__ import annotations

@@ -26,17 +26,21 @@ def target_for(noise_scheduler, latents, noise, timesteps):
     raise ValueError(f"unsupported prediction_type {kind}")
 
 
-def sample_timesteps(kind: str, total: int, n: int, device):
-    """Training timesteps: ``uniform``, or ``cubic`` (T2I-Adapter's bias toward high noise,
-    where the layout a condition controls is decided)."""
-    import torch
-
+def sample_timesteps(kind: str, total: int, u):
+    """Training timesteps from uniform draws ``u`` in [0, 1): ``uniform``, or ``cubic``
+    (T2I-Adapter's bias toward high noise, where the layout a condition controls is decided)."""
     if kind == "uniform":
-        return torch.randint(0, total, (n,), device=device).long()
+        return (u * total).long().clamp(0, total - 1)
     if kind == "cubic":
-        u = torch.rand(n, device=device)
         return ((1 - u**3) * total).long().clamp(0, total - 1)
     raise ValueError(f"unknown timestep sampling {kind!r} (uniform or cubic)")
+
+
+def _fp32(value):
+    """Tensors (also inside dicts) as float32: the trainable copy's inputs under autocast."""
+    if isinstance(value, dict):
+        return {k: _fp32(v) for k, v in value.items()}
+    return value.float() if hasattr(value, "float") else value
 
 
 class SD15:
@@ -103,50 +107,63 @@ class SD15:
             return {"encoder_hidden_states": self.text_encoder(ids)[0]}
 
     def added_conditioning(self, batch: dict, text: dict, resolution: int) -> dict:
-        """Extra keyword arguments of U-Net and ControlNet (none for SD 1.x/2.x)."""
+        """Extra per-sample conditioning tensors (none for SD 1.x/2.x)."""
         return {}
 
-    def loss(self, controlnet, batch: dict, captions: list[str], config, control: bool = True):
-        """Noise-prediction loss of the locked U-Net with ControlNet residuals on one batch.
+    def model_kwargs(self, encoded: dict) -> dict:
+        """Keyword arguments of U-Net and ControlNet made from the encoded conditioning."""
+        return {"encoder_hidden_states": encoded["encoder_hidden_states"]}
+
+    def encode(self, batch: dict, captions: list[str], config) -> dict:
+        """What the locked encoders make of a batch, per sample (first dim), without an autograd
+        graph and without randomness, so it can be cached: the VAE's latent mean and std, the
+        pixel hint, text and added conditioning."""
+        import torch
+
+        pixels = batch["pixel_values"].to(self.device, self.dtype)
+        with torch.no_grad():
+            dist = self.vae.encode(pixels).latent_dist
+            encoded = {"latent_mean": dist.mean, "latent_std": dist.std}
+            encoded["controlnet_cond"] = batch["conditioning"].to(self.device, torch.float32)
+            encoded.update(self.text_conditioning(captions))
+            encoded.update(self.added_conditioning(batch, encoded, config.resolution))
+        return encoded
+
+    def loss(self, controlnet, batch: dict, captions: list[str], config, draws, control=True):
+        """The loss of one batch: ``encode`` then ``loss_from``."""
+        return self.loss_from(controlnet, self.encode(batch, captions, config), config, draws,
+                              control=control)  # fmt: skip
+
+    def loss_from(self, controlnet, encoded: dict, config, draws, control: bool = True):
+        """Noise-prediction loss of the locked U-Net with ControlNet residuals; every random
+        draw (latent sample, noise, timestep) comes from ``draws`` (training/draws.py).
 
         ``control=False`` runs the U-Net alone (the base without control, or a plain
         U-Net fine-tune in the speed benchmark)."""
         import torch
         import torch.nn.functional as F
 
-        pixels = batch["pixel_values"].to(self.device, self.dtype)
-        cond = batch["conditioning"].to(self.device, torch.float32)
-        with torch.no_grad():
-            latents = self.vae.encode(pixels).latent_dist.sample()
-            latents = latents * self.vae.config.scaling_factor
-            text = self.text_conditioning(captions)
-        hidden = text["encoder_hidden_states"]
-        added = self.added_conditioning(batch, text, config.resolution)
-        noise = torch.randn_like(latents)
-        timesteps = sample_timesteps(
-            config.timestep_sampling, self.noise_scheduler.config.num_train_timesteps,
-            latents.shape[0], self.device,
-        )  # fmt: skip
+        mean = encoded["latent_mean"]
+        latents = mean + encoded["latent_std"] * draws.randn_like(mean)
+        latents = latents * self.vae.config.scaling_factor
+        noise = draws.randn_like(latents)
+        total = self.noise_scheduler.config.num_train_timesteps
+        timesteps = sample_timesteps(config.timestep_sampling, total, draws.rand(self.device))
         noisy = self.noise_scheduler.add_noise(latents, noise, timesteps)
+        kwargs = self.model_kwargs(encoded)
         autocast = self.dtype != torch.float32
         with torch.autocast(self.device.type, dtype=self.dtype, enabled=autocast):
             residuals = {}
-            if control:
-                added_fp32 = {
-                    k: {n: t.float() for n, t in v.items()} for k, v in added.items()
-                }  # the trainable copy runs in fp32 like its weights
+            if control:  # the trainable copy runs in fp32 like its weights
                 down, mid = controlnet(
-                    noisy.float(), timesteps, encoder_hidden_states=hidden.float(),
-                    controlnet_cond=cond, return_dict=False, **added_fp32,
+                    noisy.float(), timesteps, controlnet_cond=encoded["controlnet_cond"],
+                    return_dict=False, **_fp32(kwargs),
                 )  # fmt: skip
                 residuals = {
                     "down_block_additional_residuals": [r.to(self.dtype) for r in down],
                     "mid_block_additional_residual": mid.to(self.dtype),
                 }
-            pred = self.unet(
-                noisy, timesteps, encoder_hidden_states=hidden, return_dict=False,
-                **added, **residuals,
-            )[0]  # fmt: skip
+            pred = self.unet(noisy, timesteps, return_dict=False, **kwargs, **residuals)[0]
         target = target_for(self.noise_scheduler, latents, noise, timesteps)
         return F.mse_loss(pred.float(), target.float(), reduction="mean")
 

@@ -58,8 +58,12 @@ class SDXL(SD15):
 
     def added_conditioning(self, batch: dict, text: dict, resolution: int) -> dict:
         hidden = text["encoder_hidden_states"]
-        time_ids = sdxl_time_ids(batch, resolution, self.device, hidden.dtype)
-        return {"added_cond_kwargs": {"text_embeds": text["text_embeds"], "time_ids": time_ids}}
+        return {"time_ids": sdxl_time_ids(batch, resolution, self.device, hidden.dtype)}
+
+    def model_kwargs(self, encoded: dict) -> dict:
+        added = {"text_embeds": encoded["text_embeds"], "time_ids": encoded["time_ids"]}
+        return {"encoder_hidden_states": encoded["encoder_hidden_states"],
+                "added_cond_kwargs": added}  # fmt: skip
 
     @staticmethod
     def pipeline_class():
