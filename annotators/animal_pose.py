@@ -3,12 +3,14 @@ pack draws them (its AnimalPose preprocessor; huggingface's controlnet_aux has n
 
 Two published ONNX files through onnxruntime: YOLOX-L (``yolox_l.onnx``, DWPose's detector)
 finds animals, RTMPose-m AP-10K (``rtmpose-m_ap10k_256.onnx``, 256x256 crops) gives the
-keypoints. Steps as the reference: the RGB image letterboxed to 640x640 (pad 114), class-aware
+keypoints. Steps as the reference: the RGB image padded (edge pixels) at the bottom and right
+to a multiple of 64 (its ``resize_image_with_pad``), letterboxed to 640x640 (pad 114), class-aware
 NMS 0.45 over scores > 0.1, boxes of the COCO animal classes 14-23 (bird ... giraffe) kept above
 0.3 (none: an empty map; the pose network does not run); each box grown 1.25x to the crop's
 aspect, warped, normalised with ImageNet's mean and std, SimCC argmax / 2, mapped back. Each
 animal: 17 limbs as 5 px ``cv2.line`` in fixed RGB colours, every keypoint whatever its score,
-no joint dots, on black.
+no joint dots, on black; the map cropped back to the image (the JSON's canvas is the image, not
+the padded one the reference reports).
 """
 
 from __future__ import annotations
@@ -30,7 +32,7 @@ from annotators.dwpose import (
     run,
     top_down,
 )
-from annotators.learned import LEARNED_PARAMS, LearnedAnnotator
+from annotators.learned import LEARNED_PARAMS, LearnedAnnotator, pad_edge
 from annotators.registry import register
 from annotators.weights import WeightsFile
 
@@ -143,17 +145,19 @@ class AnimalPose(LearnedAnnotator):
     def _annotate_batch(self, images: list[np.ndarray], rngs: list) -> list[Annotation]:
         self.load()
         size = self.config["batch_size"]
-        inputs = [letterbox(rgb) for rgb in images]  # RGB, as the reference feeds it
+        padded = [pad_edge(rgb) for rgb in images]
+        inputs = [letterbox(rgb) for rgb in padded]  # RGB, as the reference feeds it
         outputs = run(self._detector, np.stack([x for x, _ in inputs]), size)[0]
         boxes = [animal_boxes(out, ratio) for (_, ratio), out in zip(inputs, outputs, strict=True)]
         results = []
-        for rgb, (points, scores) in zip(images, top_down(self._pose, images, boxes, size),
-                                         strict=True):  # fmt: skip
+        for rgb, big, (points, scores) in zip(images, padded, top_down(self._pose, padded, boxes, size),
+                                              strict=True):  # fmt: skip
             shape = rgb.shape[:2]
             animals, confidences = list(points), list(scores)
             seen = max((int(np.sum(s.astype(np.float64) > VISIBLE)) for s in scores), default=0)
+            drawn = draw_animals(big.shape[:2], animals)[: shape[0], : shape[1]]
             results.append(Annotation(
-                maps={"animal_pose": draw_animals(shape, animals)},
+                maps={"animal_pose": np.ascontiguousarray(drawn)},
                 data={"animal_pose": ap10k_json(shape, animals, confidences)},
                 stats={"animal_pose_animals": float(len(animals)),
                        "animal_pose_keypoints": float(seen)},

@@ -94,6 +94,14 @@ def padded_size(height: int, width: int, multiple: int) -> tuple[int, int]:
     return -(-height // multiple) * multiple, -(-width // multiple) * multiple
 
 
+def pad_edge(rgb: np.ndarray, multiple: int = 64) -> np.ndarray:
+    """``rgb`` padded at the bottom and right by repeating edge pixels up to ``multiple``, as
+    the reference preprocessors' ``resize_image_with_pad`` (crop results back to the input)."""
+    height, width = rgb.shape[:2]
+    hp, wp = padded_size(height, width, multiple)
+    return np.pad(rgb, ((0, hp - height), (0, wp - width), (0, 0)), mode="edge")
+
+
 def to_tensor(images: list[np.ndarray], multiple: int, device: str) -> Any:
     """Stack same-size HxWx3 uint8 images into a float Bx3xHpxWp tensor (0..255).
 

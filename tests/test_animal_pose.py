@@ -97,6 +97,15 @@ def test_known_keypoints_are_decoded_and_drawn_as_comfyui(known_dir):
     assert result.stats == {"animal_pose_animals": 1.0, "animal_pose_keypoints": 16.0}
 
 
+def test_images_are_padded_to_64_as_the_reference(known_dir):
+    """A 480x600 image runs as 480x640 (edge padding at the right): the letterbox ratio, hence
+    the box and keypoints, are those of the 480x640 case; the map is cropped back."""
+    result = animal(known_dir).annotate(np.full((480, 600, 3), 90, np.uint8))
+    points = np.array(result.data["animal_pose"]["animals"][0])
+    assert np.allclose(points[:, :2], expected_points(), atol=1e-3)
+    assert result.maps["animal_pose"].shape == (480, 600, 3)
+
+
 def test_draw_truncates_points_and_draws_every_limb():
     points = np.zeros((17, 2)) + (10.9, 90.9)
     points[0], points[1] = (50.9, 50.9), (90.9, 50.9)  # the eyes: limb 0, white, at y 50
