@@ -9,6 +9,7 @@
 from annotators import (  # noqa: F401
     animal_pose,
     canny,
+    densepose,
     depth,
     face,
     hed,

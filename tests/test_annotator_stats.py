@@ -62,6 +62,8 @@ CASES = [
 NOT_RUN = {
     "lineart_anime": "218 MB netG.pth; its stat comes from learned.gray_annotations, as lineart's",
     "face": "face_landmarker.task cannot be made here; tests/test_pose_bundled.py checks 'faces'",
+    "densepose": "runs only with the written TorchScript's sha256 trusted; tests/test_densepose.py "
+    "checks both stats",
 }
 
 

@@ -8,6 +8,7 @@ Used by the tests and the benchmarks; nothing in ``annotators/`` imports this mo
 from __future__ import annotations
 
 import json
+import warnings
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -888,6 +889,47 @@ def write_dwpose(
     onnx.save(detector, str(paths[0]))
     onnx.save(dwpose_pose(keypoints) if tiny else rtmpose_l(), str(paths[1]))
     return paths
+
+
+def write_densepose(folder: Path, *, tiny: bool = True, model: str = "r50") -> list[Path]:
+    """``densepose_r50_fpn_dl.torchscript`` (or r101's) in the published form: a TorchScript
+    archive whose ``forward(image, bgr=True)`` takes a 3xHxW uint8 RGB tensor and returns
+    (boxes (N, 4) x1, y1, x2, y2, coarse segm (N, 2, 112, 112), fine segm (N, 25, 112, 112),
+    u, v (N, 25, 112, 112)) as the export the DensePose preprocessors load. Here one person:
+    the box of the pure red pixels (R > 200, G < 100; none: no person), fine parts in 24
+    horizontal bands (label 1 at the top), body (coarse > 0) everywhere but the left quarter."""
+    import torch
+
+    from annotators.densepose import WEIGHTS
+
+    class TinyDensePose(torch.nn.Module):
+        def __init__(self) -> None:
+            super().__init__()
+            self.gain = torch.nn.Parameter(torch.tensor(4.0))
+
+        def forward(self, image: torch.Tensor, bgr: bool = True):
+            red = (image[0] > 200) & (image[1] < 100)
+            rows = torch.nonzero(red.any(dim=1)).flatten()
+            cols = torch.nonzero(red.any(dim=0)).flatten()
+            if rows.numel() == 0:
+                none = torch.zeros(0, 25, 112, 112)
+                return torch.zeros(0, 4), torch.zeros(0, 2, 112, 112), none, none, none
+            box = torch.stack([cols.min(), rows.min(), cols.max() + 1, rows.max() + 1])
+            bands = torch.arange(112) * 24 // 112 + 1
+            fine = (torch.arange(25)[:, None] == bands[None, :]).float() * self.gain
+            fine = fine[:, :, None].expand(25, 112, 112)[None].contiguous()
+            coarse = torch.zeros(1, 2, 112, 112)
+            coarse[:, 1] = 1.0
+            coarse[:, 1, :, :28] = -1.0
+            return box.float()[None], coarse, fine, fine * 0.1, fine * 0.2
+
+    folder = Path(folder)
+    folder.mkdir(parents=True, exist_ok=True)
+    path = folder / WEIGHTS[model].filename
+    with warnings.catch_warnings():  # "torch.jit.script / save are deprecated" (torch >= 2.11)
+        warnings.simplefilter("ignore", FutureWarning)
+        torch.jit.save(torch.jit.script(TinyDensePose()), str(path))
+    return [path]
 
 
 #: an animal box (x1, y1, x2, y2, score, COCO class 16: dog) in a 480x640 image
