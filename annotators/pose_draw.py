@@ -6,7 +6,7 @@ Hands: 21 points, edges in HSV-rainbow colours, blue joints. Face: white dots.
 Keypoints are (x, y, confidence) in pixels; a missing keypoint is ``None``.
 Stick rule ``xinsir`` (xinsir's ControlNet-Union / openpose SDXL draw_bodypose): limb
 half-width and joint radius 4 x a ratio from the canvas' longer side (1 below 500 px, 2 below
-1000, 3 below 2000, ... 7 from 5000), body only.
+1000, 3 below 2000, ... 7 from 5000), body only, each person's limbs then joints in turn.
 """
 
 from __future__ import annotations
@@ -145,12 +145,14 @@ def draw_face(canvas: np.ndarray, face: Sequence[Keypoint], float32: bool = True
 
 def draw_bodies(shape: tuple[int, int], people: list[dict], rule: str = "fixed") -> np.ndarray:
     """A black HxWx3 canvas with the limbs, then the joints, of all people (``rule``: the
-    stick width, see :func:`stick_scale`)."""
+    stick width, see :func:`stick_scale`; ``xinsir`` draws person by person, as its reference)."""
     canvas = np.zeros((*shape, 3), np.uint8)
     bodies = [person["body"] for person in people]
     scale = stick_scale(rule, shape)
-    draw_limbs(canvas, bodies, scale)
-    draw_joints(canvas, bodies, scale)
+    # xinsir's draw_bodypose (controlnet_aux's OpenposeDetector) is called once per person
+    for group in [[body] for body in bodies] if rule == "xinsir" else [bodies]:
+        draw_limbs(canvas, group, scale)
+        draw_joints(canvas, group, scale)
     return canvas
 
 

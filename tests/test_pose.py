@@ -82,6 +82,16 @@ def test_stick_rule_fixed_is_controlnet11_and_xinsir_scales_with_resolution(
         assert np.count_nonzero(np.all(at_joint == COLORS[2], axis=1)) == joint
 
 
+def test_xinsir_draws_person_by_person_controlnet11_all_limbs_first():
+    """A second person's limb over the first one's joint: under it with ControlNet 1.1's order
+    (all limbs, then all joints), over it with xinsir's (limbs then joints, person by person)."""
+    first = [None, (100.0, 100.0, 0.9)] + [None] * 16  # only a neck: one joint
+    second = [None, (60.0, 100.0, 0.9), (140.0, 100.0, 0.9)] + [None] * 15  # a limb across it
+    people = [{"body": first}, {"body": second}]
+    assert tuple(draw_people((200, 200), people)[100, 100]) == COLORS[1]
+    assert tuple(draw_people((200, 200), people, "xinsir")[100, 100]) == limb_color(0)
+
+
 def test_xinsir_union_preset_selects_the_scaled_sticks():
     from annotators.presets import get_preset
 
