@@ -32,7 +32,7 @@ from annotators.dwpose import (
     run,
     top_down,
 )
-from annotators.learned import LEARNED_PARAMS, LearnedAnnotator, pad_edge
+from annotators.learned import LearnedAnnotator, fp32_params, pad_edge
 from annotators.registry import register
 from annotators.weights import WeightsFile
 
@@ -117,12 +117,7 @@ class AnimalPose(LearnedAnnotator):
         "ComfyUI controlnet_aux pack AnimalPosePreprocessor (yolox_l.onnx + "
         "rtmpose-m_ap10k_256.onnx, onnxruntime)"
     )
-    params = LEARNED_PARAMS
-
-    def _validate(self) -> None:
-        super()._validate()
-        if self.config["precision"] in ("fp16", "bf16"):
-            raise ValueError("animal_pose runs the ONNX files as published (fp32)")
+    params = fp32_params()
 
     @classmethod
     def weights_files(cls) -> list[Any]:

@@ -36,7 +36,7 @@ import numpy as np
 
 from annotators.base import Annotation, Param
 from annotators.extras import TORCH
-from annotators.learned import LEARNED_PARAMS, LearnedAnnotator, pad_edge
+from annotators.learned import LearnedAnnotator, fp32_params, pad_edge
 from annotators.registry import register
 from annotators.weights import WeightsError, WeightsFile, identity, resolve, sha256_file
 
@@ -163,13 +163,8 @@ class DensePose(LearnedAnnotator):
             choices=tuple(COLORMAPS),
         ),  # fmt: skip
         Param("trusted_sha256", "", "sha256 of the TorchScript file you vetted (it is code)"),
-        *LEARNED_PARAMS,
+        *fp32_params(),
     )
-
-    def _validate(self) -> None:
-        super()._validate()
-        if self.config["precision"] in ("fp16", "bf16"):
-            raise ValueError("densepose runs the TorchScript file as published (fp32)")
 
     @classmethod
     def weights_files(cls) -> list[Any]:

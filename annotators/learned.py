@@ -55,6 +55,16 @@ def learned_params(prefix: str = "", **defaults: Any) -> tuple[Param, ...]:
     )
 
 
+def fp32_params() -> tuple[Param, ...]:
+    """LEARNED_PARAMS for files run as published in fp32 (ONNX, TorchScript): precision is
+    auto or fp32 only."""
+    return tuple(
+        dataclasses.replace(p, choices=("auto", "fp32"), help="auto or fp32: the file as published")
+        if p.name == "precision" else p
+        for p in LEARNED_PARAMS
+    )  # fmt: skip
+
+
 def resolve_dtype(precision: str, device: str) -> Any:
     """torch dtype for ``precision`` on ``device``: auto = fp16 on CUDA, fp32 on CPU."""
     import torch

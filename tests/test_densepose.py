@@ -139,6 +139,8 @@ def test_untrusted_tampered_or_missing_files_fail_before_work(weights, tmp_path,
         handle.write(b"\0")
     with pytest.raises(WeightsError, match="is TorchScript"):
         densepose((tampered, digest)).load()
+    with pytest.raises(ValueError, match="precision: 'fp16' is not one of"):
+        create("densepose", precision="fp16")  # the file runs as published
     with pytest.raises(WeightsError, match=f"missing weights {FILE} "):
         densepose((tmp_path / "none", digest)).check_ready()
     for where, extra in (
