@@ -8,6 +8,7 @@ Used by the tests and the benchmarks; nothing in ``annotators/`` imports this mo
 from __future__ import annotations
 
 import json
+import warnings
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -642,20 +643,24 @@ def dwpose_detector(boxes: list[tuple[float, ...]] = (DWPOSE_BOX,)) -> Any:
     )
 
 
-def dwpose_pose(keypoints: Any = None, seed: int = 0) -> Any:
+def dwpose_pose(keypoints: Any = None, seed: int = 0, count: int = 133,
+                size: tuple[int, int] = (384, 288)) -> Any:  # fmt: skip
     """A ``dw-ll_ucoco_384.onnx`` stand-in: input ``input`` (1, 3, 384, 288) float32, outputs
-    ``simcc_x`` (1, 133, 576) and ``simcc_y`` (1, 133, 768) float32 as RTMPose's export.
+    ``simcc_x`` (1, 133, 576) and ``simcc_y`` (1, 133, 768) float32 as RTMPose's export
+    (``count`` keypoints and crop ``size`` (h, w) for other RTMPose files: 17, (256, 256)).
 
-    ``keypoints`` (133, 3) crop x, y, score: constant one-hot SimCC peaks (+ 0 x the input);
-    None: random SimCC that depend on the crop (48x48 block means through random matrices,
-    a random score offset per keypoint), so crop, normalisation and colour order all matter.
+    ``keypoints`` (count, 3) crop x, y, score: constant one-hot SimCC peaks (+ 0 x the input);
+    None: random SimCC that depend on the crop (32 or 48 px block means through random
+    matrices, a random score offset per keypoint), so crop, normalisation and colour order
+    all matter.
     """
     import numpy as np
     from onnx import TensorProto, helper
 
-    shapes = {"simcc_x": [1, 133, 576], "simcc_y": [1, 133, 768]}
+    height, width = size
+    shapes = {"simcc_x": [1, count, 2 * width], "simcc_y": [1, count, 2 * height]}
     outputs = [helper.make_tensor_value_info(k, TensorProto.FLOAT, v) for k, v in shapes.items()]
-    inputs = [helper.make_tensor_value_info("input", TensorProto.FLOAT, [1, 3, 384, 288])]
+    inputs = [helper.make_tensor_value_info("input", TensorProto.FLOAT, [1, 3, height, width])]
     if keypoints is not None:
         consts: dict[str, Any] = {"zero": np.zeros((), np.float32)}
         nodes = [helper.make_node("ReduceMean", ["input"], ["mean"], keepdims=0),
@@ -668,20 +673,22 @@ def dwpose_pose(keypoints: Any = None, seed: int = 0) -> Any:
             nodes.append(helper.make_node("Add", [f"{name}_table", "nothing"], [name]))
         return _onnx_model(nodes, inputs, outputs, consts)
     rng = np.random.default_rng(seed)
+    block = 48 if height % 48 == 0 and width % 48 == 0 else 32
+    features = 3 * (height // block) * (width // block)
     consts = {
-        "shape": np.array([1, 1, 144], np.int64),
-        "mix": rng.normal(size=(133, 144)).astype(np.float32),
-        "offset": rng.uniform(-0.3, 0.1, size=(133, 1)).astype(np.float32),
+        "shape": np.array([1, 1, features], np.int64),
+        "mix": rng.normal(size=(count, features)).astype(np.float32),
+        "offset": rng.uniform(-0.3, 0.1, size=(count, 1)).astype(np.float32),
     }
     nodes = [
         helper.make_node(
-            "AveragePool", ["input"], ["blocks"], kernel_shape=[48, 48], strides=[48, 48]
+            "AveragePool", ["input"], ["blocks"], kernel_shape=[block] * 2, strides=[block] * 2
         ),
         helper.make_node("Reshape", ["blocks", "shape"], ["features"]),
         helper.make_node("Mul", ["features", "mix"], ["mixed"]),
     ]
-    for name, (_, _, width) in shapes.items():
-        consts[f"{name}_proj"] = (0.016 * rng.normal(size=(144, width))).astype(np.float32)
+    for name, (_, _, bins) in shapes.items():
+        consts[f"{name}_proj"] = (0.016 * rng.normal(size=(features, bins))).astype(np.float32)
         nodes += [helper.make_node("MatMul", ["mixed", f"{name}_proj"], [f"{name}_raw"]),
                   helper.make_node("Add", [f"{name}_raw", "offset"], [name])]  # fmt: skip
     return _onnx_model(nodes, inputs, outputs, consts)
@@ -884,6 +891,77 @@ def write_dwpose(
     return paths
 
 
+def write_densepose(folder: Path, *, tiny: bool = True, model: str = "r50") -> list[Path]:
+    """``densepose_r50_fpn_dl.torchscript`` (or r101's) in the published form: a TorchScript
+    archive whose ``forward(image, bgr=True)`` takes a 3xHxW uint8 RGB tensor and returns
+    (boxes (N, 4) x1, y1, x2, y2, coarse segm (N, 2, 112, 112), fine segm (N, 25, 112, 112),
+    u, v (N, 25, 112, 112)) as the export the DensePose preprocessors load. Here one person:
+    the box of the pure red pixels (R > 200, G < 100; none: no person), fine parts in 24
+    horizontal bands (label 1 at the top), body (coarse > 0) everywhere but the left quarter."""
+    import torch
+
+    from annotators.densepose import WEIGHTS
+
+    class TinyDensePose(torch.nn.Module):
+        def __init__(self) -> None:
+            super().__init__()
+            self.gain = torch.nn.Parameter(torch.tensor(4.0))
+
+        def forward(self, image: torch.Tensor, bgr: bool = True):
+            red = (image[0] > 200) & (image[1] < 100)
+            rows = torch.nonzero(red.any(dim=1)).flatten()
+            cols = torch.nonzero(red.any(dim=0)).flatten()
+            if rows.numel() == 0:
+                none = torch.zeros(0, 25, 112, 112)
+                return torch.zeros(0, 4), torch.zeros(0, 2, 112, 112), none, none, none
+            box = torch.stack([cols.min(), rows.min(), cols.max() + 1, rows.max() + 1])
+            bands = torch.arange(112) * 24 // 112 + 1
+            fine = (torch.arange(25)[:, None] == bands[None, :]).float() * self.gain
+            fine = fine[:, :, None].expand(25, 112, 112)[None].contiguous()
+            coarse = torch.zeros(1, 2, 112, 112)
+            coarse[:, 1] = 1.0
+            coarse[:, 1, :, :28] = -1.0
+            return box.float()[None], coarse, fine, fine * 0.1, fine * 0.2
+
+    folder = Path(folder)
+    folder.mkdir(parents=True, exist_ok=True)
+    path = folder / WEIGHTS[model].filename
+    with warnings.catch_warnings():  # "torch.jit.script / save are deprecated" (torch >= 2.11)
+        warnings.simplefilter("ignore", FutureWarning)
+        torch.jit.save(torch.jit.script(TinyDensePose()), str(path))
+    return [path]
+
+
+#: an animal box (x1, y1, x2, y2, score, COCO class 16: dog) in a 480x640 image
+ANIMAL_BOX = (160.0, 120.0, 480.0, 360.0, 0.9, 16)
+
+
+def write_animal_pose(
+    folder: Path,
+    *,
+    tiny: bool = True,
+    boxes: list[tuple[float, ...]] = (ANIMAL_BOX,),
+    keypoints: Any = None,
+) -> list[Path]:
+    """``yolox_l.onnx`` and ``rtmpose-m_ap10k_256.onnx`` with the published names, shapes and
+    dtypes (``input`` (1, 3, 256, 256) -> ``simcc_x``, ``simcc_y`` (1, 17, 512)); small graphs
+    whose outputs the caller controls (``keypoints`` (17, 3) crop x, y, score, or random).
+    ``tiny=False`` (the benchmarks): the real-size YOLOX-L, kept if already written (dwpose's),
+    beside the small pose graph."""
+    import onnx
+
+    from annotators.animal_pose import POSE_WEIGHTS
+    from annotators.dwpose import DETECTOR_WEIGHTS
+
+    folder = Path(folder)
+    folder.mkdir(parents=True, exist_ok=True)
+    paths = [folder / DETECTOR_WEIGHTS.filename, folder / POSE_WEIGHTS.filename]
+    if tiny or not paths[0].exists():
+        onnx.save(dwpose_detector(list(boxes)) if tiny else yolox_l(), str(paths[0]))
+    onnx.save(dwpose_pose(keypoints, count=17, size=(256, 256)), str(paths[1]))
+    return paths
+
+
 WRITERS: dict[str, Callable[..., list[Path]]] = {
     "hed": write_hed,
     "mlsd": write_mlsd,
@@ -895,6 +973,7 @@ WRITERS: dict[str, Callable[..., list[Path]]] = {
     "lineart_anime": write_lineart_anime,
     "pidinet": write_pidinet,
     "dwpose": write_dwpose,
+    "animal_pose": write_animal_pose,
     "teed": write_teed,
 }
 
