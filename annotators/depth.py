@@ -111,7 +111,7 @@ class Depth(hf_models.HFAnnotator):
             "resolution",
             0,
             "working short side in pixels, aspect kept (0 = the model's own: 384 DPT-hybrid, "
-            "518 Depth Anything)",
+            "518 Depth Anything; Marigold: see processing_resolution)",
         ),
         Param("bits", 8, "PNG bit depth", choices=(8, 16)),
         *marigold.PARAMS,

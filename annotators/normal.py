@@ -131,7 +131,10 @@ class Normal(LearnedAnnotator):
     version = "2"
     outputs = ("normal",)
     stats = ("normal_mean_z",)
-    description = "surface normals, RGB; bae needs scannet.pt, depth needs the depth model"
+    description = (
+        "surface normals, RGB; bae needs scannet.pt, dsine dsine.pt, marigold its pipeline "
+        "folder, depth the depth model"
+    )
     params = (
         Param(
             "backend",

@@ -285,17 +285,23 @@ def test_cli_annotates_a_photo_with_each_backend(cli, weights_dir, photo_paths, 
     assert licences["depth"].startswith("RAIL++-M") and "non-commercial" in licences["normal"]
 
 
-@pytest.mark.parametrize(
-    ("param", "missing"),
-    [("normal.backend=dsine", "dsine.pt"),
-     ("normal.backend=marigold", "unet/diffusion_pytorch_model.safetensors")],
-)  # fmt: skip
-def test_cli_missing_weights_exit_2_before_work(cli, photo_paths, tmp_path, param, missing):
+def test_cli_missing_weights_exit_2_before_work(cli, photo_paths, tmp_path):
+    """One line naming every missing file of the three backends; nothing written."""
     src = _one_photo(photo_paths, tmp_path)
-    proc = cli("annotate", src, "-o", tmp_path / "out", "-a", "normal", "--param", param,
-               "--weights-dir", tmp_path / "none",
+    proc = cli("annotate", src, "-o", tmp_path / "out", "-a", "depth,normal,seg",
+               "--param", "depth.model=marigold-depth-v1-1", "--param", "normal.backend=dsine",
+               "--param", "seg.model=oneformer-coco-swin-large", "--weights-dir", tmp_path / "none",
                env={"HINTSET_OFFLINE": "1", "HF_HUB_CACHE": str(tmp_path / "hf")})  # fmt: skip
     assert proc.returncode == 2
-    errors = [line for line in proc.stderr.splitlines() if missing in line]
+    errors = [line for line in proc.stderr.splitlines() if "dsine.pt" in line]
     assert len(errors) == 1
-    assert not list((tmp_path / "out").rglob("*.png"))
+    for name in ("unet/diffusion_pytorch_model.safetensors", "prs-eth/marigold-depth-v1-1",
+                 "shi-labs/oneformer_coco_swin_large"):  # fmt: skip
+        assert name in errors[0]
+    assert not (tmp_path / "out").exists() or not list((tmp_path / "out").rglob("*.png"))
+
+
+def test_marigold_normals_missing_folder_is_one_line(tmp_path):
+    with pytest.raises(WeightsError) as err:
+        make("normal", tmp_path, backend="marigold").check_ready()
+    assert "\n" not in str(err.value) and "prs-eth/marigold-normals-v1-1" in str(err.value)
