@@ -226,10 +226,14 @@ class HFAnnotator(LearnedAnnotator):
         names = [cls.default_model, *(n for n in cls.models if n != cls.default_model)]
         return {
             name: {
-                "files": [*MODEL_FILES, *getattr(cls.models[name], "extra", ())],
+                # a spec's ``files`` replace the transformers folder's (a diffusers pipeline)
+                "files": list(getattr(cls.models[name], "files", ()))
+                or [*MODEL_FILES, *getattr(cls.models[name], "extra", ())],
                 "repos": [cls.models[name].repo_id],
                 "licence": getattr(cls.models[name], "licence", "") or NOT_RECORDED,
-                "reference": cls.reference if name == cls.default_model else "",
+                "reference": cls.reference
+                if name == cls.default_model
+                else getattr(cls.models[name], "reference", ""),
             }
             for name in names
         }

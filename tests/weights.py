@@ -272,8 +272,8 @@ _CONVNEXT = {
 }
 
 
-def _labels() -> dict[str, Any]:
-    id2label = dict(enumerate(ade20k.CLASSES))
+def _labels(classes: tuple[str, ...] = ade20k.CLASSES) -> dict[str, Any]:
+    id2label = dict(enumerate(classes))
     return {"id2label": id2label, "label2id": {v: k for k, v in id2label.items()}}
 
 
@@ -349,8 +349,9 @@ def write_seg(
 
 
 # -- OneFormer (seg): tiny Swin config, the published folder (CLIP tokenizer, .bin weights) ----
-def oneformer_config(tiny: bool = True) -> Any:
-    """OneFormer with a Swin backbone and ADE20K's 150 classes (a tiny config of the classes)."""
+def oneformer_config(tiny: bool = True, classes: tuple[str, ...] = ade20k.CLASSES) -> Any:
+    """OneFormer with a Swin backbone and ADE20K's 150 classes, or ``classes`` (COCO's 133)
+    (a tiny config of the classes)."""
     from transformers import OneFormerConfig, SwinConfig
 
     swin = SwinConfig(embed_dim=16, depths=[1, 1, 1, 1], num_heads=[1, 1, 2, 2], window_size=4,
@@ -360,7 +361,7 @@ def oneformer_config(tiny: bool = True) -> Any:
         dim_feedforward=64, encoder_layers=1, decoder_layers=2, num_attention_heads=2,
         num_queries=8, text_encoder_width=32, text_encoder_num_layers=1, text_encoder_n_ctx=4,
         text_encoder_proj_layers=1, query_dec_layers=1, task_seq_len=77, max_seq_len=77,
-        num_labels=150, **_labels(),
+        num_labels=len(classes), **_labels(classes),
     )  # fmt: skip
 
 
@@ -379,7 +380,7 @@ def clip_tokenizer(folder: Path) -> Any:
 
 
 def write_oneformer(folder: Path, *, repo_id: str = "shi-labs/oneformer_ade20k_swin_large",
-                    seed: int = 0) -> list[Path]:  # fmt: skip
+                    seed: int = 0, classes: tuple[str, ...] = ade20k.CLASSES) -> list[Path]:  # fmt: skip
     """A random tiny OneFormer as ``folder/<repo_id>/`` with the published files: config.json,
     pytorch_model.bin, preprocessor_config.json (0..255 mean/std), CLIP tokenizer files."""
     import torch
@@ -387,16 +388,17 @@ def write_oneformer(folder: Path, *, repo_id: str = "shi-labs/oneformer_ade20k_s
 
     target = Path(folder) / repo_id
     torch.manual_seed(seed)
-    model = spread(OneFormerForUniversalSegmentation(oneformer_config()), 0.3)
+    model = spread(OneFormerForUniversalSegmentation(oneformer_config(classes=classes)), 0.3)
     model.save_pretrained(str(target))
     torch.save(model.state_dict(), str(target / "pytorch_model.bin"))
     (target / "model.safetensors").unlink()
     clip_tokenizer(target).save_pretrained(str(target))
+    info = "ade20k" if len(classes) == 150 else "coco"
     processor = {
         "image_processor_type": "OneFormerImageProcessor", "do_normalize": True,
         "do_resize": True, "size": {"shortest_edge": 512, "longest_edge": 2048},
         "image_mean": [123.675, 116.28, 103.53], "image_std": [58.395, 57.12, 57.375],
-        "num_labels": 150, "task_seq_length": 77, "class_info_file": "ade20k_panoptic.json",
+        "num_labels": len(classes), "task_seq_length": 77, "class_info_file": f"{info}_panoptic.json",
         "repo_path": "shi-labs/oneformer_demo", "ignore_index": 255,
     }  # fmt: skip
     (target / "preprocessor_config.json").write_text(json.dumps(processor, indent=2))
