@@ -205,6 +205,11 @@ class Normal(LearnedAnnotator):
         }
 
     @classmethod
+    def model_folders(cls) -> dict[str, Any]:
+        """The Marigold normals pipelines of ``backend=marigold``."""
+        return dict(marigold.NORMALS_MODELS)
+
+    @classmethod
     def catalogue(cls) -> dict[str, dict[str, Any]]:
         """Adds each backend's reference implementation (DSINE's and Marigold's own)."""
         from annotators.dsine import REFERENCE

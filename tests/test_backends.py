@@ -308,3 +308,45 @@ def test_marigold_normals_missing_folder_is_one_line(tmp_path):
     with pytest.raises(WeightsError) as err:
         make("normal", tmp_path, backend="marigold").check_ready()
     assert "\n" not in str(err.value) and "prs-eth/marigold-normals-v1-1" in str(err.value)
+
+
+# -- hintset weights ---------------------------------------------------------------------------
+def _listed(rows: list[dict]) -> set[tuple[str, str]]:
+    """(hub repo, file) pairs ``hintset weights`` names: files, and each model folder's needs."""
+    return {(r["repo_id"], f) for r in rows for f in (r["needs"] if "needs" in r else [r["name"]])}
+
+
+def test_weights_command_lists_every_registered_backend(tmp_path):
+    """Every file of every backend ``hintset annotators`` shows (each registered annotator's
+    ``catalogue()``) is listed by ``hintset weights``, under one of the backend's repos."""
+    from annotators import get, list_annotators
+    from pipeline.commands.weights import collect
+
+    listed = _listed(collect(str(tmp_path)))
+    checked = 0
+    for name in list_annotators():
+        for backend, entry in get(name).catalogue().items():
+            for file in entry["files"]:
+                assert any((repo, file) in listed for repo in entry["repos"]), (name, backend, file)
+                checked += 1
+    assert checked > 50
+
+
+def test_weights_command_finds_the_new_backends(weights_dir):
+    """dsine.pt, both Marigold pipeline folders and OneFormer COCO (with its tokenizer) are
+    listed and found in the published layouts."""
+    from annotators.weights import sha256_file
+    from pipeline.commands.weights import collect
+
+    rows = {(r["annotator"], r["name"]): r for r in collect(str(weights_dir))}
+    dsine = rows[("normal", "dsine.pt")]
+    assert dsine["present"] and dsine["sha256"] == sha256_file(weights_dir / "dsine.pt")
+    for key, repo in ((("depth", "marigold-depth-v1-1"), "prs-eth/marigold-depth-v1-1"),
+                      (("normal", "marigold-normals-v1-1"), "prs-eth/marigold-normals-v1-1")):  # fmt: skip
+        row = rows[key]
+        assert row["present"] and row["needs"] == list(marigold.PIPELINE_FILES), key
+        assert row["file"] == "unet/diffusion_pytorch_model.safetensors"
+        assert row["sha256"] == sha256_file(weights_dir / repo / row["file"])
+    coco_row = rows[("seg", "oneformer-coco-swin-large")]
+    assert coco_row["present"] and "merges.txt" in coco_row["needs"]
+    assert not rows[("seg", "oneformer-ade20k-swin-large")]["present"]
