@@ -22,6 +22,7 @@ from annotators.normal import BAE_WEIGHTS, build_bae
 from annotators.openpose import BODY_WEIGHTS, HAND_WEIGHTS
 from annotators.softedge import PIDINET_WEIGHTS, build_pidinet
 from annotators.teed import ANYLINE_WEIGHTS, TEED_WEIGHTS, build_teed
+from tests.weights_backends import write_dsine, write_marigold
 
 
 def random_state(build: Callable[[], Any], seed: int = 0) -> dict[str, Any]:
@@ -977,6 +978,11 @@ WRITERS: dict[str, Callable[..., list[Path]]] = {
     "dwpose": write_dwpose,
     "animal_pose": write_animal_pose,
     "teed": write_teed,
+    "dsine": write_dsine,
+    # tiny whatever ``tiny`` says: a 1.3B-parameter pipeline; a TorchScript stand-in (DensePose
+    # runs only with its sha256 trusted: ``-p densepose.trusted_sha256=...``)
+    "marigold": write_marigold,
+    "densepose": write_densepose,
 }
 
 

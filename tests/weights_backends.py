@@ -9,12 +9,15 @@ from typing import Any
 
 from annotators import coco, marigold
 from annotators.dsine import DSINE_WEIGHTS, build_dsine
-from tests.weights import clip_tokenizer, random_state, write_oneformer, write_state
+
+# tests.weights is imported inside the writers: its WRITERS holds this module's writers
 
 
 def write_dsine(folder: Path, *, tiny: bool = False) -> list[Path]:
     """A random ``dsine.pt`` ({"model": state dict, "iter": n}, the authors' ``save_model``),
     real size (72.7M parameters)."""
+    from tests.weights import random_state, write_state
+
     path = Path(folder) / DSINE_WEIGHTS.filename
     write_state(path, {"model": random_state(build_dsine), "iter": 0})
     return [path]
@@ -22,6 +25,8 @@ def write_dsine(folder: Path, *, tiny: bool = False) -> list[Path]:
 
 def write_oneformer_coco(folder: Path) -> list[Path]:
     """A random tiny OneFormer with COCO panoptic's 133 classes as ``folder/<hub id>/``."""
+    from tests.weights import write_oneformer
+
     repo = next(iter(s for s in _seg_models() if "coco" in s))
     return write_oneformer(folder, repo_id=repo, classes=coco.CLASSES, seed=1)  # regions vary
 
@@ -44,6 +49,8 @@ def marigold_pipeline(task: str, folder: Path, seed: int = 0) -> Any:
         UNet2DConditionModel,
     )
     from transformers import CLIPTextConfig, CLIPTextModel
+
+    from tests.weights import clip_tokenizer
 
     torch.manual_seed(seed)
     unet = UNet2DConditionModel(
@@ -80,7 +87,8 @@ def marigold_pipeline(task: str, folder: Path, seed: int = 0) -> Any:
 
 def write_marigold(folder: Path, *, tiny: bool = True) -> list[Path]:
     """Tiny random Marigold depth and normals pipelines as ``folder/<hub id>/``, written by
-    ``save_pretrained`` (model_index.json, unet/, vae/, text_encoder/, tokenizer/, scheduler/)."""
+    ``save_pretrained`` (model_index.json, unet/, vae/, text_encoder/, tokenizer/, scheduler/);
+    always tiny (``tiny=False`` too: the real pipeline has about 1.3B parameters)."""
     import shutil
 
     written = []
