@@ -259,6 +259,7 @@ class Trainer:
         self.dataset = ShardDataset(
             c.data, c.conditions, c.resolution, seed=c.seed, shuffle_buffer=c.shuffle_buffer,
             stack=c.stack_conditions, urls=self.train_urls, max_bad_fraction=c.max_bad_fraction,
+            order=c.data_order, batch_size=c.batch_size,
         )  # fmt: skip
         batches = iter(make_loader(self.dataset, c.batch_size, c.loader_workers))
         for _ in range(self.batches_consumed):  # replay the deterministic stream to the position
