@@ -25,7 +25,7 @@ def _keys(ds_args: dict, monkeypatch, rank: int, world: int, batches: int, worke
     return [next(it)["key"] for _ in range(batches)]
 
 
-def test_exact_order_is_the_global_stream_split_by_batch(shards, monkeypatch):
+def test_exact_order_is_the_global_stream_split_by_batch(shards, monkeypatch):  # noqa: F811
     """Rank r of w at local batch k gets global batch k * w + r, also with loader workers; the
     default shards order does not (it splits shards, so 2 ranks see other batches)."""
     args = dict(data=str(shards), conditions=["canny"], resolution=64, seed=3, shuffle_buffer=4,
@@ -40,7 +40,7 @@ def test_exact_order_is_the_global_stream_split_by_batch(shards, monkeypatch):
     assert [split[k % 2][k // 2] for k in range(8)] != one
 
 
-def test_two_processes_equal_one_with_twice_the_accumulation(shards, tiny_base, tmp_path):
+def test_two_processes_equal_one_with_twice_the_accumulation(shards, tiny_base, tmp_path):  # noqa: F811
     """``accelerate launch`` with 2 CPU processes (gloo, DDP averages the ranks' gradients) and
     grad_accum 1 ends with the weights of 1 process with grad_accum 2 (each micro-batch's loss
     divided by 2): same batches (exact order), same draws (keyed by sample), clipping on.
