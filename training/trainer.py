@@ -149,21 +149,36 @@ class Trainer:
         return self.family.loss(self.model, batch, captions, self.config, draws, control=control)
 
     # --- checkpoints ----------------------------------------------------------------------
+    def _optimizer_state(self) -> dict:
+        """The whole optimiser state (under FSDP gathered from the shards: a collective call)."""
+        from accelerate.utils import DistributedType
+
+        if self.accelerator.distributed_type == DistributedType.FSDP:
+            from torch.distributed.fsdp import FullyShardedDataParallel as FSDP
+
+            return FSDP.optim_state_dict(self.model, self.optimizer.optimizer)
+        return self.optimizer.state_dict()
+
     def save_checkpoint(self) -> Path:
         """RUN/checkpoint-N: controlnet folder + training state (safetensors + JSON, no pickle);
-        keeps the last K."""
+        keeps the last K. Called on every rank: under FSDP/DeepSpeed the full weights are
+        gathered from all of them (``accelerator.get_state_dict``); the main process writes."""
         from pipeline.atomic import normal_modes
         from training.state import save_state
 
         folder = self.run / f"checkpoint-{self.step}"
+        weights = self.accelerator.get_state_dict(self.model)  # collective under FSDP/ZeRO-3
+        optimizer = self._optimizer_state()
+        if not self.accelerator.is_main_process:
+            return folder
         tmp = self.run / f".tmp-checkpoint-{self.step}"
         shutil.rmtree(tmp, ignore_errors=True)
-        self.controlnet.save_pretrained(tmp / "controlnet")
+        self.controlnet.save_pretrained(tmp / "controlnet", state_dict=weights)
         scaler = self.accelerator.scaler
         state = {
             "step": self.step,
             "batches_consumed": self.batches_consumed,
-            "optimizer": self.optimizer.state_dict(),
+            "optimizer": optimizer,
             "lr_scheduler": self.lr_scheduler.state_dict(),
             "scaler": scaler.state_dict() if scaler is not None else {},
             "ema": self.ema.state_dict() if self.ema else None,
@@ -296,8 +311,8 @@ class Trainer:
                     log.flush()
                     self.tracker.scalars(self.step, {f"train/{k}": v for k, v in rec.items()
                                                      if k != "step"})  # fmt: skip
-                if main and c.checkpoint_every and self.step % c.checkpoint_every == 0:
-                    self.save_checkpoint()
+                if c.checkpoint_every and self.step % c.checkpoint_every == 0:
+                    self.save_checkpoint()  # on every rank (FSDP gathers the weights)
                 if main and c.validate_every and self.step % c.validate_every == 0:
                     self.validate()
         finally:
@@ -306,10 +321,8 @@ class Trainer:
                 log.close()
             if self.tracker:
                 self.tracker.close()
-        if main and (
-            not checkpoints(self.run) or checkpoints(self.run)[-1].name != f"checkpoint-{self.step}"
-        ):
-            self.save_checkpoint()
+        if c.checkpoint_every == 0 or self.step % c.checkpoint_every:
+            self.save_checkpoint()  # the final state, unless the loop has just written it
         self.accelerator.wait_for_everyone()
         return losses
 
