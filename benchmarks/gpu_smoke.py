@@ -46,9 +46,29 @@ VAE_SD = dict(block_out_channels=[128, 256, 512, 512], layers_per_block=2, norm_
               in_channels=3, out_channels=3, latent_channels=4, act_fn="silu")  # fmt: skip
 VAE_16 = dict(VAE_SD, latent_channels=16, sample_size=1024, use_quant_conv=False,
               use_post_quant_conv=False, force_upcast=True)  # fmt: skip
-SD3_35 = dict(sample_size=128, patch_size=2, in_channels=16, out_channels=16,
-              attention_head_dim=64, joint_attention_dim=4096, pooled_projection_dim=2048,
-              qk_norm="rms_norm")  # fmt: skip
+
+
+def sd35(hub: str, **transformer) -> dict:
+    """An SD3.5 entry of ``FULL``: the parts medium and large share, and their transformer."""
+    shared = dict(sample_size=128, patch_size=2, in_channels=16, out_channels=16,
+                  attention_head_dim=64, joint_attention_dim=4096, pooled_projection_dim=2048,
+                  qk_norm="rms_norm")  # fmt: skip
+    return {
+        "family": "sd3",
+        "hub": hub,
+        "components": {
+            "transformer": ("diffusers:SD3Transformer2DModel", {**shared, **transformer}),
+            "vae": (
+                "diffusers:AutoencoderKL",
+                dict(VAE_16, scaling_factor=1.5305, shift_factor=0.0609),
+            ),  # fmt: skip
+            "text_encoder": ("transformers:CLIPTextModelWithProjection", CLIP_L),
+            "text_encoder_2": ("transformers:CLIPTextModelWithProjection", CLIP_G),
+            "text_encoder_3": ("transformers:T5EncoderModel", T5_XXL),
+        },
+        "tokenizers": {"tokenizer": 77, "tokenizer_2": 77, "tokenizer_3": 512},
+    }
+
 
 #: full-size bases: name -> family, the hub id whose published config.json gives the values,
 #: component -> (class, config), tokenizer -> model_max_length
@@ -88,36 +108,12 @@ FULL = {
         },
         "tokenizers": {"tokenizer": 77, "tokenizer_2": 77},
     },
-    "sd3.5-medium": {
-        "family": "sd3",
-        "hub": "stabilityai/stable-diffusion-3.5-medium",
-        "components": {
-            "transformer": ("diffusers:SD3Transformer2DModel", dict(
-                SD3_35, num_layers=24, num_attention_heads=24, caption_projection_dim=1536,
-                pos_embed_max_size=384, dual_attention_layers=list(range(13)))),
-            "vae": ("diffusers:AutoencoderKL", dict(VAE_16, scaling_factor=1.5305,
-                                                    shift_factor=0.0609)),
-            "text_encoder": ("transformers:CLIPTextModelWithProjection", CLIP_L),
-            "text_encoder_2": ("transformers:CLIPTextModelWithProjection", CLIP_G),
-            "text_encoder_3": ("transformers:T5EncoderModel", T5_XXL),
-        },
-        "tokenizers": {"tokenizer": 77, "tokenizer_2": 77, "tokenizer_3": 512},
-    },
-    "sd3.5-large": {
-        "family": "sd3",
-        "hub": "stabilityai/stable-diffusion-3.5-large",
-        "components": {
-            "transformer": ("diffusers:SD3Transformer2DModel", dict(
-                SD3_35, num_layers=38, num_attention_heads=38, caption_projection_dim=2432,
-                pos_embed_max_size=192, dual_attention_layers=[])),
-            "vae": ("diffusers:AutoencoderKL", dict(VAE_16, scaling_factor=1.5305,
-                                                    shift_factor=0.0609)),
-            "text_encoder": ("transformers:CLIPTextModelWithProjection", CLIP_L),
-            "text_encoder_2": ("transformers:CLIPTextModelWithProjection", CLIP_G),
-            "text_encoder_3": ("transformers:T5EncoderModel", T5_XXL),
-        },
-        "tokenizers": {"tokenizer": 77, "tokenizer_2": 77, "tokenizer_3": 512},
-    },
+    "sd3.5-medium": sd35("stabilityai/stable-diffusion-3.5-medium", num_layers=24,
+                         num_attention_heads=24, caption_projection_dim=1536,
+                         pos_embed_max_size=384, dual_attention_layers=list(range(13))),
+    "sd3.5-large": sd35("stabilityai/stable-diffusion-3.5-large", num_layers=38,
+                        num_attention_heads=38, caption_projection_dim=2432,
+                        pos_embed_max_size=192, dual_attention_layers=[]),
     "flux-dev": {
         "family": "flux",
         "hub": "black-forest-labs/FLUX.1-dev",
