@@ -61,7 +61,7 @@ def sd35(hub: str, **transformer) -> dict:
             "vae": (
                 "diffusers:AutoencoderKL",
                 dict(VAE_16, scaling_factor=1.5305, shift_factor=0.0609),
-            ),  # fmt: skip
+            ),
             "text_encoder": ("transformers:CLIPTextModelWithProjection", CLIP_L),
             "text_encoder_2": ("transformers:CLIPTextModelWithProjection", CLIP_G),
             "text_encoder_3": ("transformers:T5EncoderModel", T5_XXL),
