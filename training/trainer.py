@@ -149,15 +149,26 @@ class Trainer:
         return self.family.loss(self.model, batch, captions, self.config, draws, control=control)
 
     # --- checkpoints ----------------------------------------------------------------------
-    def _optimizer_state(self) -> dict:
-        """The whole optimiser state (under FSDP gathered from the shards: a collective call)."""
+    def _fsdp(self) -> bool:
         from accelerate.utils import DistributedType
 
-        if self.accelerator.distributed_type == DistributedType.FSDP:
+        return self.accelerator.distributed_type == DistributedType.FSDP
+
+    def _optimizer_state(self) -> dict:
+        """The whole optimiser state (under FSDP gathered from the shards: a collective call)."""
+        if self._fsdp():
             from torch.distributed.fsdp import FullyShardedDataParallel as FSDP
 
             return FSDP.optim_state_dict(self.model, self.optimizer.optimizer)
         return self.optimizer.state_dict()
+
+    def _load_optimizer_state(self, saved: dict) -> None:
+        """The inverse of ``_optimizer_state`` (under FSDP each rank takes its shard)."""
+        if self._fsdp():
+            from torch.distributed.fsdp import FullyShardedDataParallel as FSDP
+
+            saved = FSDP.optim_state_dict_to_load(self.model, self.optimizer.optimizer, saved)
+        self.optimizer.load_state_dict(saved)
 
     def save_checkpoint(self) -> Path:
         """RUN/checkpoint-N: controlnet folder + training state (safetensors + JSON, no pickle);
@@ -205,8 +216,8 @@ class Trainer:
 
         state = load_state(folder)  # first: refuses a pickled state before anything else
         weights = load_file(str(folder / "controlnet" / "diffusion_pytorch_model.safetensors"))
-        self.controlnet.load_state_dict(weights)
-        self.optimizer.load_state_dict(state["optimizer"])
+        (self.model if self._fsdp() else self.controlnet).load_state_dict(weights)
+        self._load_optimizer_state(state["optimizer"])
         self.lr_scheduler.load_state_dict(state["lr_scheduler"])
         if self.accelerator.scaler is not None and state["scaler"]:
             self.accelerator.scaler.load_state_dict(state["scaler"])
