@@ -378,7 +378,7 @@ def main(argv: list[str] | None = None) -> int:
     if unknown:
         parser.error(f"unknown model(s) {', '.join(unknown)} (known: {', '.join(FULL)})")
     if not args.dry_run and not torch.cuda.is_available():
-        print("gpu_smoke: skipped (no CUDA GPU; --dry-run runs the tiny CPU version)")
+        print("gpu_smoke: skipped (no CUDA GPU)")  # --dry-run: the tiny CPU version
         return 0
     work = args.work or Path(tempfile.mkdtemp(prefix="hintset-gpu-"))
     work.mkdir(parents=True, exist_ok=True)
