@@ -51,8 +51,9 @@ def test_two_processes_equal_one_with_twice_the_accumulation(shards, tiny_base, 
     second step divides by the root of the squared gradients, which magnifies rounding where
     the two steps' gradients nearly cancel or are tiny (the ControlNet body, reached only
     through the zero convolutions): measured largest weight difference 3.1e-7 for a largest
-    update of 2.0e-4 (1.6e-3 of it; 5.0e-7 with clipping off). The bound is 1e-2 of the largest update; a run that
-    sees one other draw or batch moves ~0.9 of the update (measured), far outside it."""
+    update of 2.0e-4 (1.6e-3 of it; 5.0e-7 with clipping off). The bound is 1e-2 of the
+    largest update. With ``--data-order shards`` (each rank its own shards, the old order)
+    the difference is 4.0e-4, twice the update (measured), far outside it."""
     from safetensors.torch import load_file
 
     from training.trainer import Trainer
