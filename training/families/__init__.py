@@ -20,11 +20,16 @@ from __future__ import annotations
 import importlib
 
 #: family name -> "module:Class" (imported on use: the registry itself needs no torch)
-FAMILIES = {"sd15": "training.families.sd15:SD15", "sdxl": "training.families.sdxl:SDXL"}
+FAMILIES = {
+    "sd15": "training.families.sd15:SD15",
+    "sdxl": "training.families.sdxl:SDXL",
+    "flux": "training.families.flux:Flux",
+}
 #: diffusers pipeline class of a base (model_index.json ``_class_name``) -> family
 PIPELINES = {
     "StableDiffusionPipeline": "sd15",
     "StableDiffusionXLPipeline": "sdxl",
+    "FluxPipeline": "flux",
 }
 
 
