@@ -292,5 +292,39 @@ def write_tiny_flux(folder: Path, *, seed: int = 0, guidance: bool = True, **_) 
     return folder
 
 
+def write_tiny_sd3(folder: Path, *, seed: int = 0, **_) -> Path:
+    """Write a tiny random SD3 (CLIP-L and CLIP-G with projections, T5 as wide as both CLIPs'
+    states, VAE with shift, a two-block MMDiT, SD3's shift-3 flow-matching scheduler) in
+    diffusers layout; return the folder."""
+    import torch
+    from diffusers import (
+        FlowMatchEulerDiscreteScheduler,
+        SD3Transformer2DModel,
+        StableDiffusion3Pipeline,
+    )
+
+    folder = Path(folder)
+    torch.manual_seed(seed)
+    tokenizer, text_encoder = tiny_clip(folder / "tokenizer", projection=True)
+    tokenizer_2, text_encoder_2 = tiny_clip(folder / "tokenizer_2", projection=True)
+    tokenizer_3 = write_t5_tokenizer(folder / "tokenizer_3")
+    transformer = SD3Transformer2DModel(
+        sample_size=8, patch_size=2, in_channels=4, out_channels=4, num_layers=2,
+        attention_head_dim=8, num_attention_heads=4, joint_attention_dim=64,
+        caption_projection_dim=32, pooled_projection_dim=64, pos_embed_max_size=16,
+    )  # fmt: skip
+    vae = tiny_vae((8, 8, 16, 16), shift_factor=0.0609, scaling_factor=1.5305,
+                   use_quant_conv=False, use_post_quant_conv=False)  # fmt: skip
+    pipe = StableDiffusion3Pipeline(
+        scheduler=FlowMatchEulerDiscreteScheduler(shift=3.0), vae=vae, transformer=transformer,
+        text_encoder=text_encoder, tokenizer=tokenizer, text_encoder_2=text_encoder_2,
+        tokenizer_2=tokenizer_2, text_encoder_3=tiny_t5(tokenizer_3, d_model=64),
+        tokenizer_3=tokenizer_3,
+    )  # fmt: skip
+    pipe.save_pretrained(folder)
+    return folder
+
+
 #: family -> writer of its tiny base (``hintset tiny-base --family``)
-TINY = {"sd15": write_tiny_base, "sdxl": write_tiny_sdxl, "flux": write_tiny_flux}
+TINY = {"sd15": write_tiny_base, "sdxl": write_tiny_sdxl, "sd3": write_tiny_sd3,
+        "flux": write_tiny_flux}  # fmt: skip

@@ -54,6 +54,15 @@ class FlowFamily(SD15):
     latents are laid out (``pack``) and how ControlNet and transformer are called (``predict``)."""
 
     LOCKED: tuple[str, ...] = ()
+    SINGLE_FILE = "diffusers"  # ComfyUI's load_controlnet reads diffusers keys for SD3 and FLUX
+    IMAGE_ARG = "control_image"
+    #: head size ComfyUI assumes when it rebuilds the model from a single file's key shapes
+    SINGLE_FILE_STANDARD = {"attention_head_dim": 128}
+
+    @classmethod
+    def single_file_settings(cls, config: dict) -> dict:
+        return {k: config.get(k) for k in cls.SINGLE_FILE_STANDARD}
+
     #: text encoders (not loaded with ``text=False``: a cached run never loads T5)
     TEXT: tuple[str, ...] = ()
     #: encoded fields made from the captions (replaced for dropped prompts by a cache)
@@ -90,6 +99,11 @@ class FlowFamily(SD15):
         cfg = self.vae.config
         return (values - (cfg.shift_factor or 0.0)) * cfg.scaling_factor
 
+    def control_latents(self, mean):
+        """The ControlNet's control input from the control image's VAE mean (as the family's
+        pipeline computes it at sampling)."""
+        return self.vae_latents(mean)
+
     def encode(self, batch: dict, captions: list[str], config) -> dict:
         """The image's VAE latent mean/std, the control image's VAE mean (``control_mean``; the
         map in [-1, 1] as the pipelines feed it) and the text fields, per sample."""
@@ -120,7 +134,7 @@ class FlowFamily(SD15):
         timesteps = timesteps.to(self.device)
         latents, noise = self.pack(latents), self.pack(noise)
         noisy, target = noisy_and_target(latents, noise, sigmas)
-        cond = self.pack(self.vae_latents(encoded["control_mean"]))
+        cond = self.pack(self.control_latents(encoded["control_mean"]))
         autocast = self.dtype != torch.float32
         with torch.autocast(self.device.type, dtype=self.dtype, enabled=autocast):
             pred = self.predict(

@@ -29,6 +29,10 @@ class Flux(FlowFamily):
     """The locked parts of a FLUX.1 base and what one training step does with them."""
 
     name = "flux"
+    ARCHITECTURE, LABEL, TAG = "flux", "FLUX.1", "flux"
+    #: ComfyUI (comfy/controlnet.py) rebuilds InstantX-layout FLUX ControlNets with FLUX's
+    #: 128-wide heads and rotary axes 16/56/56
+    SINGLE_FILE_STANDARD = {"attention_head_dim": 128, "axes_dims_rope": [16, 56, 56]}
     LOCKED = ("text_encoder", "text_encoder_2", "vae", "transformer")
     TEXT = ("text_encoder", "text_encoder_2")
     TEXT_FIELDS = ("prompt_embeds", "pooled_prompt_embeds")
@@ -53,6 +57,10 @@ class Flux(FlowFamily):
                 base_model, subfolder="text_encoder_2"
             ),
         }
+
+    @staticmethod
+    def modelspec_architecture(config: dict, info: dict) -> str:
+        return "Flux.1-dev/controlnet"  # SwarmUI's id for FLUX.1 ControlNets
 
     # --- the trainable model ---------------------------------------------------------------
     @staticmethod
