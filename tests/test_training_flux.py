@@ -93,23 +93,25 @@ def test_tiny_flux_and_zero_init(tiny_flux):
 
 
 def test_flux_resume_equals_uninterrupted(shards, tiny_flux, tmp_path):  # noqa: F811
+    """Three steps in one run equal one step, a resume, another step, a resume of the resumed
+    run: the same losses and weights (draws per sample, data position, optimiser state)."""
     from training.trainer import Trainer
 
     full = Trainer(_config(shards, tiny_flux, tmp_path / "full", steps=3), device="cpu")
     assert full.family.name == "flux"
     full_losses = full.train()
-    half = _config(shards, tiny_flux, tmp_path / "half", steps=1, checkpoint_every=1)
-    Trainer(half, device="cpu").train()
-    half.steps, half.resume = 3, "latest"
-    resumed = Trainer(half, device="cpu")
-    assert len(resumed.train()) == 2
-    lines = (tmp_path / "half" / "log.jsonl").read_text().splitlines()
-    log = [json.loads(x)["loss"] for x in lines]
-    np.testing.assert_allclose(log, full_losses, rtol=1e-5, atol=1e-6)
-    a, b = full.controlnet.state_dict(), resumed.controlnet.state_dict()
-    assert a["controlnet_x_embedder.weight"].any()  # the zero-initialised input was trained
-    for k in a:
-        torch.testing.assert_close(a[k], b[k], rtol=1e-5, atol=1e-6)
+    parts = _config(shards, tiny_flux, tmp_path / "parts", checkpoint_every=1)
+    for steps in (1, 2, 3):
+        parts.steps, parts.resume = steps, "latest" if steps > 1 else ""
+        part = Trainer(parts, device="cpu")
+        assert len(part.train()) == 1
+    logged = (tmp_path / "parts" / "log.jsonl").read_text().splitlines()
+    np.testing.assert_allclose([json.loads(x)["loss"] for x in logged], full_losses,
+                               rtol=1e-5, atol=1e-6)  # fmt: skip
+    want, got = full.controlnet.state_dict(), part.controlnet.state_dict()
+    assert want["controlnet_x_embedder.weight"].any()  # the zero-initialised input was trained
+    for name, value in want.items():
+        torch.testing.assert_close(got[name], value, rtol=1e-5, atol=1e-6)
 
 
 def _hint() -> object:
