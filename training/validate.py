@@ -36,16 +36,17 @@ def read_validation(config, n: int) -> list[dict]:
 
 def generate_rows(
     pipe, samples: list[dict], resolution: int, *, steps: int = 20, guidance: float = 9.0,
-    seed: int = 0,
+    seed: int = 0, image_arg: str = "image",
 ) -> np.ndarray:  # fmt: skip
-    """Rows of condition | generated | original (uint8), one per sample, seeded per row."""
+    """Rows of condition | generated | original (uint8), one per sample, seeded per row;
+    ``image_arg``: the pipeline's keyword for the control image (the family's ``IMAGE_ARG``)."""
     import torch
 
     rows = []
     for i, s in enumerate(samples):
         img = pipe(
             s["caption"],
-            image=torch.from_numpy(s["conditioning"])[None],
+            **{image_arg: torch.from_numpy(s["conditioning"])[None]},
             num_inference_steps=steps,
             guidance_scale=guidance,
             height=resolution,
@@ -71,7 +72,8 @@ def sample_grid(
     trainer.controlnet.eval()
     try:
         grid = generate_rows(pipe, samples, trainer.config.resolution, steps=steps,
-                             guidance=guidance, seed=seed)  # fmt: skip
+                             guidance=guidance, seed=seed,
+                             image_arg=trainer.family.IMAGE_ARG)  # fmt: skip
     finally:
         trainer.controlnet.train(was_training)
     return grid, [{"key": s["key"], "caption": s["caption"]} for s in samples]
