@@ -209,3 +209,35 @@ def test_from_single_file_loads_offline(exported):
 def test_export_json_config_records_three_channels(exported):
     config = json.loads((exported["diffusers"] / "config.json").read_text())
     assert config["conditioning_channels"] == 3
+
+
+def test_export_puts_the_evaluation_table_in_the_card(exported, tmp_path):
+    """``--evaluation REPORT``: the runs of a ``hintset evaluate`` summary, side by side with their
+    intervals, go into the model card; a file that is not such a summary is refused before any
+    output is written."""
+    import json
+
+    from evaluation.report import summarize
+    from training.export import export
+
+    checkpoint = exported["diffusers"].parents[1] / "run" / "checkpoint-2"
+    rows = [{"key": f"k{i}", "run": "controlnet", "f1": 0.4 + i / 100} for i in range(5)]
+    base_rows = [{"key": f"k{i}", "run": "no-control", "f1": 0.1 + i / 100} for i in range(5)]
+    counts = {"scored_keys": 5}
+    summary = {
+        "data": "ds", "condition": "canny", "metrics": ["f1"],
+        "settings": {"steps": 20, "guidance": 7.5},
+        "runs": [summarize({"name": "controlnet", "counts": counts}, rows, ["f1"]),
+                 summarize({"name": "no-control", "counts": counts}, base_rows, ["f1"])],
+    }  # fmt: skip
+    (tmp_path / "report").mkdir()
+    (tmp_path / "report" / "summary.json").write_text(json.dumps(summary))
+    done = export(checkpoint, tmp_path / "out", samples=0, evaluation=tmp_path / "report")
+    card = (done["diffusers"] / "README.md").read_text()
+    assert "## Evaluation" in card and "steps 20, guidance 7.5" in card
+    assert "| controlnet | 5 | 0.420 [" in card and "| no-control | 5 | 0.120 [" in card
+
+    (tmp_path / "bad.json").write_text('{"loss": 1}')
+    with pytest.raises(ValueError, match="not a hintset evaluate summary"):
+        export(checkpoint, tmp_path / "out2", evaluation=tmp_path / "bad.json")
+    assert not (tmp_path / "out2").exists()

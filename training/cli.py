@@ -131,6 +131,11 @@ def train(ctx: click.Context, config_file: Path | None, print_config: bool, **va
     help="write the single file even for a ControlNet AUTOMATIC1111/ComfyUI cannot rebuild "
     "(tiny bases); it then loads only with diffusers' from_single_file(config=...)",
 )
+@click.option(
+    "--evaluation",
+    type=click.Path(path_type=Path),
+    help="a `hintset evaluate` report (folder or summary.json) whose table goes into the card",
+)
 def export(
     checkpoint: Path,
     output: Path,
@@ -138,13 +143,15 @@ def export(
     ema: bool,
     samples: int,
     nonstandard_single_file: bool,
+    evaluation: Path | None,
 ) -> None:
     """Export RUN/checkpoint-N: a diffusers folder with a model card, and one .safetensors
     (original ControlNet layout for SD 1.x/2.x, diffusers layout for SDXL) with metadata."""
     from training.export import export as run_export
 
     done = run_export(checkpoint, output, fp16=fp16, ema=ema, samples=samples,
-                      nonstandard_single_file=nonstandard_single_file)  # fmt: skip
+                      nonstandard_single_file=nonstandard_single_file,
+                      evaluation=evaluation)  # fmt: skip
     click.echo(f"diffusers folder: {done['diffusers']} (model card README.md)")
     if done["single_file"]:
         click.echo(f"single file: {done['single_file']} ({done['tensors']} tensors, "

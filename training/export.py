@@ -4,6 +4,7 @@ and FLUX.1, which ComfyUI's load_controlnet reads as they are)."""
 
 from __future__ import annotations
 
+import json
 import re
 import sys
 from datetime import datetime, timezone
@@ -185,6 +186,19 @@ def modelspec(meta: dict[str, str], config: dict, layout: str, title: str) -> di
     return {f"modelspec.{k}": v for k, v in spec.items() if v}
 
 
+def read_evaluation(path: Path) -> dict:
+    """A ``hintset evaluate`` summary (REPORT folder or its summary.json), or ValueError."""
+    path = Path(path)
+    file = path / "summary.json" if path.is_dir() else path
+    try:
+        summary = json.loads(file.read_text())
+    except (OSError, ValueError) as err:
+        raise ValueError(f"--evaluation {path}: no readable summary.json ({err})") from None
+    if not isinstance(summary, dict) or "runs" not in summary or "metrics" not in summary:
+        raise ValueError(f"--evaluation {path}: not a hintset evaluate summary.json")
+    return summary
+
+
 def export(
     checkpoint: Path,
     output: Path,
@@ -193,6 +207,7 @@ def export(
     ema: bool = False,
     samples: int = 2,
     nonstandard_single_file: bool = False,
+    evaluation: Path | None = None,
 ) -> dict:
     """Write OUTPUT/diffusers (save_pretrained + model card README.md + samples.png) and
     OUTPUT/controlnet-<checkpoint>.safetensors with metadata: original ``control_model.`` keys
@@ -209,6 +224,7 @@ def export(
     from training.model_card import model_card, render_samples
 
     checkpoint, output = Path(checkpoint), Path(output)
+    summary = read_evaluation(evaluation) if evaluation else None  # refused before any work
     sub = "controlnet_ema" if ema and (checkpoint / "controlnet_ema").exists() else "controlnet"
     family = family_class(
         family_of_controlnet(json.loads((checkpoint / sub / "config.json").read_text()))
@@ -244,7 +260,7 @@ def export(
     captions = (
         render_samples(checkpoint, model, folder / "samples.png", samples) if samples else None
     )
-    card = model_card(meta, single.name if single else None, captions, problem)
+    card = model_card(meta, single.name if single else None, captions, problem, summary)
     atomic_write(folder / "README.md", card.encode())
     return {"diffusers": folder, "single_file": single, "tensors": len(tensors),
             "metadata": meta, "samples": folder / "samples.png" if captions else None}  # fmt: skip

@@ -94,8 +94,10 @@ def model_card(
     single_file: str | None,
     captions: list[str] | None,
     problem: str | None = None,
+    evaluation: dict | None = None,
 ) -> str:
-    """README.md for the diffusers folder: what was trained on what, and how to load it."""
+    """README.md for the diffusers folder: what was trained on what, how to load it, and (given
+    a ``hintset evaluate`` summary.json) how well it follows its maps."""
     import yaml
 
     family = family_of_architecture(meta["hintset.architecture"])
@@ -134,6 +136,8 @@ def model_card(
         "```",
         "",
     ]
+    if evaluation:
+        lines += evaluation_section(evaluation)
     if problem:
         lines += [
             f"These weights load in diffusers only: their base is not a standard {family.LABEL} "
@@ -160,3 +164,23 @@ def model_card(
             "",
         ]
     return "\n".join(lines)
+
+
+def evaluation_section(summary: dict) -> list[str]:
+    """Model-card lines for a ``hintset evaluate`` summary: the runs side by side (mean and 95%
+    interval per metric) and the settings they were generated with."""
+    from evaluation.report import markdown_table
+
+    settings = summary.get("settings") or {}
+    shown = ", ".join(f"{k} {v}" for k, v in settings.items() if v not in (None, "", []))
+    return [
+        "## Evaluation",
+        "",
+        f"`hintset evaluate` on `{summary.get('data', '?')}`, condition "
+        f"`{summary.get('condition', '?')}`: each generated image re-annotated and compared with "
+        "its condition (mean [95% interval]; docs/evaluate.md in hintset defines the metrics)."
+        + (f" Settings: {shown}." if shown else ""),
+        "",
+        markdown_table(summary),
+        "",
+    ]
