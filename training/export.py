@@ -3,14 +3,17 @@ key layout (``control_model.input_blocks...``) that AUTOMATIC1111 and ComfyUI lo
 
 from __future__ import annotations
 
+import json
 import re
 import sys
 from datetime import datetime, timezone
 from pathlib import Path
 
-from training.families import is_sdxl_controlnet
+from training.families import family_of_controlnet, is_sdxl_controlnet
 
 PREFIX = "control_model."
+#: diffusers ControlNet classes a checkpoint may hold
+CONTROLNET_CLASSES = ("ControlNetModel", "ControlNetUnionModel")
 #: what AUTOMATIC1111's ControlNet extension (>= 1.1.400) and ComfyUI assume when they rebuild a
 #: ControlNet from a single file's key shapes: ldm's GroupNorm(32, eps 1e-5), the 16/32/96/256
 #: hint encoder and SD's 320 base channels. Other numbers (tiny bases) would load wrongly there.
@@ -167,6 +170,11 @@ def export_metadata(checkpoint: Path, model_config: dict) -> dict[str, str]:
     }
     if cfg:
         meta["hintset.train_config"] = cfg.to_json()
+    if cfg and cfg.union:  # map -> slot id and the whole table (also in config.json)
+        from training.families.union import union_record
+
+        family = family_of_controlnet(model_config).removesuffix("-union")
+        meta["hintset.union"] = json.dumps(union_record(family, cfg.conditions, cfg.data))
     return meta
 
 
@@ -217,8 +225,8 @@ def export(
     for SD 1.x/2.x (+ the cldm .yaml), diffusers keys for SDXL (what ComfyUI loads for SDXL).
     A ControlNet the UIs would rebuild wrongly (tiny bases) gets no single file unless
     ``nonstandard_single_file``: it exports for diffusers only."""
+    import diffusers
     import torch
-    from diffusers import ControlNetModel
     from safetensors.torch import save_file
 
     from pipeline.atomic import atomic_save, atomic_write, normal_modes
@@ -226,16 +234,21 @@ def export(
 
     checkpoint, output = Path(checkpoint), Path(output)
     sub = "controlnet_ema" if ema and (checkpoint / "controlnet_ema").exists() else "controlnet"
-    model = ControlNetModel.from_pretrained(checkpoint / sub)
+    name = diffusers.ControlNetModel.load_config(checkpoint / sub)["_class_name"]
+    if name not in CONTROLNET_CLASSES:
+        raise ValueError(f"{checkpoint / sub}: {name} is not a ControlNet class hintset exports")
+    model = getattr(diffusers, name).from_pretrained(checkpoint / sub)
     if fp16:
         model = model.to(torch.float16)
     config = dict(model.config)
+    meta = export_metadata(checkpoint, config)
+    if "hintset.union" in meta:  # the slot table travels in config.json (diffusers ignores it)
+        model.register_to_config(_hintset_union=json.loads(meta["hintset.union"]))
     folder = output / "diffusers"
     model.save_pretrained(folder)
     normal_modes(folder)
     state = {k: v.contiguous() for k, v in model.state_dict().items()}
     sdxl = is_sdxl_controlnet(config)
-    meta = export_metadata(checkpoint, config)
     meta["hintset.layout"] = "diffusers" if sdxl else "cldm"
     single = output / f"controlnet-{checkpoint.name}.safetensors"
     meta.update(modelspec(meta, config, meta["hintset.layout"], f"{output.name} {single.stem}"))

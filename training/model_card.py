@@ -12,16 +12,19 @@ def render_samples(checkpoint: Path, model, out: Path, n: int = 2) -> list[str] 
     """Generate ``n`` validation samples (condition | generated | original, captioned) with the
     exported weights on the run's base into ``out``; their captions, or None (with a warning)
     when base or data are missing."""
+    import torch
     from PIL import Image
 
     from training.config import TrainConfig
-    from training.validate import generate_rows, label_grid, read_validation
+    from training.validate import control_args, generate_rows, label_grid, read_validation
 
     try:
         config = TrainConfig.from_json((Path(checkpoint) / "config.json").read_text())
         samples = read_validation(config, n)
-        pipe = base_pipeline(config.base_model, model)
-        grid = generate_rows(pipe, samples, config.resolution)
+        family = controlnet_family(model)
+        pipe = family.base_pipeline(config.base_model, model.to(torch.float32))
+        grid = generate_rows(pipe, samples, config.resolution,
+                             control=control_args(family, config))  # fmt: skip
     except (OSError, ValueError) as err:
         print(f"warning: no sample grid in the model card: {err}", file=sys.stderr)
         return None
@@ -31,14 +34,11 @@ def render_samples(checkpoint: Path, model, out: Path, n: int = 2) -> list[str] 
     return captions
 
 
-def base_pipeline(base_model: str, controlnet):
-    """The ControlNet pipeline of ``base_model``'s family with ``controlnet``, DDIM."""
-    import torch
-
+def controlnet_family(controlnet):
+    """The family class ``controlnet`` was trained for (from its config)."""
     from training.families import family_class, family_of_controlnet
 
-    family = family_class(family_of_controlnet(dict(controlnet.config)))
-    return family.base_pipeline(base_model, controlnet.to(torch.float32))
+    return family_class(family_of_controlnet(dict(controlnet.config)))
 
 
 def base_info(base_model: str) -> dict[str, str]:
@@ -94,6 +94,12 @@ def model_card(
 
     sdxl = meta["hintset.architecture"] == "sdxl"
     pipe = "StableDiffusionXLControlNetPipeline" if sdxl else "StableDiffusionControlNetPipeline"
+    model, control = "ControlNetModel", "image=control_image"
+    union = json.loads(meta["hintset.union"]) if "hintset.union" in meta else None
+    if union:
+        pipe, model = "StableDiffusionXLControlNetUnionPipeline", "ControlNetUnionModel"
+        mode = next(iter(union["slots"].values()))
+        control = f"control_image=[control_image], control_mode=[{mode}]"
     conditions = meta["hintset.conditions"]
     base = meta["hintset.base_model"]
     lines = [
@@ -111,6 +117,11 @@ def model_card(
         f"| resolution | {meta['hintset.resolution']} |",
         f"| dataset | `{meta['hintset.dataset']}` |",
         f"| dataset manifest sha256 | `{meta['hintset.dataset_manifest_sha256']}` |",
+    ]
+    if union:
+        slots = ", ".join(f"`{m}` {i}" for m, i in union["slots"].items())
+        lines += [f"| union slots (`control_mode`) | {slots} (table: {union['slot_table']}) |"]
+    lines += [
         "",
     ]
     if captions:
@@ -119,11 +130,11 @@ def model_card(
         "## Use",
         "",
         "```python",
-        f"from diffusers import ControlNetModel, {pipe}",
+        f"from diffusers import {model}, {pipe}",
         "",
-        'controlnet = ControlNetModel.from_pretrained("path/to/diffusers")',
+        f'controlnet = {model}.from_pretrained("path/to/diffusers")',
         f"pipe = {pipe}.from_pretrained({base!r}, controlnet=controlnet)",
-        'image = pipe("a caption", image=control_image).images[0]  # control_image: PIL RGB',
+        f'image = pipe("a caption", {control}).images[0]  # control_image: PIL RGB',
         "```",
         "",
     ]

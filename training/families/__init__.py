@@ -13,6 +13,10 @@ never asks which family it runs. The family is read from the base's ``model_inde
 - ``loss(controlnet, batch, captions, config, draws, control=True)``: ``encode`` + ``loss_from``.
 - ``pipeline(controlnet)`` / ``base_pipeline(base_model, controlnet)``: the diffusers sampling
   pipeline of the family (validation, export checks, ``hintset evaluate``).
+- ``control_args(sample, config)`` (optional): the pipeline's control keyword arguments for a
+  validation sample (default: ``image=`` the hint; union variants add ``control_mode``).
+
+Union variants (``--union``) are registered as ``<family>-union``.
 """
 
 from __future__ import annotations
@@ -21,6 +25,8 @@ import importlib
 
 #: family name -> "module:Class" (imported on use: the registry itself needs no torch)
 FAMILIES = {"sd15": "training.families.sd15:SD15", "sdxl": "training.families.sdxl:SDXL"}
+#: union variants (``--union``): "<family>-union" -> "module:Class"
+FAMILIES["sdxl-union"] = "training.families.sdxl_union:SDXLUnion"
 #: diffusers pipeline class of a base (model_index.json ``_class_name``) -> family
 PIPELINES = {
     "StableDiffusionPipeline": "sd15",
@@ -60,11 +66,18 @@ def is_sdxl_controlnet(config: dict) -> bool:
 
 
 def family_of_controlnet(config: dict) -> str:
-    """Family a saved ControlNet (its ``config.json`` as a dict) was trained for."""
-    return "sdxl" if is_sdxl_controlnet(config) else "sd15"
+    """Family a saved ControlNet (its ``config.json`` as a dict) was trained for; union models
+    (``num_control_type``: ``ControlNetUnionModel``) are the family's ``-union`` variant."""
+    name = "sdxl" if is_sdxl_controlnet(config) else "sd15"
+    return f"{name}-union" if "num_control_type" in config else name
 
 
-def create(base_model: str, device, dtype, family: str = ""):
+def create(base_model: str, device, dtype, family: str = "", union: bool = False):
     """The family object holding the locked parts of ``base_model`` (``family`` overrides
-    detection)."""
-    return family_class(family or detect(base_model))(base_model, device, dtype)
+    detection); ``union``: its union variant (one ControlNet, several condition types)."""
+    name = family or detect(base_model)
+    if union and f"{name}-union" not in FAMILIES:
+        union_of = sorted(f.removesuffix("-union") for f in FAMILIES if f.endswith("-union"))
+        raise ValueError(f"--union: no union ControlNet for family {name!r} "
+                         f"(union: {', '.join(union_of)})")  # fmt: skip
+    return family_class(f"{name}-union" if union else name)(base_model, device, dtype)

@@ -1,0 +1,198 @@
+"""ControlNet-Union training (SDXL ``ControlNetUnionModel``): samples with several maps, a random
+subset per sample and step, export with the slot table, union pipeline, exact resume."""
+
+from __future__ import annotations
+
+import io
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+torch = pytest.importorskip("torch")
+
+from tests.test_training import _config  # noqa: E402
+from tests.test_training_sdxl import tiny_sdxl  # noqa: E402,F401  (fixture)
+
+
+@pytest.fixture(scope="module")
+def union_shards(tmp_path_factory, photo_paths) -> Path:
+    """A build folder made by hand: 8 samples with canny and hed maps, except key 00000002
+    (canny only), 00000005 (hed only) and 00000007 (neither: skipped)."""
+    import webdataset as wds
+    from PIL import Image, ImageFilter
+
+    import annotators
+
+    out = tmp_path_factory.mktemp("union-built")
+    (out / "shards").mkdir()
+    canny = annotators.create("canny")
+    with wds.TarWriter(str(out / "shards" / "00000.tar")) as sink:
+        for i, p in enumerate(photo_paths[:8]):
+            img = Image.open(p).convert("RGB").resize((80, 64))
+            edges = Image.fromarray(canny(np.asarray(img)))
+            soft = edges.filter(ImageFilter.GaussianBlur(2))  # stands in for HED soft edges
+            sample = {"__key__": f"0000{i:04d}", "txt": f"a photo {i}".encode()}
+            jpg = io.BytesIO()
+            img.save(jpg, "JPEG")
+            sample["jpg"] = jpg.getvalue()
+            for name, im, skip in (("canny", edges, (5, 7)), ("hed", soft, (2, 7))):
+                if i not in skip:
+                    png = io.BytesIO()
+                    im.save(png, "PNG")
+                    sample[f"{name}.png"] = png.getvalue()
+            sink.write(sample)
+    return out
+
+
+def _union(shards, base, out, **kw):
+    kw = {"condition": "canny,hed", "union": True, "family": "sdxl", **kw}
+    return _config(shards, base, out, **kw)
+
+
+def test_union_dataset_yields_the_maps_each_sample_has(union_shards):
+    from training.data import ShardDataset, collate
+
+    ds = ShardDataset(str(union_shards), ["canny", "hed"], 64, shuffle_buffer=1, union=True)
+    samples = {s["key"]: s for s in (s for _, s in zip(range(7), iter(ds), strict=False))}
+    assert set(samples) == {f"0000{i:04d}" for i in range(7)}  # 00000007 has no map
+    assert ds.skipped["missing_map"] == 1
+    for key, s in samples.items():
+        want = [key != "00000005", key != "00000002"]
+        assert s["present"].tolist() == want
+        assert s["conditioning"].shape == (2, 3, 64, 64)
+        for k, has in enumerate(want):  # each map its own RGB image; a missing one all zero
+            assert (s["conditioning"][k].max() > 0) == has
+            assert np.array_equal(s["conditioning"][k][0], s["conditioning"][k][2])
+    batch = collate(list(samples.values()))
+    assert batch["present"].shape == (7, 2) and batch["conditioning"].shape == (7, 2, 3, 64, 64)
+    with pytest.raises(ValueError, match="need --union or --stack-conditions"):
+        ShardDataset(str(union_shards), ["canny", "hed"], 64)
+
+
+def test_union_subsets_are_per_sample_mostly_single_and_never_empty():
+    from training.draws import Draws
+    from training.families.union import draw_subsets
+
+    keys = [f"k{i}" for i in range(400)]
+    present = [[0, 1, 2] if i % 2 else [1] for i in range(400)]
+    subsets = draw_subsets(Draws(0, 3, keys), present, 0.7)
+    assert all(
+        s and set(s) <= set(p) and s == sorted(s) for s, p in zip(subsets, present, strict=True)
+    )
+    assert all(s == [1] for s in subsets[::2])  # one map: always that one
+    multi = subsets[1::2]
+    single = sum(len(s) == 1 for s in multi) / len(multi)
+    assert 0.6 < single < 0.8  # P(single) = 0.7
+    assert {len(s) for s in multi} == {1, 2, 3}
+    assert {s[0] for s in multi if len(s) == 1} == {0, 1, 2}
+    # the same sample draws the same subset in another batch (other rank, micro-batch, resume)
+    alone = draw_subsets(Draws(0, 3, keys[7:8]), present[7:8], 0.7)
+    assert alone == subsets[7:8]
+    assert draw_subsets(Draws(0, 4, keys), present, 0.7) != subsets  # a new step, new draws
+    assert all(len(s) == 1 for s in draw_subsets(Draws(0, 3, keys), present, 1.0))
+
+
+def test_slot_ids_come_from_the_manifest_preset_else_the_table(tmp_path):
+    from training.families.union import recorded_slots, union_record, union_slots
+
+    assert union_slots("sdxl", ["canny", "hed"]) == {"canny": 3, "hed": 2}
+    data = tmp_path / "ds"
+    data.mkdir()
+    preset = {"name": "p", "union": "sdxl", "slots": {"canny": 6}}  # a preset's own id wins
+    (data / "manifest.json").write_text(json.dumps({"config": {"preset": preset}}))
+    recorded_slots.cache_clear()
+    assert union_slots("sdxl", ["canny", "hed"], str(data)) == {"canny": 6, "hed": 2}
+    assert union_slots("flux", ["canny"], str(data)) == {"canny": 0}  # another family's preset
+    record = union_record("sdxl", ["canny", "hed"], str(data))
+    assert record["slots"] == {"canny": 6, "hed": 2} and record["slot_table"]["inpaint"] == 7
+
+
+def test_union_controlnet_starts_from_the_unet_and_adds_nothing(tiny_sdxl):  # noqa: F811
+    from training.families import create
+
+    family = create(str(tiny_sdxl), "cpu", torch.float32, "sdxl", union=True)
+    assert family.name == "sdxl-union"
+    net = family.make_controlnet(3)
+    assert type(net).__name__ == "ControlNetUnionModel"
+    assert net.config.num_control_type == 8 and net.task_embedding.shape == (8, 32)
+    unet = family.unet.state_dict()
+    for name, value in net.state_dict().items():
+        head = name.split(".")[0]
+        if head in ("conv_in", "time_embedding", "add_embedding", "down_blocks", "mid_block"):
+            assert torch.equal(value, unet[name]), name  # SDXL's add_embedding copied too
+    outputs = [p for n, p in net.named_parameters() if n.startswith(("controlnet_down_blocks",
+               "controlnet_mid_block", "spatial_ch_projs"))]  # fmt: skip
+    assert outputs and all(p.abs().sum() == 0 for p in outputs)
+    with pytest.raises(ValueError, match="no union ControlNet for family 'sd15'"):
+        create(str(tiny_sdxl), "cpu", torch.float32, "sd15", union=True)
+
+
+def test_union_residuals_per_sample_do_not_depend_on_the_batch(union_shards, tiny_sdxl, tmp_path):  # noqa: F811
+    """Samples drawing different subsets run in separate calls; each sample's residuals (and
+    so its loss) equal those it gets alone, in sample order."""
+    from training.data import ShardDataset, collate
+    from training.draws import Draws
+    from training.families import create
+    from training.families.union import draw_subsets
+
+    config = _union(union_shards, tiny_sdxl, tmp_path / "r", union_single=0.3)
+    family = create(str(tiny_sdxl), "cpu", torch.float32, "sdxl", union=True)
+    torch.manual_seed(0)
+    net = family.make_controlnet(3)
+    with torch.no_grad():
+        for name, p in net.named_parameters():
+            if name.startswith(("controlnet_down", "controlnet_mid", "spatial_ch")):
+                p.normal_(0, 0.1)  # non-zero outputs, so the comparison means something
+    stream = iter(ShardDataset(str(union_shards), ["canny", "hed"], 64, shuffle_buffer=1,
+                               union=True))  # fmt: skip
+    batch = collate([next(stream) for _ in range(6)])
+    encoded = family.encode(batch, batch["caption"], config)
+    noisy = torch.randn(6, 4, 8, 8)
+    steps = torch.arange(6) * 100
+    kwargs = family.model_kwargs(encoded)
+
+    def residuals(rows):
+        index = torch.tensor(rows)
+        part = {k: v[index] if torch.is_tensor(v) else v for k, v in encoded.items()}
+        kw = {
+            "encoder_hidden_states": kwargs["encoder_hidden_states"][index],
+            "added_cond_kwargs": {k: v[index] for k, v in kwargs["added_cond_kwargs"].items()},
+        }
+        draws = Draws(0, 1, [batch["key"][i] for i in rows])
+        with torch.no_grad():
+            return family.control_residuals(net, noisy[index], steps[index], part, kw, config,
+                                            draws)  # fmt: skip
+
+    down, mid = residuals(list(range(6)))
+    present = [np.flatnonzero(p).tolist() for p in batch["present"]]
+    sizes = {len(s) for s in draw_subsets(Draws(0, 1, batch["key"]), present, 0.3)}
+    assert sizes == {1, 2}  # the batch mixes single and double draws
+    for i in range(6):
+        d1, m1 = residuals([i])
+        torch.testing.assert_close(m1[0], mid[i], rtol=1e-4, atol=1e-5)
+        for a, b in zip(d1, down, strict=True):
+            torch.testing.assert_close(a[0], b[i], rtol=1e-4, atol=1e-5)
+
+
+def test_sdxl_union_resume_equals_uninterrupted(union_shards, tiny_sdxl, tmp_path):  # noqa: F811
+    """Run 1 step, checkpoint, resume to 2 == 2 uninterrupted steps: losses and weights (the
+    subset draws are keyed per sample and step, so the resumed run draws the same ones)."""
+    from training.trainer import Trainer
+
+    full = Trainer(_union(union_shards, tiny_sdxl, tmp_path / "full", steps=2), device="cpu")
+    assert full.family.name == "sdxl-union"
+    full_losses = full.train()
+    half = _union(union_shards, tiny_sdxl, tmp_path / "half", steps=1, checkpoint_every=1)
+    Trainer(half, device="cpu").train()
+    half.steps, half.resume = 2, "latest"
+    resumed = Trainer(half, device="cpu")
+    assert len(resumed.train()) == 1
+    lines = (tmp_path / "half" / "log.jsonl").read_text().splitlines()
+    np.testing.assert_allclose([json.loads(x)["loss"] for x in lines], full_losses, rtol=1e-5,
+                               atol=1e-6)  # fmt: skip
+    a, b = full.controlnet.state_dict(), resumed.controlnet.state_dict()
+    assert a["controlnet_mid_block.weight"].abs().sum() > 0  # trained away from zero
+    for k in a:
+        torch.testing.assert_close(a[k], b[k], rtol=1e-5, atol=1e-6)
