@@ -196,3 +196,50 @@ def test_sdxl_union_resume_equals_uninterrupted(union_shards, tiny_sdxl, tmp_pat
     assert a["controlnet_mid_block.weight"].abs().sum() > 0  # trained away from zero
     for k in a:
         torch.testing.assert_close(a[k], b[k], rtol=1e-5, atol=1e-6)
+
+
+@pytest.mark.timeout(1800)  # four CLI processes; slow on a loaded 2-core machine
+def test_sdxl_union_build_train_export_pipeline(tiny_sdxl, cli, photo_paths, tmp_path):  # noqa: F811
+    """tiny SDXL -> ``hintset build`` (xinsir preset, canny + HED with random weights in the
+    published layout) -> ``hintset train --union`` -> ``hintset export`` ->
+    ``StableDiffusionXLControlNetUnionPipeline`` samples with ``control_mode`` from a PIL hint."""
+    from diffusers import ControlNetUnionModel, StableDiffusionXLControlNetUnionPipeline
+    from PIL import Image
+
+    from tests.weights import write_hed
+
+    write_hed(tmp_path / "weights")
+    out, run, exp = tmp_path / "out", tmp_path / "run", tmp_path / "exp"
+    r = cli("build", *photo_paths[:4], "-o", out, "--preset", "xinsir-union-sdxl", "-a",
+            "canny,hed", "--weights-dir", tmp_path / "weights", "--resolution", "64", "-q",
+            env={"HINTSET_OFFLINE": "1"})  # fmt: skip
+    assert r.returncode == 0, r.stderr
+    preset = json.loads((out / "manifest.json").read_text())["config"]["preset"]
+    assert preset["slots"] == {"canny": 3, "hed": 2}
+    r = cli("train", "--data", out, "--condition", "canny,hed", "--union", "--family", "sdxl",
+            "--base-model", tiny_sdxl, "--output", run, "--steps", "2", "--batch-size", "2",
+            "--resolution", "64", "--checkpoint-every", "2", "--validate-every", "2",
+            "--num-validation", "1")  # fmt: skip
+    assert r.returncode == 0, r.stderr
+    assert (run / "validation" / "step-000002.png").is_file()
+    r = cli("export", run / "checkpoint-2", "-o", exp, "--samples", "1")
+    assert r.returncode == 0, r.stderr
+    assert (exp / "diffusers" / "samples.png").is_file()
+    config = json.loads((exp / "diffusers" / "config.json").read_text())
+    assert config["_class_name"] == "ControlNetUnionModel" and config["num_control_type"] == 8
+    assert config["_hintset_union"]["slots"] == {"canny": 3, "hed": 2}
+    assert config["_hintset_union"]["slot_table"]["openpose"] == 0
+    card = (exp / "diffusers" / "README.md").read_text()
+    assert "StableDiffusionXLControlNetUnionPipeline" in card and "control_mode=[3]" in card
+    assert "`hed` 2" in card
+    model = ControlNetUnionModel.from_pretrained(exp / "diffusers")
+    pipe = StableDiffusionXLControlNetUnionPipeline.from_pretrained(str(tiny_sdxl),
+                                                                     controlnet=model)  # fmt: skip
+    pipe.set_progress_bar_config(disable=True)
+    edges = np.zeros((64, 64), np.uint8)
+    edges[16:48, 32] = 255
+    hint = Image.fromarray(edges).convert("RGB")
+    kw = dict(num_inference_steps=2, height=64, width=64, output_type="np")
+    one = pipe("a photo", control_image=[hint], control_mode=[3], **kw).images
+    two = pipe("a photo", control_image=[hint, hint], control_mode=[3, 2], **kw).images
+    assert one.shape == two.shape == (1, 64, 64, 3) and np.isfinite(one).all()
