@@ -12,6 +12,7 @@ import pytest
 
 torch = pytest.importorskip("torch")
 
+from tests.test_evaluate import built, depth_weights, weights_env  # noqa: E402,F401  (fixtures)
 from tests.test_training import _config  # noqa: E402
 from tests.test_training_sdxl import tiny_sdxl  # noqa: E402,F401  (fixture)
 
@@ -243,3 +244,26 @@ def test_sdxl_union_build_train_export_pipeline(tiny_sdxl, cli, photo_paths, tmp
     one = pipe("a photo", control_image=[hint], control_mode=[3], **kw).images
     two = pipe("a photo", control_image=[hint, hint], control_mode=[3, 2], **kw).images
     assert one.shape == two.shape == (1, 64, 64, 3) and np.isfinite(one).all()
+
+
+def test_evaluate_sdxl_union(built, tiny_sdxl, tmp_path, weights_env):  # noqa: F811
+    """``hintset evaluate`` runs a union ControlNet with the condition's control_mode: the slot
+    its export recorded in config.json, else union.py's table (no second table in evaluation)."""
+    from evaluation.generate import PIPELINES, Generator, Settings
+    from evaluation.run import evaluate
+    from training.families import create
+
+    assert all(f.tested for f in PIPELINES.values() if f.union)
+    net = create(str(tiny_sdxl), "cpu", torch.float32, "sdxl", union=True).make_controlnet(3)
+    net.save_pretrained(tmp_path / "plain")
+    net.register_to_config(_hintset_union={"family": "sdxl", "slots": {"canny": 6}})
+    net.save_pretrained(tmp_path / "recorded")
+    settings = Settings(steps=2, resolution=64, device="cpu")
+    assert Generator(str(tmp_path / "plain"), str(tiny_sdxl), settings).control_mode("canny") == 3
+    summary = evaluate(str(built), "canny", tmp_path / "report", model=str(tmp_path / "recorded"),
+                       base=str(tiny_sdxl), limit=2, say=lambda _: None,
+                       settings=settings)  # fmt: skip
+    assert [(r["name"], r["counts"]["images"]) for r in summary["runs"]] == [
+        ("controlnet", 2), ("no-control", 2)]  # fmt: skip
+    gen = Generator(str(tmp_path / "recorded"), str(tiny_sdxl), settings)
+    assert gen.family.name == "sdxl-union" and gen.control_mode("canny") == 6
