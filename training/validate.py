@@ -36,12 +36,13 @@ def read_validation(config, n: int) -> list[dict]:
 
 def control_args(family, config):
     """sample -> the pipeline's control keyword arguments: the family's ``control_args`` (union
-    models: maps and their slots), else the sample's hint as ``image``."""
+    models: maps and their slots), else the sample's hint as the family's ``IMAGE_ARG``."""
     import torch
 
     if hasattr(family, "control_args"):
         return lambda sample: family.control_args(sample, config)
-    return lambda sample: {"image": torch.from_numpy(sample["conditioning"])[None]}
+    key = getattr(family, "IMAGE_ARG", "image")
+    return lambda sample: {key: torch.from_numpy(sample["conditioning"])[None]}
 
 
 def generate_rows(

@@ -14,7 +14,7 @@ never asks which family it runs. The family is read from the base's ``model_inde
 - ``pipeline(controlnet)`` / ``base_pipeline(base_model, controlnet)``: the diffusers sampling
   pipeline of the family (validation, export checks, ``hintset evaluate``).
 - ``control_args(sample, config)`` (optional): the pipeline's control keyword arguments for a
-  validation sample (default: ``image=`` the hint; union variants add ``control_mode``).
+  validation sample (default: ``IMAGE_ARG=`` the hint; union variants add ``control_mode``).
 
 Union variants (``--union``) are registered as ``<family>-union``.
 """
@@ -24,13 +24,20 @@ from __future__ import annotations
 import importlib
 
 #: family name -> "module:Class" (imported on use: the registry itself needs no torch)
-FAMILIES = {"sd15": "training.families.sd15:SD15", "sdxl": "training.families.sdxl:SDXL"}
+FAMILIES = {
+    "sd15": "training.families.sd15:SD15",
+    "sdxl": "training.families.sdxl:SDXL",
+    "sd3": "training.families.sd3:SD3",
+    "flux": "training.families.flux:Flux",
+}
 #: union variants (``--union``): "<family>-union" -> "module:Class"
 FAMILIES["sdxl-union"] = "training.families.sdxl_union:SDXLUnion"
 #: diffusers pipeline class of a base (model_index.json ``_class_name``) -> family
 PIPELINES = {
     "StableDiffusionPipeline": "sd15",
     "StableDiffusionXLPipeline": "sdxl",
+    "StableDiffusion3Pipeline": "sd3",
+    "FluxPipeline": "flux",
 }
 
 
@@ -65,11 +72,30 @@ def is_sdxl_controlnet(config: dict) -> bool:
     return config.get("addition_embed_type") == "text_time"
 
 
-def family_of_controlnet(config: dict) -> str:
-    """Family a saved ControlNet (its ``config.json`` as a dict) was trained for; union models
-    (``num_control_type``: ``ControlNetUnionModel``) are the family's ``-union`` variant."""
-    name = "sdxl" if is_sdxl_controlnet(config) else "sd15"
-    return f"{name}-union" if "num_control_type" in config else name
+#: ControlNet class (``_class_name`` of its config.json) -> family, where the class says it
+CONTROLNETS = {"FluxControlNetModel": "flux", "SD3ControlNetModel": "sd3",
+               "ControlNetUnionModel": "sdxl-union"}  # fmt: skip
+
+
+def family_of_controlnet(config: dict, class_name: str = "") -> str:
+    """Family a saved ControlNet (its ``config.json`` as a dict, or a model's config and its
+    class name) was trained for; union models (a ``ControlNetUnionModel``'s control types, a
+    FLUX ControlNet's ``num_mode``) are the family's ``-union`` variant."""
+    name = class_name or str(config.get("_class_name", ""))
+    if "num_control_type" in config:
+        return "sdxl-union"
+    if name in CONTROLNETS:
+        union = config.get("num_mode") and f"{CONTROLNETS[name]}-union" in FAMILIES
+        return CONTROLNETS[name] + ("-union" if union else "")
+    return "sdxl" if is_sdxl_controlnet(config) else "sd15"
+
+
+def family_of_architecture(architecture: str):
+    """The family class whose exports say ``hintset.architecture: architecture``."""
+    for name in FAMILIES:
+        if family_class(name).ARCHITECTURE == architecture:
+            return family_class(name)
+    raise ValueError(f"unknown architecture {architecture!r}")
 
 
 def create(base_model: str, device, dtype, family: str = "", union: bool = False):

@@ -26,6 +26,8 @@ class SDXLUnion(SDXL):
 
     name = "sdxl-union"
     UNION = "sdxl"  # key of the slot table in training/families/union.py
+    #: the control arguments the model card shows (one map, its slot)
+    CARD_CONTROL = "control_image=[control_image], control_mode=[{mode}]"
 
     @staticmethod
     def controlnet_class():
