@@ -14,13 +14,15 @@ torch = pytest.importorskip("torch")
 
 from tests.test_evaluate import built, depth_weights, weights_env  # noqa: E402,F401  (fixtures)
 from tests.test_training import _config  # noqa: E402
+from tests.test_training_flux import tiny_flux  # noqa: E402,F401  (fixture)
 from tests.test_training_sdxl import tiny_sdxl  # noqa: E402,F401  (fixture)
 
 
 @pytest.fixture(scope="module")
 def union_shards(tmp_path_factory, photo_paths) -> Path:
-    """A build folder made by hand: 8 samples with canny and hed maps, except key 00000002
-    (canny only), 00000005 (hed only) and 00000007 (neither: skipped)."""
+    """A build folder made by hand: 8 samples with canny and hed (also stored as depth, for
+    FLUX's table) maps, except key 00000002 (canny only), 00000005 (hed only) and 00000007
+    (neither: skipped)."""
     import webdataset as wds
     from PIL import Image, ImageFilter
 
@@ -38,7 +40,8 @@ def union_shards(tmp_path_factory, photo_paths) -> Path:
             jpg = io.BytesIO()
             img.save(jpg, "JPEG")
             sample["jpg"] = jpg.getvalue()
-            for name, im, skip in (("canny", edges, (5, 7)), ("hed", soft, (2, 7))):
+            maps = (("canny", edges, (5, 7)), ("hed", soft, (2, 7)), ("depth", soft, (2, 7)))
+            for name, im, skip in maps:
                 if i not in skip:
                     png = io.BytesIO()
                     im.save(png, "PNG")
@@ -267,3 +270,88 @@ def test_evaluate_sdxl_union(built, tiny_sdxl, tmp_path, weights_env):  # noqa: 
         ("controlnet", 2), ("no-control", 2)]  # fmt: skip
     gen = Generator(str(tmp_path / "recorded"), str(tiny_sdxl), settings)
     assert gen.family.name == "sdxl-union" and gen.control_mode("canny") == 6
+
+
+def test_flux_union_resume_equals_uninterrupted(union_shards, tiny_flux, tmp_path):  # noqa: F811
+    """FLUX union (``FluxControlNetModel`` with ``num_mode``): 1 step + resume to 2 == 2 steps;
+    the mode embedding and the control embedder train."""
+    from training.trainer import Trainer
+
+    def config(out, **kw):
+        return _union(union_shards, tiny_flux, out, family="flux", condition="canny,depth", **kw)
+
+    full = Trainer(config(tmp_path / "full", steps=2, union_single=0.5), device="cpu")
+    assert full.family.name == "flux-union" and full.controlnet.config.num_mode == 7
+    full_losses = full.train()
+    half = config(tmp_path / "half", steps=1, checkpoint_every=1, union_single=0.5)
+    Trainer(half, device="cpu").train()
+    half.steps, half.resume = 2, "latest"
+    resumed = Trainer(half, device="cpu")
+    assert len(resumed.train()) == 1
+    lines = (tmp_path / "half" / "log.jsonl").read_text().splitlines()
+    np.testing.assert_allclose([json.loads(x)["loss"] for x in lines], full_losses, rtol=1e-5,
+                               atol=1e-6)  # fmt: skip
+    a, b = full.controlnet.state_dict(), resumed.controlnet.state_dict()
+    assert a["controlnet_x_embedder.weight"].any()  # the zero-initialised input was trained
+    for k in a:
+        torch.testing.assert_close(a[k], b[k], rtol=1e-5, atol=1e-6)
+
+
+def test_flux_union_sums_each_samples_maps_like_the_multi_controlnet(tiny_flux):  # noqa: F811
+    """A sample drawing two maps gets the sum of the ControlNet's outputs for each map with its
+    mode (``FluxMultiControlNetModel``'s rule); one drawing one map gets that map's output."""
+    from training.families.flux_union import UnionCalls
+
+    torch.manual_seed(0)
+    calls = []
+
+    def net(controlnet_cond, controlnet_mode, hidden_states, txt_ids):
+        calls.append((controlnet_mode[:, 0].tolist(), len(txt_ids)))
+        out = (
+            hidden_states * controlnet_cond.sum((1, 2))[:, None, None] + controlnet_mode[:, :, None]
+        )
+        return [out], None
+
+    cond = torch.randn(3, 2, 4, 8)
+    hidden = torch.randn(3, 4, 8)
+    txt = torch.zeros(5, 3)
+    blocks, singles = UnionCalls(net, [[0], [0, 1], [1]], [0, 2])(
+        cond, hidden_states=hidden, txt_ids=txt)  # fmt: skip
+    assert singles is None and calls == [([0, 0], 5), ([2, 2], 5)]  # txt_ids shared, not cut
+    one = [net(cond[i : i + 1, k], torch.tensor([[m]]), hidden[i : i + 1], txt)[0][0]
+           for i, k, m in ((0, 0, 0), (1, 0, 0), (1, 1, 2), (2, 1, 2))]  # fmt: skip
+    torch.testing.assert_close(blocks[0][0], one[0][0])
+    torch.testing.assert_close(blocks[0][1], one[1][0] + one[2][0])
+    torch.testing.assert_close(blocks[0][2], one[3][0])
+
+
+@pytest.mark.timeout(1800)  # CLI processes on a loaded 2-core machine
+def test_flux_union_train_export_pipeline(built, tiny_flux, cli, tmp_path):  # noqa: F811
+    """``hintset build`` (canny + depth, tiny DPT weights) -> ``hintset train --family flux
+    --union`` -> ``hintset export`` -> ``FluxControlNetPipeline`` samples with ``control_mode``."""
+    from diffusers import FluxControlNetModel, FluxControlNetPipeline
+    from PIL import Image
+
+    run, exp = tmp_path / "run", tmp_path / "exp"
+    r = cli("train", "--data", built, "--condition", "canny,depth", "--union", "--family",
+            "flux", "--base-model", tiny_flux, "--output", run, "--steps", "2", "--batch-size",
+            "2", "--resolution", "64", "--checkpoint-every", "2", "--validate-every", "2",
+            "--num-validation", "1")  # fmt: skip
+    assert r.returncode == 0, r.stderr
+    assert (run / "validation" / "step-000002.png").is_file()
+    r = cli("export", run / "checkpoint-2", "-o", exp, "--samples", "1")
+    assert r.returncode == 0, r.stderr
+    config = json.loads((exp / "diffusers" / "config.json").read_text())
+    assert config["num_mode"] == 7
+    assert config["_hintset_union"]["slots"] == {"canny": 0, "depth": 2}
+    card = (exp / "diffusers" / "README.md").read_text()
+    assert "FluxControlNetPipeline" in card and "control_mode=0" in card
+    net = FluxControlNetModel.from_pretrained(exp / "diffusers")
+    pipe = FluxControlNetPipeline.from_pretrained(str(tiny_flux), controlnet=net)
+    pipe.set_progress_bar_config(disable=True)
+    edges = np.zeros((64, 64), np.uint8)
+    edges[16:48, 32] = 255
+    kw = dict(num_inference_steps=2, height=64, width=64, output_type="np")
+    hint = Image.fromarray(edges).convert("RGB")
+    images = pipe("a photo", control_image=hint, control_mode=2, **kw).images
+    assert images.shape == (1, 64, 64, 3) and np.isfinite(images).all()

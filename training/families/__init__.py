@@ -32,6 +32,7 @@ FAMILIES = {
 }
 #: union variants (``--union``): "<family>-union" -> "module:Class"
 FAMILIES["sdxl-union"] = "training.families.sdxl_union:SDXLUnion"
+FAMILIES["flux-union"] = "training.families.flux_union:FluxUnion"
 #: diffusers pipeline class of a base (model_index.json ``_class_name``) -> family
 PIPELINES = {
     "StableDiffusionPipeline": "sd15",
