@@ -50,10 +50,10 @@ PIPELINES: dict[tuple[str, str], Family] = {
         image_arg="control_image", union="sdxl"),
     ("StableDiffusion3Pipeline", "SD3ControlNetModel"): Family(
         "sd3", "StableDiffusion3ControlNetPipeline", "StableDiffusion3Pipeline",
-        image_arg="control_image", multiple=16, tested=False),
+        image_arg="control_image", multiple=16),
     ("FluxPipeline", "FluxControlNetModel"): Family(
         "flux", "FluxControlNetPipeline", "FluxPipeline", image_arg="control_image",
-        multiple=16, tested=False),
+        multiple=16),
 }  # fmt: skip
 
 #: --scheduler names -> diffusers classes ("default" keeps the base's own)

@@ -16,9 +16,13 @@ from tests.test_training import _config, shards  # noqa: E402,F401  (fixture)
 
 @pytest.fixture(scope="session")
 def tiny_flux(tmp_path_factory) -> Path:
-    from training.tiny_base import write_tiny_flux
+    """``hintset tiny-base --family flux`` (through the CLI)."""
+    from tests.conftest import run_cli
 
-    return write_tiny_flux(tmp_path_factory.mktemp("flux") / "base", seed=0)
+    base = tmp_path_factory.mktemp("flux") / "base"
+    r = run_cli("tiny-base", base, "--family", "flux")
+    assert r.returncode == 0 and "tiny flux base written" in r.stdout, r.stderr
+    return base
 
 
 def test_t5_tokenizer_is_offline_and_t5_shaped(tmp_path):
@@ -82,7 +86,7 @@ def test_tiny_flux_and_zero_init(tiny_flux):
     assert encoded["control_mean"].shape == (2, 4, 8, 8)
     with_net = base.loss_from(net, encoded, cfg, Draws(0, 1, ["x", "y"]))
     without = base.loss_from(net, encoded, cfg, Draws(0, 1, ["x", "y"]), control=False)
-    assert float(with_net) == float(without) > 0
+    assert float(with_net.detach()) == float(without) > 0
     assert create(str(tiny_flux), "cpu", torch.float32, "flux").LOCKED[0] == "text_encoder"
     no_text = type(base)(str(tiny_flux), "cpu", torch.float32, text=False)
     assert not hasattr(no_text, "text_encoder_2") and "text_encoder" not in no_text.LOCKED
@@ -93,23 +97,25 @@ def test_tiny_flux_and_zero_init(tiny_flux):
 
 
 def test_flux_resume_equals_uninterrupted(shards, tiny_flux, tmp_path):  # noqa: F811
+    """Three steps in one run equal one step, a resume, another step, a resume of the resumed
+    run: the same losses and weights (draws per sample, data position, optimiser state)."""
     from training.trainer import Trainer
 
     full = Trainer(_config(shards, tiny_flux, tmp_path / "full", steps=3), device="cpu")
     assert full.family.name == "flux"
     full_losses = full.train()
-    half = _config(shards, tiny_flux, tmp_path / "half", steps=1, checkpoint_every=1)
-    Trainer(half, device="cpu").train()
-    half.steps, half.resume = 3, "latest"
-    resumed = Trainer(half, device="cpu")
-    assert len(resumed.train()) == 2
-    lines = (tmp_path / "half" / "log.jsonl").read_text().splitlines()
-    log = [json.loads(x)["loss"] for x in lines]
-    np.testing.assert_allclose(log, full_losses, rtol=1e-5, atol=1e-6)
-    a, b = full.controlnet.state_dict(), resumed.controlnet.state_dict()
-    assert a["controlnet_x_embedder.weight"].any()  # the zero-initialised input was trained
-    for k in a:
-        torch.testing.assert_close(a[k], b[k], rtol=1e-5, atol=1e-6)
+    parts = _config(shards, tiny_flux, tmp_path / "parts", checkpoint_every=1)
+    for steps in (1, 2, 3):
+        parts.steps, parts.resume = steps, "latest" if steps > 1 else ""
+        part = Trainer(parts, device="cpu")
+        assert len(part.train()) == 1
+    logged = (tmp_path / "parts" / "log.jsonl").read_text().splitlines()
+    np.testing.assert_allclose([json.loads(x)["loss"] for x in logged], full_losses,
+                               rtol=1e-5, atol=1e-6)  # fmt: skip
+    want, got = full.controlnet.state_dict(), part.controlnet.state_dict()
+    assert want["controlnet_x_embedder.weight"].any()  # the zero-initialised input was trained
+    for name, value in want.items():
+        torch.testing.assert_close(got[name], value, rtol=1e-5, atol=1e-6)
 
 
 def _hint() -> object:
@@ -206,7 +212,7 @@ def test_tiny_sd3_text_and_zero_init(tiny_sd3):
     encoded = base.encode(batch, ["a photo", ""], cfg)
     with_net = base.loss_from(net, encoded, cfg, Draws(0, 1, ["x", "y"]))
     without = base.loss_from(net, encoded, cfg, Draws(0, 1, ["x", "y"]), control=False)
-    assert float(with_net) == float(without) > 0
+    assert float(with_net.detach()) == float(without) > 0
 
 
 @pytest.mark.timeout(1800)  # CLI processes on a loaded 2-core machine
@@ -231,3 +237,43 @@ def test_sd3_build_train_export_pipeline(tiny_sd3, canny_build, cli, tmp_path):
     images = pipe("a photo", control_image=_hint(), num_inference_steps=2, height=64, width=64,
                   output_type="np").images  # fmt: skip
     assert images.shape == (1, 64, 64, 3) and np.isfinite(images).all()
+
+
+def _export_untrained(family: str, base: Path, folder: Path) -> Path:
+    """EXPORT/diffusers with the family's fresh ControlNet, its zero-initialised outputs made
+    non-zero so control visibly changes the images."""
+    from training.families import create
+
+    net = create(str(base), "cpu", torch.float32, family).make_controlnet(3)
+    torch.manual_seed(0)
+    with torch.no_grad():
+        for name, param in net.named_parameters():
+            if name.startswith(("controlnet_", "pos_embed_input")):
+                param.normal_(0, 0.5)
+    net.save_pretrained(folder / "diffusers")
+    return folder
+
+
+@pytest.mark.timeout(1800)
+@pytest.mark.parametrize("family", ["flux", "sd3"])
+def test_evaluate_generates_with_flux_and_sd3(family, tiny_flux, tiny_sd3, canny_build, tmp_path):
+    """``hintset evaluate --model EXPORT --base-model TINY`` runs the family's ControlNet pipeline
+    and the base without control, and scores both (evaluation/generate.py PIPELINES)."""
+    from evaluation.generate import PIPELINES
+    from tests.conftest import run_cli
+
+    base = {"flux": tiny_flux, "sd3": tiny_sd3}[family]
+    assert all(f.tested for f in PIPELINES.values() if f.name == family)
+    export = _export_untrained(family, base, tmp_path / "export")
+    out = tmp_path / "report"
+    proc = run_cli("evaluate", "--data", canny_build, "--condition", "canny", "--model", export,
+                   "--base-model", base, "-o", out, "--limit", "2", "--steps", "2",
+                   "--resolution", "64", "--device", "cpu", env={"HINTSET_OFFLINE": "1"})  # fmt: skip
+    assert proc.returncode == 0, proc.stderr
+    summary = json.loads((out / "summary.json").read_text())
+    assert [r["name"] for r in summary["runs"]] == ["controlnet", "no-control"]
+    assert all(r["counts"]["scored_keys"] == 2 for r in summary["runs"])
+    ctrl = sorted((out / "images" / "controlnet").glob("*.png"))
+    plain = sorted((out / "images" / "no-control").glob("*.png"))
+    assert [p.name for p in ctrl] == [p.name for p in plain] and len(ctrl) == 2
+    assert any(a.read_bytes() != b.read_bytes() for a, b in zip(ctrl, plain, strict=True))

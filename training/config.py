@@ -89,6 +89,13 @@ class TrainConfig:
         "map, caption not UTF-8); fewer are skipped, counted in log.jsonl as bad_samples",
     )  # fmt: skip
     shuffle_buffer: int = opt(256, "samples in the seeded shuffle buffer")
+    data_order: str = opt(
+        "shards", "shards: each process reads its own shards (cheapest; the batches depend on "
+        "the number of processes); exact: every process reads and decodes the whole seeded "
+        "stream and keeps its own batches, so N processes with accumulation A train on the "
+        "batches of 1 process with N*A (same weights to rounding; N x the decoding, and "
+        "N x W with W loader workers)", ("shards", "exact"),
+    )  # fmt: skip
     stack_conditions: bool = opt(
         False, "stack several maps as channels (more than 3 input channels: not loadable in "
         "AUTOMATIC1111/ComfyUI/diffusers pipelines); default: one map, 1-channel repeated to RGB",
