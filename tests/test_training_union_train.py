@@ -180,15 +180,15 @@ def test_union_residuals_per_sample_do_not_depend_on_the_batch(union_shards, tin
             torch.testing.assert_close(a[0], b[i], rtol=1e-4, atol=1e-5)
 
 
-def test_sdxl_union_resume_equals_uninterrupted(union_shards, tiny_sdxl, tmp_path):  # noqa: F811
+def _resumed_equals_uninterrupted(config, tmp_path) -> dict:
     """Run 1 step, checkpoint, resume to 2 == 2 uninterrupted steps: losses and weights (the
-    subset draws are keyed per sample and step, so the resumed run draws the same ones)."""
+    subset draws are keyed per sample and step, so the resumed run draws the same ones).
+    ``config(out, **options)`` makes the run's config; returns the uninterrupted weights."""
     from training.trainer import Trainer
 
-    full = Trainer(_union(union_shards, tiny_sdxl, tmp_path / "full", steps=2), device="cpu")
-    assert full.family.name == "sdxl-union"
+    full = Trainer(config(tmp_path / "full", steps=2), device="cpu")
     full_losses = full.train()
-    half = _union(union_shards, tiny_sdxl, tmp_path / "half", steps=1, checkpoint_every=1)
+    half = config(tmp_path / "half", steps=1, checkpoint_every=1)
     Trainer(half, device="cpu").train()
     half.steps, half.resume = 2, "latest"
     resumed = Trainer(half, device="cpu")
@@ -197,9 +197,18 @@ def test_sdxl_union_resume_equals_uninterrupted(union_shards, tiny_sdxl, tmp_pat
     np.testing.assert_allclose([json.loads(x)["loss"] for x in lines], full_losses, rtol=1e-5,
                                atol=1e-6)  # fmt: skip
     a, b = full.controlnet.state_dict(), resumed.controlnet.state_dict()
-    assert a["controlnet_mid_block.weight"].abs().sum() > 0  # trained away from zero
     for k in a:
         torch.testing.assert_close(a[k], b[k], rtol=1e-5, atol=1e-6)
+    return a
+
+
+def test_sdxl_union_resume_equals_uninterrupted(union_shards, tiny_sdxl, tmp_path):  # noqa: F811
+    from training.families import family_class
+
+    assert family_class("sdxl-union").controlnet_class().__name__ == "ControlNetUnionModel"
+    weights = _resumed_equals_uninterrupted(
+        lambda out, **kw: _union(union_shards, tiny_sdxl, out, **kw), tmp_path)  # fmt: skip
+    assert weights["controlnet_mid_block.weight"].abs().sum() > 0  # trained away from zero
 
 
 @pytest.mark.timeout(1800)  # four CLI processes; slow on a loaded 2-core machine
@@ -256,7 +265,7 @@ def test_evaluate_sdxl_union(built, tiny_sdxl, tmp_path, weights_env):  # noqa: 
     from evaluation.run import evaluate
     from training.families import create
 
-    assert all(f.tested for f in PIPELINES.values() if f.union)
+    assert PIPELINES[("StableDiffusionXLPipeline", "ControlNetUnionModel")].tested
     net = create(str(tiny_sdxl), "cpu", torch.float32, "sdxl", union=True).make_controlnet(3)
     net.save_pretrained(tmp_path / "plain")
     net.register_to_config(_hintset_union={"family": "sdxl", "slots": {"canny": 6}})
@@ -273,28 +282,16 @@ def test_evaluate_sdxl_union(built, tiny_sdxl, tmp_path, weights_env):  # noqa: 
 
 
 def test_flux_union_resume_equals_uninterrupted(union_shards, tiny_flux, tmp_path):  # noqa: F811
-    """FLUX union (``FluxControlNetModel`` with ``num_mode``): 1 step + resume to 2 == 2 steps;
-    the mode embedding and the control embedder train."""
-    from training.trainer import Trainer
+    """FLUX union (``FluxControlNetModel`` with ``num_mode`` 7): resume is exact; the control
+    embedder trains."""
 
     def config(out, **kw):
-        return _union(union_shards, tiny_flux, out, family="flux", condition="canny,depth", **kw)
+        return _union(union_shards, tiny_flux, out, family="flux", condition="canny,depth",
+                      union_single=0.5, **kw)  # fmt: skip
 
-    full = Trainer(config(tmp_path / "full", steps=2, union_single=0.5), device="cpu")
-    assert full.family.name == "flux-union" and full.controlnet.config.num_mode == 7
-    full_losses = full.train()
-    half = config(tmp_path / "half", steps=1, checkpoint_every=1, union_single=0.5)
-    Trainer(half, device="cpu").train()
-    half.steps, half.resume = 2, "latest"
-    resumed = Trainer(half, device="cpu")
-    assert len(resumed.train()) == 1
-    lines = (tmp_path / "half" / "log.jsonl").read_text().splitlines()
-    np.testing.assert_allclose([json.loads(x)["loss"] for x in lines], full_losses, rtol=1e-5,
-                               atol=1e-6)  # fmt: skip
-    a, b = full.controlnet.state_dict(), resumed.controlnet.state_dict()
-    assert a["controlnet_x_embedder.weight"].any()  # the zero-initialised input was trained
-    for k in a:
-        torch.testing.assert_close(a[k], b[k], rtol=1e-5, atol=1e-6)
+    weights = _resumed_equals_uninterrupted(config, tmp_path)
+    assert weights["controlnet_mode_embedder.weight"].shape[0] == 7
+    assert weights["controlnet_x_embedder.weight"].any()  # the zero-initialised input trained
 
 
 def test_flux_union_sums_each_samples_maps_like_the_multi_controlnet(tiny_flux):  # noqa: F811
@@ -355,3 +352,24 @@ def test_flux_union_train_export_pipeline(built, tiny_flux, cli, tmp_path):  # n
     hint = Image.fromarray(edges).convert("RGB")
     images = pipe("a photo", control_image=hint, control_mode=2, **kw).images
     assert images.shape == (1, 64, 64, 3) and np.isfinite(images).all()
+
+
+def test_evaluate_flux_union(built, tiny_flux, tmp_path, weights_env):  # noqa: F811
+    """A FLUX ControlNet with ``num_mode`` runs in ``hintset evaluate`` with the condition's
+    ``control_mode`` (InstantX's id); one without stays a plain FLUX ControlNet."""
+    from evaluation.generate import Generator, Settings
+    from evaluation.run import evaluate
+    from training.families import create
+
+    family = create(str(tiny_flux), "cpu", torch.float32, "flux", union=True)
+    family.make_controlnet(3).save_pretrained(tmp_path / "union")
+    settings = Settings(steps=2, resolution=64, device="cpu")
+    summary = evaluate(str(built), "depth", tmp_path / "report", model=str(tmp_path / "union"),
+                       base=str(tiny_flux), limit=1, baseline=False, say=lambda _: None,
+                       settings=settings)  # fmt: skip
+    assert [(r["name"], r["counts"]["images"]) for r in summary["runs"]] == [("controlnet", 1)]
+    gen = Generator(str(tmp_path / "union"), str(tiny_flux), settings)
+    assert gen.union == "flux" and gen.control_mode("depth") == 2
+    plain = create(str(tiny_flux), "cpu", torch.float32, "flux").make_controlnet(3)
+    plain.save_pretrained(tmp_path / "plain")
+    assert Generator(str(tmp_path / "plain"), str(tiny_flux), settings).union == ""
