@@ -33,7 +33,9 @@ class Family:
     image_arg: str = "image"
     multiple: int = 8
     load: dict[str, Any] = field(default_factory=dict)
-    union: bool = False  # the condition goes in a list with a control_mode
+    union: str = ""  # slot table (training/families/union.py): the condition gets a control_mode
+    union_if: str = ""  # config key marking a union model where the class is shared (num_mode)
+    union_lists: bool = True  # images and control_mode in lists, one entry per control type
     tested: bool = True  # run on a tiny base in the test suite
 
 
@@ -46,18 +48,14 @@ PIPELINES: dict[tuple[str, str], Family] = {
         "sdxl", "StableDiffusionXLControlNetPipeline", "StableDiffusionXLPipeline"),
     ("StableDiffusionXLPipeline", "ControlNetUnionModel"): Family(
         "sdxl-union", "StableDiffusionXLControlNetUnionPipeline", "StableDiffusionXLPipeline",
-        image_arg="control_image", union=True, tested=False),
+        image_arg="control_image", union="sdxl"),
     ("StableDiffusion3Pipeline", "SD3ControlNetModel"): Family(
         "sd3", "StableDiffusion3ControlNetPipeline", "StableDiffusion3Pipeline",
         image_arg="control_image", multiple=16),
     ("FluxPipeline", "FluxControlNetModel"): Family(
         "flux", "FluxControlNetPipeline", "FluxPipeline", image_arg="control_image",
-        multiple=16),
+        multiple=16, union="flux", union_if="num_mode", union_lists=False),
 }  # fmt: skip
-
-#: xinsir's SDXL union control modes per hintset condition
-UNION_MODES = {"pose": 0, "depth": 1, "hed": 2, "softedge": 2, "scribble": 2, "canny": 3,
-               "lineart": 3, "lines": 3, "normal": 4, "seg": 5, "tile": 6, "inpaint": 7}  # fmt: skip
 
 #: --scheduler names -> diffusers classes ("default" keeps the base's own)
 SCHEDULERS = {"ddim": "DDIMScheduler", "unipc": "UniPCMultistepScheduler",
@@ -160,6 +158,10 @@ class Generator:
         dtype = resolve_dtype(settings.precision, self.device)
         typed = {} if dtype == torch.float32 else {"torch_dtype": dtype}
         net = getattr(diffusers, net_class).from_pretrained(folder, **typed)
+        #: union: the slot ids the export recorded (``_hintset_union``), else union.py's table
+        self.slots = dict((net.config.get("_hintset_union") or {}).get("slots", {}))
+        union_on = not self.family.union_if or net.config.get(self.family.union_if)
+        self.union = self.family.union if union_on else ""  # the slot table, or not a union
         pipe_class = getattr(diffusers, self.family.pipeline)
         self.pipe = pipe_class.from_pretrained(base, controlnet=net, **typed, **self.family.load)
         if settings.scheduler != "default":
@@ -170,6 +172,13 @@ class Generator:
         for p in (self.pipe, self.plain):
             p.set_progress_bar_config(disable=True)
         self.torch = torch
+
+    def control_mode(self, condition: str) -> int:
+        """A union model's slot for ``condition``: as recorded in its config, else the table."""
+        from training.families.union import slot_id
+
+        return int(self.slots[condition]) if condition in self.slots else slot_id(
+            self.union, condition)  # fmt: skip
 
     def size(self, sample: Sample) -> tuple[int, int]:
         """(height, width) to generate at: the map's aspect with its short side at the
@@ -233,9 +242,11 @@ class Generator:
         if scale is not None:
             pipe = self.pipe
             control = [self.control_image(sample, condition, size) for sample, _ in items]
-            if self.family.union:
-                args["control_mode"] = [UNION_MODES[condition]]
+            if self.union and self.family.union_lists:
+                args["control_mode"] = [self.control_mode(condition)]
                 control = [control]  # one control type, its images for the batch
+            elif self.union:
+                args["control_mode"] = self.control_mode(condition)
             args[self.family.image_arg] = control
             args["controlnet_conditioning_scale"] = scale
         with torch.no_grad():

@@ -51,6 +51,10 @@ def test_every_config_field_is_reachable_from_the_cli(monkeypatch):
             args += [flag, str(value)]
     expected["validation_data"] = ""  # not both validation sources at once
     args[args.index("--validation-data") + 1] = ""
+    expected["stack_conditions"] = False  # not --union and --stack-conditions at once
+    args[args.index("--stack-conditions")] = "--no-stack-conditions"
+    expected["union_single"] = 0.25  # a share, in [0, 1]
+    args[args.index("--union-single") + 1] = "0.25"
     result = _invoke(*args, "--print-config")
     assert result.exit_code == 0, result.output
     got = yaml.safe_load(result.output)

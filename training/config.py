@@ -8,11 +8,13 @@ from dataclasses import MISSING, asdict, dataclass, field, fields
 from pathlib import Path
 from typing import Any
 
+from training.families.union import P_SINGLE
+
 #: fields a run cannot start without (they may come from ``--config`` instead of the CLI)
 REQUIRED = ("data", "condition", "base_model", "output")
 #: options that define what a run trains; ``--resume`` refuses a change to any of them. Others
 #: (steps, batch size, learning rate, precision, data, validation, logging) may change on resume.
-RUN_DEFINING = ("base_model", "family", "condition", "stack_conditions", "resolution")
+RUN_DEFINING = ("base_model", "family", "condition", "stack_conditions", "union", "resolution")
 #: old names still accepted in config files and checkpoints' config.json
 RENAMED = {"num_workers": "loader_workers"}
 
@@ -31,7 +33,8 @@ class TrainConfig:
     )
     condition: str = opt(
         "",
-        "required: map name (canny, depth, ...); several, comma separated, need --stack-conditions",
+        "required: map name (canny, depth, ...); several, comma separated, need --union or "
+        "--stack-conditions",
     )
     base_model: str = opt(
         "", "required: diffusers folder or hub id of the base: SD 1.x/2.x, SDXL, SD3 or FLUX.1"
@@ -97,6 +100,13 @@ class TrainConfig:
         False, "stack several maps as channels (more than 3 input channels: not loadable in "
         "AUTOMATIC1111/ComfyUI/diffusers pipelines); default: one map, 1-channel repeated to RGB",
     )  # fmt: skip
+    union: bool = opt(
+        False, "train one union ControlNet (SDXL: ControlNetUnionModel, xinsir's slot ids) on "
+        "samples carrying several of the --condition maps, each its own RGB image",
+    )  # fmt: skip
+    union_single: float = opt(
+        P_SINGLE, "with --union: share of draws giving a sample one of its maps (else 2 or more)"
+    )
     report_to: str = opt(
         "tensorboard",
         "where metrics go: tensorboard, wandb (needs the wandb package), both (tensorboard,wandb) or none",
@@ -127,11 +137,16 @@ class TrainConfig:
             raise ValueError(f"--max-bad-fraction {self.max_bad_fraction} is not in [0, 1]")
         if self.validation_data and self.validation_shards:
             raise ValueError("give --validation-data or --validation-shards, not both")
-        if len(self.conditions) > 1 and not self.stack_conditions:
+        if len(self.conditions) > 1 and not (self.stack_conditions or self.union):
             raise ValueError(
-                f"{self.condition}: several maps need --stack-conditions (a ControlNet with more "
-                "than 3 input channels, which standard UIs cannot load)"
+                f"{self.condition}: several maps need --union (one union ControlNet) or "
+                "--stack-conditions (a ControlNet with more than 3 input channels, which "
+                "standard UIs cannot load)"
             )
+        if self.union and self.stack_conditions:
+            raise ValueError("give --union or --stack-conditions, not both")
+        if not 0 <= self.union_single <= 1:
+            raise ValueError(f"--union-single {self.union_single} is not in [0, 1]")
         if "wandb" in self.trackers:
             import importlib.util
 

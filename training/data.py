@@ -174,6 +174,7 @@ class ShardDataset:
         stack: bool = False,
         urls: list[str] | None = None,
         max_bad_fraction: float = 0.05,
+        union: bool = False,
         order: str = "shards",
         batch_size: int = 1,
     ) -> None:
@@ -185,10 +186,11 @@ class ShardDataset:
         self.urls = shard_urls(data) if urls is None else list(urls)
         if not self.urls:
             raise ValueError(f"no shards found in {data}")
-        if len(conditions) > 1 and not stack:
+        if len(conditions) > 1 and not (stack or union):
             raise ValueError(
-                f"{len(conditions)} conditions ({','.join(conditions)}) need --stack-conditions "
-                "(a ControlNet with more than 3 input channels; standard UIs cannot load it)"
+                f"{len(conditions)} conditions ({','.join(conditions)}) need --union or "
+                "--stack-conditions (a ControlNet with more than 3 input channels; standard UIs "
+                "cannot load it)"
             )
         self.conditions = conditions
         self.resolution = resolution
@@ -196,6 +198,7 @@ class ShardDataset:
         self.shuffle_buffer = shuffle_buffer
         self.resampled = resampled
         self.stack = stack
+        self.union = union
         self.keys = ok_keys(data)
         self.max_bad_fraction = max_bad_fraction
         self.skipped = {"status": 0, "missing_map": 0, "bad": 0}
@@ -233,22 +236,29 @@ class ShardDataset:
             return None
         names = [f"{c}.png" for c in self.conditions]
         stored = layout.sample_image(sample)
-        if any(n not in sample for n in names) or stored is None:
+        have = [n in sample for n in names]  # union: any of the maps will do; else all
+        if stored is None or not (any(have) if self.union else all(have)):
             self.skipped["missing_map"] += 1
             return None
         self.read += 1
         try:  # a corrupt image or map, or a caption that is not UTF-8, skips this sample only
             image = Image.open(io.BytesIO(stored[1]))
-            maps = [Image.open(io.BytesIO(sample[n])) for n in names]
+            maps = [
+                Image.open(io.BytesIO(sample[n])) for n, h in zip(names, have, strict=True) if h
+            ]
             original = original_size(sample, image.size)
             pixels, cond, crop = crop_flip_with_coords(
                 image, maps, self.resolution, rng, stack=self.stack
             )
+            if self.union:
+                cond = union_maps(cond, have)
             caption = sample.get("txt", b"").decode("utf-8").strip()
         except (OSError, ValueError, SyntaxError, Image.DecompressionBombError) as err:
             self._bad(key, err)
             return None
+        extra = {"present": np.array(have)} if self.union else {}
         return {
+            **extra,
             "key": key,
             "pixel_values": pixels,
             "conditioning": cond,
@@ -309,11 +319,23 @@ class ShardDataset:
             yield buffer.pop(rng.randrange(len(buffer)))
 
 
+def union_maps(cond: np.ndarray, have: list[bool]) -> np.ndarray:
+    """The maps a sample has (3 channels each, side by side) as (maps, 3, H, W), zeros for the
+    ones it lacks (never shown to the ControlNet: a union step picks among those present)."""
+    out = np.zeros((len(have), 3, *cond.shape[1:]), np.float32)
+    out[np.flatnonzero(have)] = cond.reshape(-1, 3, *cond.shape[1:])
+    return out
+
+
 def collate(samples: list[dict]) -> dict:
     """Stack arrays into tensors, keep captions and keys as lists."""
     import torch
 
+    extra = {}
+    if "present" in samples[0]:  # union: which of the maps each sample has
+        extra["present"] = torch.from_numpy(np.stack([s["present"] for s in samples]))
     return {
+        **extra,
         "pixel_values": torch.from_numpy(np.stack([s["pixel_values"] for s in samples])),
         "conditioning": torch.from_numpy(np.stack([s["conditioning"] for s in samples])),
         "caption": [s["caption"] for s in samples],
@@ -346,11 +368,12 @@ def read_samples(
     *,
     stack: bool = False,
     urls: list[str] | None = None,
+    union: bool = False,
 ) -> list[dict]:
     """First ``n`` (default: all) valid samples, last shard first (validation conditions);
     ``urls`` restricts the read to those shards (the held-out ones)."""
     ds = ShardDataset(data, conditions, resolution, seed=0, shuffle_buffer=1, resampled=False,
-                      stack=stack, urls=urls)  # fmt: skip
+                      stack=stack, urls=urls, union=union)  # fmt: skip
     rng = random.Random(0)
     out = []
     for raw in ds._samples(iter(reversed(ds.urls))):

@@ -48,3 +48,10 @@ class Draws:
 
         out = torch.cat([torch.rand(1, generator=g, dtype=torch.float64) for g in self.generators])
         return out.to(device=device)
+
+    def randperm(self, sizes: list[int]) -> list[list[int]]:
+        """A random permutation of ``range(sizes[i])`` for each sample i."""
+        import torch
+
+        return [torch.randperm(n, generator=g).tolist() for n, g in zip(sizes, self.generators,
+                                                                         strict=True)]  # fmt: skip

@@ -155,6 +155,11 @@ def export_metadata(checkpoint: Path, model_config: dict) -> dict[str, str]:
     }
     if cfg:
         meta["hintset.train_config"] = cfg.to_json()
+    if cfg and cfg.union:  # map -> slot id and the whole table (also in config.json)
+        from training.families.union import union_record
+
+        family = family_of_controlnet(model_config).removesuffix("-union")
+        meta["hintset.union"] = json.dumps(union_record(family, cfg.conditions, cfg.data))
     return meta
 
 
@@ -215,8 +220,6 @@ def export(
     ``SINGLE_FILE``: what ComfyUI loads for them).
     A ControlNet the UIs would rebuild wrongly (tiny bases) gets no single file unless
     ``nonstandard_single_file``: it exports for diffusers only."""
-    import json
-
     import torch
     from safetensors.torch import save_file
 
@@ -233,11 +236,13 @@ def export(
     if fp16:
         model = model.to(torch.float16)
     config = {"_class_name": type(model).__name__, **model.config}
+    meta = export_metadata(checkpoint, config)
+    if "hintset.union" in meta:  # the slot table travels in config.json (diffusers ignores it)
+        model.register_to_config(_hintset_union=json.loads(meta["hintset.union"]))
     folder = output / "diffusers"
     model.save_pretrained(folder)
     normal_modes(folder)
     state = {k: v.contiguous() for k, v in model.state_dict().items()}
-    meta = export_metadata(checkpoint, config)
     meta["hintset.layout"] = family.SINGLE_FILE
     single = output / f"controlnet-{checkpoint.name}.safetensors"
     meta.update(modelspec(meta, config, meta["hintset.layout"], f"{output.name} {single.stem}"))

@@ -7,7 +7,7 @@ import re
 import sys
 from pathlib import Path
 
-from training.families import family_of_architecture
+from training.families import family_class, family_of_architecture
 
 
 def render_samples(checkpoint: Path, model, out: Path, n: int = 2) -> list[str] | None:
@@ -17,13 +17,14 @@ def render_samples(checkpoint: Path, model, out: Path, n: int = 2) -> list[str] 
     from PIL import Image
 
     from training.config import TrainConfig
-    from training.validate import generate_rows, label_grid, read_validation
+    from training.validate import control_args, generate_rows, label_grid, read_validation
 
     try:
         config = TrainConfig.from_json((Path(checkpoint) / "config.json").read_text())
         samples = read_validation(config, n)
         pipe = base_pipeline(config.base_model, model)
-        grid = generate_rows(pipe, samples, config.resolution, image_arg=_family(model).IMAGE_ARG)
+        grid = generate_rows(pipe, samples, config.resolution,
+                             control=control_args(_family(model), config))  # fmt: skip
     except (OSError, ValueError) as err:
         print(f"warning: no sample grid in the model card: {err}", file=sys.stderr)
         return None
@@ -101,6 +102,11 @@ def model_card(
     import yaml
 
     family = family_of_architecture(meta["hintset.architecture"])
+    control = f"{family.IMAGE_ARG}=control_image"
+    union = json.loads(meta["hintset.union"]) if "hintset.union" in meta else None
+    if union:  # the union variant's classes; the first map's slot as the example
+        family = family_class(f"{family.name}-union")
+        control = family.CARD_CONTROL.format(mode=next(iter(union["slots"].values())))
     pipe, net = family.pipeline_class().__name__, family.controlnet_class().__name__
     conditions = meta["hintset.conditions"]
     base = meta["hintset.base_model"]
@@ -119,6 +125,11 @@ def model_card(
         f"| resolution | {meta['hintset.resolution']} |",
         f"| dataset | `{meta['hintset.dataset']}` |",
         f"| dataset manifest sha256 | `{meta['hintset.dataset_manifest_sha256']}` |",
+    ]
+    if union:
+        slots = ", ".join(f"`{m}` {i}" for m, i in union["slots"].items())
+        lines += [f"| union slots (`control_mode`) | {slots} (table: {union['slot_table']}) |"]
+    lines += [
         "",
     ]
     if captions:
@@ -131,7 +142,7 @@ def model_card(
         "",
         f'controlnet = {net}.from_pretrained("path/to/diffusers")',
         f"pipe = {pipe}.from_pretrained({base!r}, controlnet=controlnet)",
-        f'image = pipe("a caption", {family.IMAGE_ARG}=control_image).images[0]  # PIL RGB',
+        f'image = pipe("a caption", {control}).images[0]',
         "# control_image: the condition map as a PIL RGB image",
         "```",
         "",

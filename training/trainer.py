@@ -103,7 +103,8 @@ class Trainer:
         torch.manual_seed(config.seed + self.rank)
         self.weight_dtype = getattr(torch, DTYPES[config.mixed_precision])
         family = "" if config.family == "auto" else config.family
-        self.family = families.create(config.base_model, self.device, self.weight_dtype, family)
+        self.family = families.create(config.base_model, self.device, self.weight_dtype, family,
+                                      union=config.union)  # fmt: skip
         controlnet = self.family.make_controlnet(self._channels())
         controlnet.to(self.device).train()
         if self.weight_dtype != torch.float32:  # trainable weights stay fp32 under mixed precision
@@ -128,15 +129,16 @@ class Trainer:
         self.dataset = None
 
     def _channels(self) -> int:
-        """ControlNet input channels: 3 (one map as RGB), or the stacked maps' channel count."""
+        """ControlNet input channels: 3 (one map as RGB; each map of a union), or the stacked
+        maps' channel count."""
         from training.data import read_samples
 
         c = self.config
         sample = read_samples(c.data, c.conditions, c.resolution, 1, stack=c.stack_conditions,
-                              urls=self.train_urls)  # fmt: skip
+                              urls=self.train_urls, union=c.union)  # fmt: skip
         if not sample:
             raise ValueError(f"no sample with maps {c.condition} in {c.data}")
-        return int(sample[0]["conditioning"].shape[0])
+        return int(sample[0]["conditioning"].shape[-3])  # union: (maps, 3, H, W)
 
     # --- one step -------------------------------------------------------------------------
     def loss(self, batch: dict, control: bool = True):
@@ -285,7 +287,7 @@ class Trainer:
         self.dataset = ShardDataset(
             c.data, c.conditions, c.resolution, seed=c.seed, shuffle_buffer=c.shuffle_buffer,
             stack=c.stack_conditions, urls=self.train_urls, max_bad_fraction=c.max_bad_fraction,
-            order=c.data_order, batch_size=c.batch_size,
+            union=c.union, order=c.data_order, batch_size=c.batch_size,
         )  # fmt: skip
         batches = iter(make_loader(self.dataset, c.batch_size, c.loader_workers))
         for _ in range(self.batches_consumed):  # replay the deterministic stream to the position

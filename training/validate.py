@@ -31,22 +31,34 @@ def read_validation(config, n: int) -> list[dict]:
 
     data, urls, _ = validation_source(config)
     return read_samples(data, config.conditions, config.resolution, n,
-                        stack=config.stack_conditions, urls=urls)  # fmt: skip
+                        stack=config.stack_conditions, urls=urls, union=config.union)  # fmt: skip
+
+
+def control_args(family, config):
+    """sample -> the pipeline's control keyword arguments: the family's ``control_args`` (union
+    models: maps and their slots), else the sample's hint as the family's ``IMAGE_ARG``."""
+    import torch
+
+    if hasattr(family, "control_args"):
+        return lambda sample: family.control_args(sample, config)
+    key = getattr(family, "IMAGE_ARG", "image")
+    return lambda sample: {key: torch.from_numpy(sample["conditioning"])[None]}
 
 
 def generate_rows(
     pipe, samples: list[dict], resolution: int, *, steps: int = 20, guidance: float = 9.0,
-    seed: int = 0, image_arg: str = "image",
+    seed: int = 0, control=None,
 ) -> np.ndarray:  # fmt: skip
     """Rows of condition | generated | original (uint8), one per sample, seeded per row;
-    ``image_arg``: the pipeline's keyword for the control image (the family's ``IMAGE_ARG``)."""
+    ``control``: sample -> the pipeline's control arguments (default: ``image=`` the hint)."""
     import torch
 
+    control = control or control_args(None, None)
     rows = []
     for i, s in enumerate(samples):
         img = pipe(
             s["caption"],
-            **{image_arg: torch.from_numpy(s["conditioning"])[None]},
+            **control(s),
             num_inference_steps=steps,
             guidance_scale=guidance,
             height=resolution,
@@ -54,7 +66,9 @@ def generate_rows(
             generator=torch.Generator().manual_seed(seed + i),
             output_type="np",
         ).images[0]
-        hint = s["conditioning"][:3] if s["conditioning"].shape[0] >= 3 else s["conditioning"][:1]
+        cond = s["conditioning"]
+        cond = cond.max(axis=0) if cond.ndim == 4 else cond  # union: its maps overlaid
+        hint = cond[:3] if cond.shape[0] >= 3 else cond[:1]
         cond_rgb = np.broadcast_to(hint, (3, *hint.shape[1:])).transpose(1, 2, 0)
         orig = (s["pixel_values"].transpose(1, 2, 0) + 1) / 2
         rows.append(np.concatenate([cond_rgb, img, orig], axis=1))
@@ -73,7 +87,7 @@ def sample_grid(
     try:
         grid = generate_rows(pipe, samples, trainer.config.resolution, steps=steps,
                              guidance=guidance, seed=seed,
-                             image_arg=trainer.family.IMAGE_ARG)  # fmt: skip
+                             control=control_args(trainer.family, trainer.config))  # fmt: skip
     finally:
         trainer.controlnet.train(was_training)
     return grid, [{"key": s["key"], "caption": s["caption"]} for s in samples]

@@ -13,6 +13,10 @@ never asks which family it runs. The family is read from the base's ``model_inde
 - ``loss(controlnet, batch, captions, config, draws, control=True)``: ``encode`` + ``loss_from``.
 - ``pipeline(controlnet)`` / ``base_pipeline(base_model, controlnet)``: the diffusers sampling
   pipeline of the family (validation, export checks, ``hintset evaluate``).
+- ``control_args(sample, config)`` (optional): the pipeline's control keyword arguments for a
+  validation sample (default: ``IMAGE_ARG=`` the hint; union variants add ``control_mode``).
+
+Union variants (``--union``) are registered as ``<family>-union``.
 """
 
 from __future__ import annotations
@@ -26,6 +30,9 @@ FAMILIES = {
     "sd3": "training.families.sd3:SD3",
     "flux": "training.families.flux:Flux",
 }
+#: union variants (``--union``): "<family>-union" -> "module:Class"
+FAMILIES["sdxl-union"] = "training.families.sdxl_union:SDXLUnion"
+FAMILIES["flux-union"] = "training.families.flux_union:FluxUnion"
 #: diffusers pipeline class of a base (model_index.json ``_class_name``) -> family
 PIPELINES = {
     "StableDiffusionPipeline": "sd15",
@@ -67,15 +74,20 @@ def is_sdxl_controlnet(config: dict) -> bool:
 
 
 #: ControlNet class (``_class_name`` of its config.json) -> family, where the class says it
-CONTROLNETS = {"FluxControlNetModel": "flux", "SD3ControlNetModel": "sd3"}
+CONTROLNETS = {"FluxControlNetModel": "flux", "SD3ControlNetModel": "sd3",
+               "ControlNetUnionModel": "sdxl-union"}  # fmt: skip
 
 
 def family_of_controlnet(config: dict, class_name: str = "") -> str:
     """Family a saved ControlNet (its ``config.json`` as a dict, or a model's config and its
-    class name) was trained for."""
+    class name) was trained for; union models (a ``ControlNetUnionModel``'s control types, a
+    FLUX ControlNet's ``num_mode``) are the family's ``-union`` variant."""
     name = class_name or str(config.get("_class_name", ""))
+    if "num_control_type" in config:
+        return "sdxl-union"
     if name in CONTROLNETS:
-        return CONTROLNETS[name]
+        union = config.get("num_mode") and f"{CONTROLNETS[name]}-union" in FAMILIES
+        return CONTROLNETS[name] + ("-union" if union else "")
     return "sdxl" if is_sdxl_controlnet(config) else "sd15"
 
 
@@ -87,7 +99,12 @@ def family_of_architecture(architecture: str):
     raise ValueError(f"unknown architecture {architecture!r}")
 
 
-def create(base_model: str, device, dtype, family: str = ""):
+def create(base_model: str, device, dtype, family: str = "", union: bool = False):
     """The family object holding the locked parts of ``base_model`` (``family`` overrides
-    detection)."""
-    return family_class(family or detect(base_model))(base_model, device, dtype)
+    detection); ``union``: its union variant (one ControlNet, several condition types)."""
+    name = family or detect(base_model)
+    if union and f"{name}-union" not in FAMILIES:
+        union_of = sorted(f.removesuffix("-union") for f in FAMILIES if f.endswith("-union"))
+        raise ValueError(f"--union: no union ControlNet for family {name!r} "
+                         f"(union: {', '.join(union_of)})")  # fmt: skip
+    return family_class(f"{name}-union" if union else name)(base_model, device, dtype)

@@ -188,11 +188,9 @@ class SD15:
         autocast = self.dtype != torch.float32
         with torch.autocast(self.device.type, dtype=self.dtype, enabled=autocast):
             residuals = {}
-            if control:  # the trainable copy runs in fp32 like its weights
-                down, mid = controlnet(
-                    noisy.float(), timesteps, controlnet_cond=encoded["controlnet_cond"],
-                    return_dict=False, **_fp32(kwargs),
-                )  # fmt: skip
+            if control:
+                down, mid = self.control_residuals(controlnet, noisy, timesteps, encoded, kwargs,
+                                                   config, draws)  # fmt: skip
                 residuals = {
                     "down_block_additional_residuals": [r.to(self.dtype) for r in down],
                     "mid_block_additional_residual": mid.to(self.dtype),
@@ -200,6 +198,15 @@ class SD15:
             pred = self.unet(noisy, timesteps, return_dict=False, **kwargs, **residuals)[0]
         target = target_for(self.noise_scheduler, latents, noise, timesteps)
         return F.mse_loss(pred.float(), target.float(), reduction="mean")
+
+    def control_residuals(self, controlnet, noisy, timesteps, encoded: dict, kwargs: dict,
+                          config, draws) -> tuple:  # fmt: skip
+        """The ControlNet's (down residuals, mid residual); the trainable copy runs in fp32
+        like its weights."""
+        return controlnet(
+            noisy.float(), timesteps, controlnet_cond=encoded["controlnet_cond"],
+            return_dict=False, **_fp32(kwargs),
+        )  # fmt: skip
 
     # --- sampling -------------------------------------------------------------------------
     @staticmethod
