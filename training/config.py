@@ -49,6 +49,14 @@ class TrainConfig:
     lr: float = opt(1e-5, "AdamW learning rate")
     lr_warmup_steps: int = opt(0, "linear learning-rate warm-up steps")
     resolution: int = opt(512, "training size: short side resized, then a random square crop")
+    crop: str = opt(
+        "random", "random: square crop and flip drawn per sample; centre: the centre square, "
+        "unflipped (what --cache stores)", ("random", "centre"),
+    )  # fmt: skip
+    cache: str = opt(
+        "", "folder of cached latents and text embeddings (hintset cache): filled on first use, "
+        "reused after; the run loads no text encoder and samples the centre crop, unflipped",
+    )  # fmt: skip
     mixed_precision: str = opt(
         "no", "dtype of the locked parts and autocast", ("no", "fp16", "bf16")
     )

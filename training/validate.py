@@ -36,15 +36,16 @@ def read_validation(config, n: int) -> list[dict]:
 
 def generate_rows(
     pipe, samples: list[dict], resolution: int, *, steps: int = 20, guidance: float = 9.0,
-    seed: int = 0,
+    seed: int = 0, prompts: list[dict] | None = None,
 ) -> np.ndarray:  # fmt: skip
-    """Rows of condition | generated | original (uint8), one per sample, seeded per row."""
+    """Rows of condition | generated | original (uint8), one per sample, seeded per row;
+    ``prompts`` gives each row's prompt arguments in place of its caption (cached embeddings)."""
     import torch
 
     rows = []
     for i, s in enumerate(samples):
         img = pipe(
-            s["caption"],
+            **(prompts[i] if prompts else {"prompt": s["caption"]}),
             image=torch.from_numpy(s["conditioning"])[None],
             num_inference_steps=steps,
             guidance_scale=guidance,
@@ -69,9 +70,13 @@ def sample_grid(
     pipe = make_pipeline(trainer)
     was_training = trainer.controlnet.training
     trainer.controlnet.eval()
+    prompts = None
+    if getattr(trainer, "cache", None) is not None:  # no text encoders: the cached embeddings
+        zeros = bool(pipe.config.get("force_zeros_for_empty_prompt", False))
+        prompts = [trainer.cache.pipeline_prompt(s["caption"], zeros) for s in samples]
     try:
         grid = generate_rows(pipe, samples, trainer.config.resolution, steps=steps,
-                             guidance=guidance, seed=seed)  # fmt: skip
+                             guidance=guidance, seed=seed, prompts=prompts)  # fmt: skip
     finally:
         trainer.controlnet.train(was_training)
     return grid, [{"key": s["key"], "caption": s["caption"]} for s in samples]

@@ -3,7 +3,9 @@
 Each family module holds one class with the same few methods; the training loop calls them and
 never asks which family it runs. The family is read from the base's ``model_index.json``.
 
-- ``Family(base_model, device, dtype)``: loads the locked parts (``LOCKED``), frozen, on device.
+- ``Family(base_model, device, dtype, text=True)``: loads the locked parts (``LOCKED``), frozen,
+  on device; ``text=False`` leaves out the text encoders (``TEXT``): a run on a cache
+  (training/cache.py) gets the text fields (``TEXT_FIELDS``) from disk.
 - ``make_controlnet(channels)``: the trainable ControlNet initialised from the base.
 - ``encode(batch, captions, config) -> dict``: what the locked encoders make of a batch (VAE
   latent statistics, the control input, text and added conditioning), per sample along the
@@ -64,7 +66,7 @@ def family_of_controlnet(config: dict) -> str:
     return "sdxl" if is_sdxl_controlnet(config) else "sd15"
 
 
-def create(base_model: str, device, dtype, family: str = ""):
+def create(base_model: str, device, dtype, family: str = "", text: bool = True):
     """The family object holding the locked parts of ``base_model`` (``family`` overrides
-    detection)."""
-    return family_class(family or detect(base_model))(base_model, device, dtype)
+    detection; ``text=False``: without its text encoders)."""
+    return family_class(family or detect(base_model))(base_model, device, dtype, text=text)
