@@ -120,6 +120,8 @@ def test_killed_fill_is_completed_not_recomputed(shards, tiny_base, filled, tmp_
     assert sum(encoded) == 4
     parts = sorted((folder / "shards").glob("00001.*.safetensors"))
     want = {p.name: load_file(str(p)) for p in parts}
+    hint = want[parts[0].name]["0/controlnet_cond"]
+    assert hint.dtype == torch.uint8  # 8-bit map: stored losslessly in a quarter of the bytes
     (folder / "shards" / "00001.json").unlink()  # killed before the shard was done ...
     parts[-1].unlink()  # ... and before its last part was written
     encoded.clear()

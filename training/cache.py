@@ -81,6 +81,19 @@ def _save(path: Path, tensors: dict, metadata: dict) -> None:
     atomic_write(path, save({k: v.contiguous() for k, v in tensors.items()}, metadata=meta))
 
 
+def compact(value):
+    """A tensor as stored: 8-bit maps scaled to [0, 1] (the SD/SDXL pixel hint) as uint8 when
+    that is lossless (4x smaller on disk, listed in the part's ``u8``), anything else as it
+    is."""
+    import torch
+
+    if value.dtype == torch.float32:
+        levels = (value * 255).round()
+        if torch.equal(levels / 255, value):
+            return levels.to(torch.uint8)
+    return value
+
+
 def _load(path: Path) -> dict:
     from safetensors.torch import load_file
 
@@ -165,6 +178,7 @@ class Cache:
         keys: list[str] = []
         pending: list[dict] = []
         tensors: dict = {}
+        u8: list[str] = []
 
         def part_path() -> Path:
             return self.folder / "shards" / f"{name}.{len(parts):05d}.safetensors"
@@ -178,16 +192,20 @@ class Cache:
                 first = len(keys) - len(pending)
                 for field, value in encoded.items():
                     for i in range(len(pending)):
-                        tensors[f"{first + i}/{field}"] = value[i].detach().cpu().clone()
+                        name = f"{first + i}/{field}"
+                        tensors[name] = compact(value[i].detach().cpu().clone())
+                        if tensors[name].dtype != value.dtype:
+                            u8.append(name)
                 pending.clear()
 
         def finish_part() -> None:
             if not part_path().exists():
                 encode_pending()
-                _save(part_path(), tensors, {"keys": keys})
+                _save(part_path(), tensors, {"keys": keys, "u8": u8})
             parts.append({"file": part_path().name, "keys": list(keys)})
             keys.clear()
             tensors.clear()
+            u8.clear()
 
         done = part_path().exists()
         for raw in ds._samples(iter([url])):
@@ -224,8 +242,11 @@ class Cache:
         for part in info["parts"]:
             with safe_open(str(self.folder / "shards" / part["file"]), "pt") as f:
                 fields = sorted({n.split("/", 1)[1] for n in f.keys()})
+                u8 = set(json.loads(f.metadata().get("u8", "[]")))
                 for i, key in enumerate(part["keys"]):
-                    yield key, {field: f.get_tensor(f"{i}/{field}") for field in fields}
+                    names = {field: f"{i}/{field}" for field in fields}
+                    yield key, {field: f.get_tensor(n).float() / 255 if n in u8 else f.get_tensor(n)
+                                for field, n in names.items()}  # fmt: skip
 
     def empty_text(self) -> dict:
         return _load(self.folder / EMPTY)
