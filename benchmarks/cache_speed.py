@@ -76,6 +76,15 @@ def write_base(folder: Path, size: str, family: str) -> Path:
     return folder
 
 
+def peak_rss_mb() -> float:
+    """This process's peak resident set size (VmHWM: reset at exec, unlike ru_maxrss, which a
+    child inherits from the parent that wrote the base)."""
+    for line in Path("/proc/self/status").read_text().splitlines():
+        if line.startswith("VmHWM:"):
+            return int(line.split()[1]) / 1024
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+
+
 def measure(a) -> dict:
     """One mode in this process: load, run 1 + ``steps`` steps, time the last ``steps``."""
     import torch
@@ -92,7 +101,7 @@ def measure(a) -> dict:
     )  # fmt: skip
     device = "cuda" if torch.cuda.is_available() else "cpu"
     trainer = Trainer(cfg, device=device)
-    loaded = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+    loaded = peak_rss_mb()
     trainer.train()
     recs = [json.loads(x) for x in (out / "log.jsonl").read_text().splitlines()][1:]
     per_step = sum(a.batch_size / r["samples_per_s"] for r in recs) / len(recs)
@@ -101,7 +110,7 @@ def measure(a) -> dict:
         "mode": a.mode,
         "s_per_step": per_step,
         "samples_per_s": a.batch_size / per_step,
-        "peak_rss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024,
+        "peak_rss_mb": peak_rss_mb(),
         "rss_after_load_mb": loaded,
         "peak_cuda_mb": torch.cuda.max_memory_allocated() / 2**20 if device == "cuda" else None,
         "text_encoders_loaded": text,
