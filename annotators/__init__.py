@@ -7,7 +7,9 @@
 # Each family module registers itself on import; family modules import heavy
 # libraries (torch, mediapipe) lazily, so this stays cheap.
 from annotators import (  # noqa: F401
+    animal_pose,
     canny,
+    densepose,
     depth,
     face,
     hed,

@@ -166,6 +166,12 @@ class Annotator:
         """Weights each backend needs, default backend first (one key ``""`` without backends)."""
         return {"": cls.weights_files()}
 
+    @classmethod
+    def model_folders(cls) -> dict[str, Any]:
+        """Published model folders (short name -> spec with ``repo_id``) a backend loads whole
+        (transformers / diffusers); their files are listed per folder, not per file."""
+        return {}
+
     def weights_identity(self) -> list[dict[str, Any]]:
         """Name and sha256 of the weights actually loaded (for the manifest); empty if none."""
         return []

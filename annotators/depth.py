@@ -5,7 +5,9 @@ Anything V1 (small/base/large, the transformers ports ``LiheYoung/depth-anything
 FLUX.1 Depth uses large) and Depth Anything V2 (small/base/large). Licences differ per model
 (V2 base/large are CC-BY-NC-4.0): ``hintset annotators`` lists them, the manifest records them. The map is the model's relative inverse depth resized
 back to the input size and min-max normalised per image (as ControlNet's MiDaS annotator
-does), stored as 8-bit (or 16-bit) 1-channel PNG.
+does), stored as 8-bit (or 16-bit) 1-channel PNG. Marigold depth (``marigold-depth-v1-1``, a
+diffusers pipeline: :mod:`annotators.marigold`) gives affine-invariant depth, inverted to near =
+bright before the same normalisation.
 """
 
 from __future__ import annotations
@@ -16,7 +18,7 @@ from typing import Any
 
 import numpy as np
 
-from annotators import hf_models
+from annotators import hf_models, marigold
 from annotators.base import Annotation, Param
 from annotators.registry import register
 
@@ -49,6 +51,7 @@ MODELS: dict[str, DepthModel] = {
     "depth-anything-v2-large": DepthModel(
         "depth-anything/Depth-Anything-V2-Large-hf", "depth-anything-v2", "large", "CC-BY-NC-4.0"
     ),
+    **marigold.DEPTH_MODELS,  # type: ignore[dict-item]
 }
 DEFAULT_MODEL = "dpt-hybrid"
 #: models the speed benchmark runs (at real size)
@@ -108,11 +111,43 @@ class Depth(hf_models.HFAnnotator):
             "resolution",
             0,
             "working short side in pixels, aspect kept (0 = the model's own: 384 DPT-hybrid, "
-            "518 Depth Anything)",
+            "518 Depth Anything; Marigold: see processing_resolution)",
         ),
         Param("bits", 8, "PNG bit depth", choices=(8, 16)),
+        *marigold.PARAMS,
         *hf_models.HF_PARAMS,
     )
+
+    # -- Marigold (a diffusers pipeline, not a transformers model) ---------------------------
+    def is_marigold(self) -> bool:
+        """The configured model is a published Marigold depth pipeline."""
+        return self.config["model"] in marigold.DEPTH_MODELS
+
+    def _validate(self) -> None:
+        super()._validate()
+        marigold.validate(self.name, self.config)
+
+    def requirements(self) -> tuple[tuple[str, str], ...]:
+        return marigold.requirements() if self.is_marigold() else super().requirements()
+
+    def find_weights(self) -> None:
+        if self.is_marigold():
+            marigold.resolve_pipeline(self.model_id(), self.config["weights_dir"])
+        else:
+            super().find_weights()
+
+    def weights_identity(self) -> list[dict[str, Any]]:
+        if self._loaded is None and self.is_marigold():
+            return marigold.find_identity(self.model_id(), self.config["weights_dir"])
+        return super().weights_identity()
+
+    def _load_networks(self) -> list[dict[str, Any]]:
+        if not self.is_marigold():
+            return super()._load_networks()
+        self._marigold = marigold.MarigoldRunner(
+            "depth", self.model_id(), self.config, self.device, self.dtype
+        )
+        return self._marigold.load()
 
     def _prepare(self, model: Any, folder: Path, repo: str) -> hf_models.Preprocess:
         if getattr(model.config, "is_hybrid", False):
@@ -131,7 +166,10 @@ class Depth(hf_models.HFAnnotator):
         self, images: list[np.ndarray], at_image_size: bool = True
     ) -> list[np.ndarray]:
         """Float32 relative inverse depth (near = large) for each RGB image, at its own HxW
-        (or at the network's working size)."""
+        (or at the network's working size; Marigold: always the image's size)."""
+        if self.is_marigold():
+            self.load()
+            return self._marigold.predict(images)
         return [d[0].cpu().numpy().astype(np.float32) for d in self.predict(images, at_image_size)]
 
     def _annotate_batch(

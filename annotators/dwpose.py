@@ -26,7 +26,10 @@ from annotators.weights import (
     sha256_file,
 )
 
-DETECTOR_WEIGHTS = WeightsFile("yolox_l.onnx", repo_id="yzd-v/DWPose", size_hint="217 MB")
+DETECTOR_WEIGHTS = WeightsFile(
+    "yolox_l.onnx", repo_id="yzd-v/DWPose", size_hint="217 MB",
+    licence="Apache-2.0 (Megvii-BaseDetection/YOLOX, exported by IDEA-Research/DWPose)",
+)  # fmt: skip
 POSE_WEIGHTS = WeightsFile("dw-ll_ucoco_384.onnx", repo_id="yzd-v/DWPose", size_hint="134 MB")
 
 DETECT_SIZE = (640, 640)  # (height, width) of the letterbox
@@ -62,16 +65,14 @@ def providers(device: str) -> list[str]:
     return ["CUDAExecutionProvider", "CPUExecutionProvider"]
 
 
-def load_sessions(weights_dir: str, device: str) -> tuple[Any, Any, list[dict[str, Any]]]:
-    """(detector session, pose session, identities); one WeightsError line naming every file
-    that is missing and where to put it."""
+def load_onnx(specs: Sequence[WeightsFile], weights_dir: str, device: str,
+              what: str = "pose backend=dwpose", extra: str = "dwpose") -> tuple[list[Any], list[dict[str, Any]]]:  # fmt: skip
+    """(one onnxruntime session per file, identities), cached per process; one WeightsError line
+    naming every file that is missing and where to put it, or a file onnxruntime cannot read."""
     try:
         import onnxruntime
     except ImportError:
-        raise WeightsError(
-            "pose backend=dwpose needs onnxruntime: pip install 'hintset[dwpose]'"
-        ) from None
-    specs = (DETECTOR_WEIGHTS, POSE_WEIGHTS)
+        raise WeightsError(f"{what} needs onnxruntime: pip install 'hintset[{extra}]'") from None
     paths = resolve_all(specs, weights_dir or None)
     chosen = providers(device)
     sessions = []
@@ -84,7 +85,13 @@ def load_sessions(weights_dir: str, device: str) -> tuple[Any, Any, list[dict[st
                 message = " ".join(str(err).split())[:200]
                 raise WeightsError(f"cannot load {spec.filename}: {message}") from None
         sessions.append(_SESSIONS[key])
-    return sessions[0], sessions[1], [identity(s, p) for s, p in zip(specs, paths, strict=True)]
+    return sessions, [identity(s, p) for s, p in zip(specs, paths, strict=True)]
+
+
+def load_sessions(weights_dir: str, device: str) -> tuple[Any, Any, list[dict[str, Any]]]:
+    """(detector session, pose session, identities) of DWPose (see :func:`load_onnx`)."""
+    (detector, pose), identities = load_onnx((DETECTOR_WEIGHTS, POSE_WEIGHTS), weights_dir, device)
+    return detector, pose, identities
 
 
 def fixed_batch(session: Any) -> int | None:
@@ -138,20 +145,27 @@ def nms(boxes: np.ndarray, scores: np.ndarray, iou: float) -> list[int]:
     return keep
 
 
-def person_boxes(
-    output: np.ndarray, ratio: float, size: tuple[int, int] = DETECT_SIZE
-) -> np.ndarray:
-    """Person boxes (N, 4) x1, y1, x2, y2 in image pixels from one YOLOX output (rows, 85):
-    centre/size decoded on the grid, score = objectness x class 0, NMS, then score > 0.3."""
+def decode_yolox(output: np.ndarray, ratio: float,
+                 size: tuple[int, int] = DETECT_SIZE) -> tuple[np.ndarray, np.ndarray]:  # fmt: skip
+    """Boxes (rows, 4) x1, y1, x2, y2 in image pixels and class scores (rows, 80) = objectness x
+    class from one YOLOX output (rows, 85): centre/size decoded on the grid, undone letterbox."""
     cells, strides = grid(size)
     rows = output.copy()
     rows[:, :2] = (rows[:, :2] + cells) * strides
     rows[:, 2:4] = np.exp(rows[:, 2:4]) * strides
-    scores = rows[:, 4] * rows[:, 5]
     boxes = np.ones_like(rows[:, :4])
     boxes[:, :2] = rows[:, :2] - rows[:, 2:4] / 2.0
     boxes[:, 2:] = rows[:, :2] + rows[:, 2:4] / 2.0
-    boxes /= ratio
+    return boxes / ratio, rows[:, 4:5] * rows[:, 5:]
+
+
+def person_boxes(
+    output: np.ndarray, ratio: float, size: tuple[int, int] = DETECT_SIZE
+) -> np.ndarray:
+    """Person boxes (N, 4) x1, y1, x2, y2 in image pixels from one YOLOX output (rows, 85):
+    score = objectness x class 0, NMS, then score > 0.3."""
+    boxes, scores = decode_yolox(output, ratio, size)
+    scores = scores[:, 0]
     valid = scores > SCORE_MIN
     boxes, scores = boxes[valid], scores[valid]
     keep = nms(boxes, scores, NMS_IOU)
@@ -196,13 +210,46 @@ def decode_simcc(simcc_x: np.ndarray, simcc_y: np.ndarray) -> tuple[np.ndarray, 
     return locs / np.float32(SIMCC_SPLIT), scores
 
 
+def input_size(session: Any) -> tuple[int, int]:
+    """(width, height) of a top-down pose network's crop: 288 x 384 for dw-ll_ucoco_384."""
+    height, width = session.get_inputs()[0].shape[2:]
+    return int(width), int(height)
+
+
+def top_down(session: Any, images: list[np.ndarray], boxes: list[np.ndarray],
+             batch_size: int) -> list[tuple[np.ndarray, np.ndarray]]:  # fmt: skip
+    """RTMPose on every box of every image: (P, K, 2) image coordinates and (P, K) scores per
+    image (P = its boxes, K = the network's keypoints). Each box is grown 1.25x to the crop's
+    aspect, warped, normalised with ImageNet's mean and std; SimCC decoded and mapped back."""
+    width, height = crop_size = input_size(session)
+    crops, frames, owners = [], [], []
+    for index, (rgb, found) in enumerate(zip(images, boxes, strict=True)):
+        for box in found:
+            center, scale = box_center_scale(box, width / height)
+            matrix = crop_matrix(center, scale, crop_size)
+            crop = cv2.warpAffine(rgb, matrix, crop_size, flags=cv2.INTER_LINEAR)
+            crops.append(((crop - MEAN) / STD).transpose(2, 0, 1).astype(np.float32))
+            frames.append((center, scale))
+            owners.append(index)
+    if not crops:
+        return [(np.zeros((0, 0, 2)), np.zeros((0, 0))) for _ in images]
+    simcc_x, simcc_y = run(session, np.stack(crops), batch_size)
+    count = simcc_x.shape[1]
+    results: list[tuple[list, list]] = [([], []) for _ in images]
+    for k, (center, scale) in enumerate(frames):
+        locs, scores = decode_simcc(simcc_x[k], simcc_y[k])
+        points = locs / np.array(crop_size) * scale + center - scale / 2
+        results[owners[k]][0].append(points)
+        results[owners[k]][1].append(scores)
+    return [(np.array(p).reshape(-1, count, 2), np.array(s).reshape(-1, count))
+            for p, s in results]  # fmt: skip
+
+
 class DWPose:
     """Both ONNX sessions; ``people(rgb)`` gives OpenPose-style people for :mod:`pose_draw`."""
 
     def __init__(self, detector: Any, pose: Any, batch_size: int = 8) -> None:
         self.detector, self.pose, self.batch_size = detector, pose, batch_size
-        height, width = pose.get_inputs()[0].shape[2:]
-        self.crop_size = (int(width), int(height))  # (w, h): 288 x 384 for dw-ll_ucoco_384
 
     def boxes(self, images: list[np.ndarray]) -> list[np.ndarray]:
         """Person boxes per image (the whole image when none is found, as the reference)."""
@@ -217,26 +264,7 @@ class DWPose:
 
     def keypoints(self, images: list[np.ndarray]) -> list[tuple[np.ndarray, np.ndarray]]:
         """(P, 133, 2) image coordinates and (P, 133) scores per image."""
-        width, height = self.crop_size
-        crops, frames, owners = [], [], []
-        for index, (rgb, boxes) in enumerate(zip(images, self.boxes(images), strict=True)):
-            for box in boxes:
-                center, scale = box_center_scale(box, width / height)
-                matrix = crop_matrix(center, scale, self.crop_size)
-                crop = cv2.warpAffine(rgb, matrix, self.crop_size, flags=cv2.INTER_LINEAR)
-                crops.append(((crop - MEAN) / STD).transpose(2, 0, 1).astype(np.float32))
-                frames.append((center, scale))
-                owners.append(index)
-        if not crops:
-            return []
-        simcc_x, simcc_y = run(self.pose, np.stack(crops), self.batch_size)
-        results: list[tuple[list, list]] = [([], []) for _ in images]
-        for k, (center, scale) in enumerate(frames):
-            locs, scores = decode_simcc(simcc_x[k], simcc_y[k])
-            points = locs / np.array(self.crop_size) * scale + center - scale / 2
-            results[owners[k]][0].append(points)
-            results[owners[k]][1].append(scores)
-        return [(np.array(p).reshape(-1, 133, 2), np.array(s).reshape(-1, 133)) for p, s in results]
+        return top_down(self.pose, images, self.boxes(images), self.batch_size)
 
     def people(self, images: list[np.ndarray], hands: bool, face: bool) -> list[list[dict]]:
         """OpenPose-style people per image (see :func:`to_openpose`)."""

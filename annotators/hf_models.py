@@ -27,6 +27,7 @@ from annotators.weights import (
     PROCESSOR_CONFIG,
     WeightsError,
     WeightsFile,
+    folder_files,
     model_identity,
     model_weights_file,
     resolve_model_dir,
@@ -226,10 +227,12 @@ class HFAnnotator(LearnedAnnotator):
         names = [cls.default_model, *(n for n in cls.models if n != cls.default_model)]
         return {
             name: {
-                "files": [*MODEL_FILES, *getattr(cls.models[name], "extra", ())],
+                "files": folder_files(cls.models[name]),
                 "repos": [cls.models[name].repo_id],
                 "licence": getattr(cls.models[name], "licence", "") or NOT_RECORDED,
-                "reference": cls.reference if name == cls.default_model else "",
+                "reference": cls.reference
+                if name == cls.default_model
+                else getattr(cls.models[name], "reference", ""),
             }
             for name in names
         }
@@ -246,9 +249,9 @@ class HFAnnotator(LearnedAnnotator):
         return f"not known for {self.backend()}: see its model card"
 
     @classmethod
-    def model_ids(cls) -> dict[str, str]:
-        """Short model name -> hub id, for ``hintset weights``."""
-        return {name: spec.repo_id for name, spec in cls.models.items()}
+    def model_folders(cls) -> dict[str, Any]:
+        """Every published model (short name -> spec), for ``hintset weights``."""
+        return dict(cls.models)
 
     @classmethod
     def benchmark_variants(cls) -> list[dict[str, Any]]:

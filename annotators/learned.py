@@ -55,6 +55,16 @@ def learned_params(prefix: str = "", **defaults: Any) -> tuple[Param, ...]:
     )
 
 
+def fp32_params() -> tuple[Param, ...]:
+    """LEARNED_PARAMS for files run as published in fp32 (ONNX, TorchScript): precision is
+    auto or fp32 only."""
+    return tuple(
+        dataclasses.replace(p, choices=("auto", "fp32"), help="auto or fp32: the file as published")
+        if p.name == "precision" else p
+        for p in LEARNED_PARAMS
+    )  # fmt: skip
+
+
 def resolve_dtype(precision: str, device: str) -> Any:
     """torch dtype for ``precision`` on ``device``: auto = fp16 on CUDA, fp32 on CPU."""
     import torch
@@ -92,6 +102,14 @@ def groups_by_size(items: Sequence[Any], batch_size: int = 8) -> Iterator[list[i
 def padded_size(height: int, width: int, multiple: int) -> tuple[int, int]:
     """The smallest size >= (height, width) with both sides divisible by ``multiple``."""
     return -(-height // multiple) * multiple, -(-width // multiple) * multiple
+
+
+def pad_edge(rgb: np.ndarray, multiple: int = 64) -> np.ndarray:
+    """``rgb`` padded at the bottom and right by repeating edge pixels up to ``multiple``, as
+    the reference preprocessors' ``resize_image_with_pad`` (crop results back to the input)."""
+    height, width = rgb.shape[:2]
+    hp, wp = padded_size(height, width, multiple)
+    return np.pad(rgb, ((0, hp - height), (0, wp - width), (0, 0)), mode="edge")
 
 
 def to_tensor(images: list[np.ndarray], multiple: int, device: str) -> Any:

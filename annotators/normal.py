@@ -8,6 +8,10 @@ convention: red = left (x), green = up (y), blue = towards the camera (z).
 depth (MiDaS DPT-hybrid as in 1.0, or Depth Anything V2 with ``depth_model``): Sobel x/y, z = 2*pi, x/y zeroed where the normalised depth < 0.4 (1.0's app default;
 controlnet_aux uses 0.1), unit length, n * 127.5 + 127.5, stored as R = z, G = y, B = x: the
 order ``control_sd15_normal`` was fed (1.0's app reverses the annotator's x, y, z channels).
+
+``backend="dsine"`` (DSINE, ``dsine.pt``: :mod:`annotators.dsine`) and ``backend="marigold"``
+(Marigold normals, diffusers: :mod:`annotators.marigold`) are converted to NormalBAE's axes and
+encoded like it, so every learned backend colours a surface facing one way the same.
 """
 
 from __future__ import annotations
@@ -18,6 +22,7 @@ from typing import Any
 import cv2
 import numpy as np
 
+from annotators import marigold
 from annotators.base import Annotation, Param
 from annotators.learned import LEARNED_PARAMS, LearnedAnnotator, load_network
 from annotators.registry import create, register
@@ -44,6 +49,14 @@ CONVENTIONS = {
         "source": "ControlNet 1.0 normal (MiDaS depth), channels as fed to control_sd15_normal",
     },
 }
+#: DSINE and Marigold normals are mapped to NormalBAE's axes and encoding
+CONVENTIONS["dsine"] = {**CONVENTIONS["bae"], "source": "DSINE (its own axes equal NormalBAE's)"}
+CONVENTIONS["marigold"] = {
+    **CONVENTIONS["bae"],
+    "source": "Marigold normals (x right, y up, z to the viewer), x negated to NormalBAE's axes",
+}
+#: learned backends run by a runner object (load() -> identities, predict(images) -> normals)
+RUNNER_BACKENDS = ("dsine", "marigold")
 
 
 def normal_from_depth(
@@ -118,13 +131,17 @@ class Normal(LearnedAnnotator):
     version = "2"
     outputs = ("normal",)
     stats = ("normal_mean_z",)
-    description = "surface normals, RGB; bae needs scannet.pt, depth needs the depth model"
+    description = (
+        "surface normals, RGB; bae needs scannet.pt, dsine dsine.pt, marigold its pipeline "
+        "folder, depth the depth model"
+    )
     params = (
         Param(
             "backend",
             "bae",
-            "bae (NormalBAE network) or depth (Sobel on depth)",
-            choices=("bae", "depth"),
+            "bae (NormalBAE network), depth (Sobel on depth), dsine (DSINE) or marigold "
+            "(Marigold normals, diffusers)",
+            choices=("bae", "depth", "dsine", "marigold"),
         ),
         Param(
             "bg_threshold",
@@ -145,6 +162,16 @@ class Normal(LearnedAnnotator):
             "as 1.0 used MiDaS's; set it for models with another output scale)",
         ),
         Param("depth_resolution", 0, "depth: working short side of the depth model (0 = its own)"),
+        Param(
+            "fov", 60.0, "dsine: assumed field of view in degrees (the authors' 60)", maximum=179
+        ),
+        Param("iterations", 5, "dsine: refinement rounds (5, as trained)"),
+        Param(
+            "marigold_model",
+            next(iter(marigold.NORMALS_MODELS)),
+            "marigold: published model, or a hub id / local folder of a Marigold normals pipeline",
+        ),
+        *marigold.PARAMS,
         *LEARNED_PARAMS,
     )
 
@@ -154,6 +181,7 @@ class Normal(LearnedAnnotator):
             raise ValueError(
                 f"normal: bg_threshold must be in [0, 1], got {self.config['bg_threshold']}"
             )
+        marigold.validate(self.name, self.config)
 
     @classmethod
     def weights_files(cls) -> list[WeightsFile]:
@@ -163,9 +191,42 @@ class Normal(LearnedAnnotator):
     @classmethod
     def weights_by_backend(cls) -> dict[str, list[Any]]:
         """bae: scannet.pt; depth: the default depth model's files."""
+        from annotators.dsine import DSINE_WEIGHTS
         from annotators.registry import get
 
-        return {"bae": [BAE_WEIGHTS], "depth": get("depth").weights_files()}
+        spec = next(iter(marigold.NORMALS_MODELS.values()))
+        return {
+            "bae": [BAE_WEIGHTS],
+            "depth": get("depth").weights_files(),
+            "dsine": [DSINE_WEIGHTS],
+            "marigold": [
+                WeightsFile(name, repo_id=spec.repo_id, licence=spec.licence) for name in spec.files
+            ],  # fmt: skip
+        }
+
+    @classmethod
+    def model_folders(cls) -> dict[str, Any]:
+        """The Marigold normals pipelines of ``backend=marigold``."""
+        return dict(marigold.NORMALS_MODELS)
+
+    @classmethod
+    def catalogue(cls) -> dict[str, dict[str, Any]]:
+        """Adds each backend's reference implementation (DSINE's and Marigold's own)."""
+        from annotators.dsine import REFERENCE
+
+        entries = super().catalogue()
+        entries["dsine"]["reference"] = REFERENCE
+        entries["marigold"]["reference"] = marigold.REFERENCE
+        return entries
+
+    def configured_weights(self) -> list[Any]:
+        """The checkpoint of the configured torch backend (bae: scannet.pt, dsine: dsine.pt)."""
+        return self.weights_by_backend()[self.config["backend"]]
+
+    def marigold_id(self) -> str:
+        """Hub id (or folder) of the configured Marigold normals model."""
+        name = self.config["marigold_model"]
+        return marigold.NORMALS_MODELS[name].repo_id if name in marigold.NORMALS_MODELS else name
 
     @classmethod
     def benchmark_variants(cls) -> list[dict[str, Any]]:
@@ -176,11 +237,16 @@ class Normal(LearnedAnnotator):
         """bae: torch and timm; depth: what the depth annotator needs (torch, transformers)."""
         from annotators.extras import TORCH, TRANSFORMERS
 
-        return (*TORCH, ("timm", "models")) if self.config["backend"] == "bae" else TRANSFORMERS
+        backend = self.config["backend"]
+        if backend == "marigold":
+            return marigold.requirements()
+        return (*TORCH, ("timm", "models")) if backend in ("bae", "dsine") else TRANSFORMERS
 
     def find_weights(self) -> None:
         """scannet.pt (bae) or the depth annotator's model (depth)."""
-        if self.config["backend"] == "bae":
+        if self.config["backend"] == "marigold":
+            marigold.resolve_pipeline(self.marigold_id(), self.config["weights_dir"])
+        elif self.config["backend"] in ("bae", "dsine"):
             super().find_weights()
         else:
             self._depth_annotator().find_weights()
@@ -196,6 +262,16 @@ class Normal(LearnedAnnotator):
         if cfg["backend"] == "bae":
             self.model, ident = self.load_torch(BAE_WEIGHTS, build_bae, extract=bae_state)
             return [ident]
+        if cfg["backend"] == "dsine":
+            from annotators.dsine import DsineRunner
+
+            self.runner: Any = DsineRunner(self)
+            return self.runner.load()
+        if cfg["backend"] == "marigold":
+            self.runner = marigold.MarigoldRunner(
+                "normals", self.marigold_id(), cfg, self.device, self.dtype
+            )
+            return self.runner.load()
         self.depth = self._depth_annotator()
         self.depth.load()
         return self.depth.weights_identity()
@@ -203,6 +279,8 @@ class Normal(LearnedAnnotator):
     def weights_identity(self) -> list[dict[str, Any]]:
         if self._loaded is None and self.config["backend"] == "depth":
             return []  # known once the depth annotator is loaded
+        if self._loaded is None and self.config["backend"] == "marigold":
+            return marigold.find_identity(self.marigold_id(), self.config["weights_dir"])
         return super().weights_identity()
 
     def info(self) -> dict[str, Any]:
@@ -232,6 +310,8 @@ class Normal(LearnedAnnotator):
         self.load()
         if self.config["backend"] == "bae":
             maps = [normals_to_rgb(n) for n in self.predict_normals(images)]
+        elif self.config["backend"] in RUNNER_BACKENDS:
+            maps = [normals_to_rgb(n) for n in self.runner.predict(images)]
         else:
             # as 1.0's app: normals at the depth network's working size, then resized (linear)
             depths = self.depth.predict_depth(images, at_image_size=False)

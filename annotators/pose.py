@@ -30,7 +30,7 @@ from annotators.mediapipe_tasks import (
     mp_image,
     task_files,
 )
-from annotators.pose_draw import draw_people, draw_wholebody, openpose_json
+from annotators.pose_draw import STICK_RULES, draw_people, draw_wholebody, openpose_json
 from annotators.quiet import filter_native_logs
 from annotators.registry import register
 
@@ -80,6 +80,12 @@ class Pose(LearnedAnnotator):
             choices=(0, 1, 2),
         ),  # fmt: skip
         Param("task_repo", "", "mediapipe: Hugging Face repo holding the .task files, if any"),
+        Param(
+            "stick_rule",
+            "fixed",
+            "body stick width: fixed (ControlNet 1.1: 4 px) or xinsir (4 px x 1..7 by resolution)",
+            choices=STICK_RULES,
+        ),  # fmt: skip
         *LEARNED_PARAMS,
     )
 
@@ -217,7 +223,7 @@ class Pose(LearnedAnnotator):
         most = max((sum(p is not None for p in person["body"]) for person in people), default=0)
         draw = draw_wholebody if self.config["backend"] == "dwpose" else draw_people
         return Annotation(
-            maps={"pose": draw(shape, people)},
+            maps={"pose": draw(shape, people, self.config["stick_rule"])},
             data={"pose": openpose_json(shape, people)},
             stats={"pose_people": float(len(people)), "pose_keypoints": float(most)},
         )

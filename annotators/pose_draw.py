@@ -4,6 +4,9 @@ Body: 18 COCO keypoints, 17 limbs from OpenPose's 19-pair limb sequence, 18 fixe
 colours, stick width 4, limb colour x0.6, joint circles of radius 4, on black.
 Hands: 21 points, edges in HSV-rainbow colours, blue joints. Face: white dots.
 Keypoints are (x, y, confidence) in pixels; a missing keypoint is ``None``.
+Stick rule ``xinsir`` (xinsir's ControlNet-Union / openpose SDXL draw_bodypose): limb
+half-width and joint radius 4 x a ratio from the canvas' longer side (1 below 500 px, 2 below
+1000, 3 below 2000, ... 7 from 5000), body only, each person's limbs then joints in turn.
 """
 
 from __future__ import annotations
@@ -35,6 +38,10 @@ LIMB_SHADE = 0.6
 JOINT_RADIUS = 4
 #: the 20 edges of the 21-point hand (wrist 0, then 4 points per finger)
 HAND_EDGES = tuple((0 if j == 0 else 4 * f + j, 4 * f + j + 1) for f in range(5) for j in range(4))
+#: body stick rules: ``fixed`` (ControlNet 1.1: 4 px) or ``xinsir`` (scaled to resolution)
+STICK_RULES = ("fixed", "xinsir")
+#: xinsir's ratio steps: the longer canvas side below each bound gives 1, 2, ...; 7 past them
+XINSIR_BOUNDS = (500, 1000, 2000, 3000, 4000, 5000)
 HAND_JOINT_COLOR = (0, 0, 255)
 FACE_COLOR = (255, 255, 255)
 
@@ -51,6 +58,16 @@ def hand_edge_color(index: int) -> tuple[float, float, float]:
     return r * 255.0, g * 255.0, b * 255.0
 
 
+def stick_scale(rule: str, shape: tuple[int, int]) -> int:
+    """Factor on the body's stick half-width and joint radius: 1 for ``fixed``; for ``xinsir``
+    1 + the number of XINSIR_BOUNDS at or below the canvas' longer side."""
+    if rule == "fixed":
+        return 1
+    if rule != "xinsir":
+        raise ValueError(f"unknown stick rule {rule!r}; known: {', '.join(STICK_RULES)}")
+    return 1 + sum(max(shape) >= bound for bound in XINSIR_BOUNDS)
+
+
 def _px(value: float, size: int) -> int:
     """Canvas pixel of a coordinate as the reference computes it: normalised by the canvas
     size, scaled back and truncated (``int(x / W * W)``)."""
@@ -62,8 +79,9 @@ def _px32(value: float, size: int) -> int:
     return int(float(np.float32(value) / np.float32(size)) * float(size))
 
 
-def draw_limbs(canvas: np.ndarray, people: list[Sequence[Keypoint]]) -> None:
-    """Limb ellipses of every person, limb by limb (limb i of all people, then limb i + 1)."""
+def draw_limbs(canvas: np.ndarray, people: list[Sequence[Keypoint]], scale: int = 1) -> None:
+    """Limb ellipses of every person, limb by limb (limb i of all people, then limb i + 1),
+    ``scale`` x STICK_WIDTH wide on each side."""
     height, width = canvas.shape[:2]
     for i in range(DRAWN_LIMBS):
         for body in people:
@@ -76,20 +94,21 @@ def draw_limbs(canvas: np.ndarray, people: list[Sequence[Keypoint]]) -> None:
             angle = math.degrees(math.atan2(ys[0] - ys[1], xs[0] - xs[1]))
             center = (int(np.mean(xs)), int(np.mean(ys)))
             polygon = cv2.ellipse2Poly(
-                center, (int(length / 2), STICK_WIDTH), int(angle), 0, 360, 1
+                center, (int(length / 2), STICK_WIDTH * scale), int(angle), 0, 360, 1
             )
             cv2.fillConvexPoly(canvas, polygon, limb_color(i))
 
 
-def draw_joints(canvas: np.ndarray, people: list[Sequence[Keypoint]]) -> None:
-    """Joint circles of every person, joint by joint, on top of all limbs."""
+def draw_joints(canvas: np.ndarray, people: list[Sequence[Keypoint]], scale: int = 1) -> None:
+    """Joint circles (radius ``scale`` x JOINT_RADIUS) of every person, joint by joint, on top
+    of all limbs."""
     height, width = canvas.shape[:2]
     for i in range(len(COLORS)):
         for body in people:
             point = body[i] if i < len(body) else None
             if point is not None:
                 center = (_px(point[0], width), _px(point[1], height))
-                cv2.circle(canvas, center, JOINT_RADIUS, COLORS[i], thickness=-1)
+                cv2.circle(canvas, center, JOINT_RADIUS * scale, COLORS[i], thickness=-1)
 
 
 def draw_body(canvas: np.ndarray, body: Sequence[Keypoint]) -> None:
@@ -124,13 +143,23 @@ def draw_face(canvas: np.ndarray, face: Sequence[Keypoint], float32: bool = True
             cv2.circle(canvas, (px(p[0], width), px(p[1], height)), 3, FACE_COLOR, -1)
 
 
-def draw_people(shape: tuple[int, int], people: list[dict]) -> np.ndarray:
-    """An HxWx3 RGB canvas drawn in ControlNet 1.1's order: the limbs of all people, the joints
-    of all people, then every hand, then every face, on black."""
+def draw_bodies(shape: tuple[int, int], people: list[dict], rule: str = "fixed") -> np.ndarray:
+    """A black HxWx3 canvas with the limbs, then the joints, of all people (``rule``: the
+    stick width, see :func:`stick_scale`; ``xinsir`` draws person by person, as its reference)."""
     canvas = np.zeros((*shape, 3), np.uint8)
     bodies = [person["body"] for person in people]
-    draw_limbs(canvas, bodies)
-    draw_joints(canvas, bodies)
+    scale = stick_scale(rule, shape)
+    # xinsir's draw_bodypose (controlnet_aux's OpenposeDetector) is called once per person
+    for group in [[body] for body in bodies] if rule == "xinsir" else [bodies]:
+        draw_limbs(canvas, group, scale)
+        draw_joints(canvas, group, scale)
+    return canvas
+
+
+def draw_people(shape: tuple[int, int], people: list[dict], rule: str = "fixed") -> np.ndarray:
+    """An HxWx3 RGB canvas drawn in ControlNet 1.1's order: the limbs of all people, the joints
+    of all people, then every hand, then every face, on black."""
+    canvas = draw_bodies(shape, people, rule)
     for person in people:
         for hand in (person.get("left_hand"), person.get("right_hand")):
             if hand:
@@ -141,14 +170,11 @@ def draw_people(shape: tuple[int, int], people: list[dict]) -> np.ndarray:
     return canvas
 
 
-def draw_wholebody(shape: tuple[int, int], people: list[dict]) -> np.ndarray:
+def draw_wholebody(shape: tuple[int, int], people: list[dict], rule: str = "fixed") -> np.ndarray:
     """An HxWx3 RGB canvas in DWPose's order (its ControlNet 1.1 annotator): the limbs of all
     people, their joints, the left hands of all people, then their right hands, then the faces;
     hand and face points normalised in float64."""
-    canvas = np.zeros((*shape, 3), np.uint8)
-    bodies = [person["body"] for person in people]
-    draw_limbs(canvas, bodies)
-    draw_joints(canvas, bodies)
+    canvas = draw_bodies(shape, people, rule)
     for side in ("left_hand", "right_hand"):
         for person in people:
             if person.get(side):

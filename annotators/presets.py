@@ -88,7 +88,7 @@ PRESETS: dict[str, Preset] = {
             "xinsir-union-sdxl", "xinsir/controlnet-union-sdxl-1.0",
             "xinsir ControlNet-Union SDXL ProMax: its maps, with their control-type slot ids",
             {
-                "pose": {"backend": "dwpose", "hands": True, "face": True},
+                "pose": {"backend": "dwpose", "hands": True, "face": True, "stick_rule": "xinsir"},
                 "depth": {"model": "depth-anything-v1-large"},
                 "hed": {"safe": False},
                 "canny": {"low": 100, "high": 200},
@@ -97,8 +97,8 @@ PRESETS: dict[str, Preset] = {
                 "seg": {"model": "oneformer-ade20k-swin-large"},
             },
             union="sdxl",
-            notes="tile and inpaint slots take the image itself (no annotator); xinsir's "
-            "resolution-scaled pose stick width is not reproduced yet",
+            notes="tile and inpaint slots take the image itself (no annotator); pose sticks "
+            "and joints scale with resolution as xinsir's draw_bodypose (x3 at 1024 px)",
         ),
         Preset(
             "instantx-union-flux", "InstantX/FLUX.1-dev-Controlnet-Union",

@@ -6,6 +6,9 @@ diffusers' ControlNet seg examples use), SegFormer-B0 ADE 512 and OneFormer ADE2
 class scores ``softmax(class logits)[:-1] . sigmoid(mask logits)`` of transformers'
 ``post_process_semantic_segmentation``; its folder also holds the CLIP tokenizer files). Writes ``seg.png`` (RGB,
 palette colours, opacity 1) and ``seglabel.png`` (uint8 class index 0..149, 0 = wall).
+OneFormer COCO Swin-L (``shi-labs/oneformer_coco_swin_large``, ControlNet 1.1's ``seg_ofcoco``)
+predicts COCO panoptic's 133 classes: coloured with their panoptic colours (:mod:`annotators.coco`),
+``seglabel.png`` holds COCO indices (0 = person).
 """
 
 from __future__ import annotations
@@ -16,7 +19,7 @@ from typing import Any
 
 import numpy as np
 
-from annotators import ade20k, hf_models
+from annotators import ade20k, coco, hf_models
 from annotators.base import Annotation, Param
 from annotators.registry import register
 from annotators.weights import WeightsError
@@ -37,6 +40,12 @@ class SegModel:
     licence: str = ""
     #: files the folder needs beside config, weights and processor config
     extra: tuple[str, ...] = ()
+    dataset: str = "ade20k"  # the classes and colours: a key of DATASETS
+    reference: str = ""
+
+
+#: dataset -> (class names, palette): the label space a model predicts and how it is coloured
+DATASETS = {"ade20k": (ade20k.CLASSES, ade20k.PALETTE), "coco": (coco.CLASSES, coco.PALETTE)}
 
 
 #: short name -> published model (``model=`` also takes a hub id or a local folder)
@@ -56,6 +65,15 @@ MODELS: dict[str, SegModel] = {
         )
         for size in ("large", "tiny")
     },
+    "oneformer-coco-swin-large": SegModel(
+        "shi-labs/oneformer_coco_swin_large",
+        "oneformer",
+        "large",
+        "MIT",
+        ONEFORMER_FILES,
+        "coco",
+        "ControlNet 1.1 seg_ofcoco (OneFormer COCO Swin-L, semantic task, COCO panoptic colours)",
+    ),
 }
 DEFAULT_MODEL = "upernet-convnext-small"
 BENCHMARK_MODELS = ("upernet-convnext-small", "segformer-b0")
@@ -70,7 +88,10 @@ class Seg(hf_models.HFAnnotator):
     version = "1"
     outputs = ("seg", "seglabel")
     stats = ("seg_classes", "seg_person")
-    description = "ADE20K 150-class segmentation, exact palette (RGB) + class indices (1 channel)"
+    description = (
+        "ADE20K 150-class (OneFormer COCO: COCO 133-class) segmentation, exact palette (RGB) "
+        "+ class indices (1 channel)"
+    )
     wants_gpu = True
     task = "seg"
     models = MODELS
@@ -97,6 +118,11 @@ class Seg(hf_models.HFAnnotator):
         model = self.config["model"]
         return MODELS[model].family == "oneformer" if model in MODELS else "oneformer" in model
 
+    def dataset(self) -> str:
+        """The label space of the configured model (ADE20K unless a published COCO model)."""
+        model = self.config["model"]
+        return MODELS[model].dataset if model in MODELS else "ade20k"
+
     def model_task(self) -> str:
         return "universal-seg" if self.is_oneformer() else self.task
 
@@ -104,9 +130,11 @@ class Seg(hf_models.HFAnnotator):
         return ONEFORMER_FILES if self.is_oneformer() else ()
 
     def _prepare(self, model: Any, folder: Path, repo: str) -> hf_models.Preprocess:
-        if model.config.num_labels != len(ade20k.CLASSES):
+        classes = DATASETS[self.dataset()][0]
+        if model.config.num_labels != len(classes):
             raise WeightsError(
-                f"seg: {repo} predicts {model.config.num_labels} classes, not ADE20K's 150"
+                f"seg: {repo} predicts {model.config.num_labels} classes, "
+                f"not {self.dataset()}'s {len(classes)}"
             )
         if self.is_oneformer():
             from transformers import AutoTokenizer
@@ -136,14 +164,16 @@ class Seg(hf_models.HFAnnotator):
     def _annotate_batch(
         self, images: list[np.ndarray], rngs: list[np.random.Generator]
     ) -> list[Annotation]:
+        classes, palette = DATASETS[self.dataset()]
+        person = classes.index("person")
         out = []
         for labels in self.predict_labels(images):
             out.append(
                 Annotation(
-                    maps={"seg": ade20k.colorize(labels), "seglabel": labels},
+                    maps={"seg": palette[labels], "seglabel": labels},
                     stats={
                         "seg_classes": float(len(np.unique(labels))),
-                        "seg_person": float(np.count_nonzero(labels == PERSON)) / labels.size,
+                        "seg_person": float(np.count_nonzero(labels == person)) / labels.size,
                     },
                 )
             )

@@ -309,6 +309,31 @@ def model_files(extra: tuple[str, ...] = (),
     return [MODEL_CONFIG, MODEL_WEIGHTS[0], " or ".join(processor), *extra]
 
 
+def folder_files(spec: Any, extra: tuple[str, ...] = (),
+                 processor: tuple[str, ...] = (PROCESSOR_CONFIG,)) -> list[str]:  # fmt: skip
+    """The files a published model folder needs (``spec``: a ``models`` entry with ``repo_id``):
+    a diffusers pipeline's own ``files``, else a transformers folder's plus the spec's ``extra``."""
+    own = tuple(getattr(spec, "files", ()))
+    return list(own) if own else model_files((*extra, *getattr(spec, "extra", ())), processor)
+
+
+def find_folder(spec: Any, weights_dir: str | os.PathLike | None = None,
+                extra: tuple[str, ...] = (),
+                processor: tuple[str, ...] = (PROCESSOR_CONFIG,)) -> tuple[Path, Path]:  # fmt: skip
+    """(folder, main weights file) of a published model, found without downloading; raise
+    WeightsError (one line) when it is not here or incomplete."""
+    if getattr(spec, "files", ()):  # a diffusers pipeline folder (Marigold's)
+        from annotators.marigold import IDENTITY_FILES, resolve_pipeline
+
+        folder = resolve_pipeline(spec.repo_id, str(weights_dir or ""), offline=True)
+        return folder, folder / IDENTITY_FILES[0]
+    extra = (*extra, *getattr(spec, "extra", ()))
+    folder = resolve_model_dir(
+        spec.repo_id, weights_dir, offline=True, extra=extra, processor=processor
+    )
+    return folder, model_weights_file(folder)  # type: ignore[return-value] - complete folder
+
+
 def model_weights_file(folder: str | os.PathLike) -> Path | None:
     """The weights file of a model folder: ``model.safetensors`` if there, else ``pytorch_model.bin``."""
     for name in MODEL_WEIGHTS:

@@ -158,7 +158,9 @@ def main() -> None:
         rows.append(json.loads(line.strip().splitlines()[-1]))
     print(f"{a.family} --size {a.size}, batch {a.batch_size} @ {a.resolution} px, "
           f"precision {a.mixed_precision}, {a.steps} timed steps")  # fmt: skip
-    print("| mode | s/step | samples/s | peak RSS MB | RSS after load MB | peak CUDA MB | text encoders |")
+    print(
+        "| mode | s/step | samples/s | peak RSS MB | RSS after load MB | peak CUDA MB | text encoders |"
+    )
     print("| --- | --- | --- | --- | --- | --- | --- |")
     for r in rows:
         cuda = f"{r['peak_cuda_mb']:.0f}" if r["peak_cuda_mb"] is not None else "-"

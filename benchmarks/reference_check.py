@@ -21,7 +21,8 @@ Photos are resized to short side 512 and cropped so both sides are multiples of 
 references round the working size to multiples of 64 (``resize_image``), which shifts geometry
 by design (hintset pads and crops back), so only such images compare pixel for pixel. Both run
 at detect and image resolution 512. Prints one row per map: images identical, max abs
-difference, mean % of pixels differing by more than 1 grey level.
+difference, mean % of pixels differing by more than 1 grey level; then the annotators of issue 25
+that 0.0.10 has no reference for (``NO_REFERENCE``) and what checks them instead.
 """
 
 from __future__ import annotations
@@ -66,6 +67,26 @@ DWPOSE_BOXES = [(200.0, 40.0, 440.0, 440.0, 0.9), (100.0, 100.0, 300.0, 500.0, 0
                 (205.0, 45.0, 445.0, 445.0, 0.7), (500.0, 50.0, 600.0, 150.0, 0.25)]  # fmt: skip
 #: photos (sorted) in which MediaPipe's face mesh finds a face: the ``face`` row uses these
 FACE_PHOTOS = (3, 8, 10, 11)
+#: (annotator, backend) of issue 25 with no row here, and why: controlnet_aux 0.0.10 (its last
+#: PyPI release) has no detector for them; what their maps are checked against instead
+NO_REFERENCE = {
+    ("densepose", ""): "only in ComfyUI's controlnet_aux pack (DensePosePreprocessor; GitHub, "
+    "not PyPI); tests/test_densepose.py checks its colouring",
+    ("animal_pose", ""): "only in ComfyUI's pack (AnimalPosePreprocessor); 0.0.10's dwpose has "
+    "no AP-10K model; tests/test_animal_pose.py checks decoding and drawing pixel by pixel",
+    ("normal", "dsine"): "only in ComfyUI's pack; the authors' test_minimal.py is the reference "
+    "(checked once against baegwangbin/DSINE, docs/learned-edges-lines-normals.md)",
+    ("normal", "marigold"): "diffusers' MarigoldNormalsPipeline is the reference and hintset "
+    "runs it (tests/test_backends.py)",
+    ("depth", "marigold-depth-v1-1"): "diffusers' MarigoldDepthPipeline is the reference and "
+    "hintset runs it (tests/test_backends.py)",
+    ("depth", "depth-anything-v1-large"): "no Depth Anything in 0.0.10; transformers' port is "
+    "the published one (tests/test_more_models.py)",
+    ("seg", "oneformer-coco-swin-large"): "ControlNet 1.1's seg_ofcoco runs detectron2's "
+    "OneFormer, not in 0.0.10; transformers' OneFormer here (tests/test_backends.py)",
+    ("sam", "sam-vit-huge"): "0.0.10's SamDetector loads segment_anything's .pth layout and "
+    "colours masks at random, so no map compares pixel for pixel",
+}
 
 
 def image_paths(folder: Path) -> list[Path]:
@@ -368,6 +389,9 @@ def main() -> None:
             f"{np.mean([r[2] for r in results]):.3f} | {np.mean([r[3] for r in results]):.1f} | "
             f"{seconds:.0f} |"
         )
+    print("\nNo controlnet_aux 0.0.10 reference:")
+    for (name, backend), why in NO_REFERENCE.items():
+        print(f"- {name}{f' {backend}' if backend else ''}: {why}")
 
 
 if __name__ == "__main__":

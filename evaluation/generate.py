@@ -49,10 +49,10 @@ PIPELINES: dict[tuple[str, str], Family] = {
         image_arg="control_image", union=True, tested=False),
     ("StableDiffusion3Pipeline", "SD3ControlNetModel"): Family(
         "sd3", "StableDiffusion3ControlNetPipeline", "StableDiffusion3Pipeline",
-        image_arg="control_image", multiple=16, tested=False),
+        image_arg="control_image", multiple=16),
     ("FluxPipeline", "FluxControlNetModel"): Family(
         "flux", "FluxControlNetPipeline", "FluxPipeline", image_arg="control_image",
-        multiple=16, tested=False),
+        multiple=16),
 }  # fmt: skip
 
 #: xinsir's SDXL union control modes per hintset condition

@@ -19,6 +19,7 @@ from annotators.base import Annotator
 from annotators.learned import clear_cache
 from pipeline.decode import load_image, resize_short_side
 from tests.weights import (
+    write_animal_pose,
     write_depth,
     write_dwpose,
     write_hed,
@@ -55,11 +56,14 @@ CASES = [
     ("seg", {"model": "segformer-b0", "resolution": 96}),
     ("normal", {"backend": "depth"}),
     ("sam", {"points_per_side": 4}),
+    ("animal_pose", {}),  # tiny ONNX graphs (its detector replaces dwpose's: no person found)
 ]
 #: registered annotators whose weights are too costly to write here, and why they are covered
 NOT_RUN = {
     "lineart_anime": "218 MB netG.pth; its stat comes from learned.gray_annotations, as lineart's",
     "face": "face_landmarker.task cannot be made here; tests/test_pose_bundled.py checks 'faces'",
+    "densepose": "runs only with the written TorchScript's sha256 trusted; tests/test_densepose.py "
+    "checks both stats",
 }
 
 
@@ -71,6 +75,7 @@ def weights_dir(tmp_path_factory) -> Path:
     write_depth(folder, tiny=True, models=["dpt-hybrid"])
     write_seg(folder, tiny=True, models=["segformer-b0"])
     write_dwpose(folder, tiny=True)
+    write_animal_pose(folder)
     write_sam(folder)
     yield folder
     clear_cache()

@@ -16,6 +16,7 @@ from annotators.pose_draw import (
     HAND_EDGES,
     LIMB_SEQUENCE,
     draw_people,
+    draw_wholebody,
     hand_edge_color,
     limb_color,
     openpose_json,
@@ -58,6 +59,48 @@ def test_absent_keypoints_draw_nothing():
     assert abs(xs.mean() - 100) < 1 and abs(ys.mean() - 40) < 1 and len(xs) < 60  # one dot
     no_right_arm = draw_people((300, 200), [{"body": body(STANDING, missing={3, 4})}])
     assert not no_right_arm[130, 67].any()  # where the right forearm would be
+
+
+@pytest.mark.parametrize(
+    ("size", "rule", "stick", "joint"),
+    [(512, "fixed", 9, 9), (1024, "fixed", 9, 9), (499, "xinsir", 9, 9), (512, "xinsir", 17, 17),
+     (1024, "xinsir", 25, 25), (2048, "xinsir", 33, 33), (6000, "xinsir", 57, 57)],
+)  # fmt: skip
+def test_stick_rule_fixed_is_controlnet11_and_xinsir_scales_with_resolution(
+    size, rule, stick, joint
+):
+    """xinsir's draw_bodypose: half-width and radius 4 x (1 below 500 px, 2 below 1000, 3 below
+    2000, ..., 7 from 5000); ControlNet 1.1: 4 px at any size (a 9 px wide stick, 9 px dots)."""
+    people = [{"body": [None, (size * 0.3, size / 2, 0.9), (size * 0.7, size / 2, 0.9)]
+               + [None] * 15}]  # fmt: skip
+    for draw in (draw_people, draw_wholebody):
+        canvas = draw((size, size), people, rule)
+        middle = canvas[:, size // 2]
+        assert np.count_nonzero(middle.any(axis=1)) == stick  # the neck -> shoulder limb
+        assert {tuple(c) for c in middle[middle.any(axis=1)]} == {limb_color(0)}
+        at_joint = canvas[:, int(size * 0.7)]
+        assert np.count_nonzero(np.all(at_joint == COLORS[2], axis=1)) == joint
+
+
+def test_xinsir_draws_person_by_person_controlnet11_all_limbs_first():
+    """A second person's limb over the first one's joint: under it with ControlNet 1.1's order
+    (all limbs, then all joints), over it with xinsir's (limbs then joints, person by person)."""
+    first = [None, (100.0, 100.0, 0.9)] + [None] * 16  # only a neck: one joint
+    second = [None, (60.0, 100.0, 0.9), (140.0, 100.0, 0.9)] + [None] * 15  # a limb across it
+    people = [{"body": first}, {"body": second}]
+    assert tuple(draw_people((200, 200), people)[100, 100]) == COLORS[1]
+    assert tuple(draw_people((200, 200), people, "xinsir")[100, 100]) == limb_color(0)
+
+
+def test_xinsir_union_preset_selects_the_scaled_sticks():
+    from annotators.presets import get_preset
+
+    params = get_preset("xinsir-union-sdxl").annotators["pose"]
+    assert params["stick_rule"] == "xinsir"
+    assert create("pose", **params).config["stick_rule"] == "xinsir"
+    assert create("pose").config["stick_rule"] == "fixed"
+    with pytest.raises(ValueError, match="stick_rule"):
+        create("pose", stick_rule="thick")
 
 
 def test_hands_use_rainbow_edges_and_face_white_dots():

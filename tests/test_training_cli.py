@@ -103,7 +103,7 @@ def test_help_texts_and_defaults(cli):
     assert "--num-workers" not in train_help
     tiny_help = cli("tiny-base", "--help").stdout
     assert "--sdxl" in tiny_help and "[default: epsilon]" in tiny_help
-    assert "--family [sd15|sdxl]" in tiny_help
+    assert "--family [sd15|sdxl|sd3|flux]" in tiny_help
     assert "seed of the random weights" in tiny_help
 
 

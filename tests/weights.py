@@ -8,6 +8,7 @@ Used by the tests and the benchmarks; nothing in ``annotators/`` imports this mo
 from __future__ import annotations
 
 import json
+import warnings
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -21,6 +22,7 @@ from annotators.normal import BAE_WEIGHTS, build_bae
 from annotators.openpose import BODY_WEIGHTS, HAND_WEIGHTS
 from annotators.softedge import PIDINET_WEIGHTS, build_pidinet
 from annotators.teed import ANYLINE_WEIGHTS, TEED_WEIGHTS, build_teed
+from tests.weights_backends import write_dsine, write_marigold
 
 
 def random_state(build: Callable[[], Any], seed: int = 0) -> dict[str, Any]:
@@ -271,8 +273,8 @@ _CONVNEXT = {
 }
 
 
-def _labels() -> dict[str, Any]:
-    id2label = dict(enumerate(ade20k.CLASSES))
+def _labels(classes: tuple[str, ...] = ade20k.CLASSES) -> dict[str, Any]:
+    id2label = dict(enumerate(classes))
     return {"id2label": id2label, "label2id": {v: k for k, v in id2label.items()}}
 
 
@@ -348,8 +350,9 @@ def write_seg(
 
 
 # -- OneFormer (seg): tiny Swin config, the published folder (CLIP tokenizer, .bin weights) ----
-def oneformer_config(tiny: bool = True) -> Any:
-    """OneFormer with a Swin backbone and ADE20K's 150 classes (a tiny config of the classes)."""
+def oneformer_config(tiny: bool = True, classes: tuple[str, ...] = ade20k.CLASSES) -> Any:
+    """OneFormer with a Swin backbone and ADE20K's 150 classes, or ``classes`` (COCO's 133)
+    (a tiny config of the classes)."""
     from transformers import OneFormerConfig, SwinConfig
 
     swin = SwinConfig(embed_dim=16, depths=[1, 1, 1, 1], num_heads=[1, 1, 2, 2], window_size=4,
@@ -359,7 +362,7 @@ def oneformer_config(tiny: bool = True) -> Any:
         dim_feedforward=64, encoder_layers=1, decoder_layers=2, num_attention_heads=2,
         num_queries=8, text_encoder_width=32, text_encoder_num_layers=1, text_encoder_n_ctx=4,
         text_encoder_proj_layers=1, query_dec_layers=1, task_seq_len=77, max_seq_len=77,
-        num_labels=150, **_labels(),
+        num_labels=len(classes), **_labels(classes),
     )  # fmt: skip
 
 
@@ -378,7 +381,7 @@ def clip_tokenizer(folder: Path) -> Any:
 
 
 def write_oneformer(folder: Path, *, repo_id: str = "shi-labs/oneformer_ade20k_swin_large",
-                    seed: int = 0) -> list[Path]:  # fmt: skip
+                    seed: int = 0, classes: tuple[str, ...] = ade20k.CLASSES) -> list[Path]:  # fmt: skip
     """A random tiny OneFormer as ``folder/<repo_id>/`` with the published files: config.json,
     pytorch_model.bin, preprocessor_config.json (0..255 mean/std), CLIP tokenizer files."""
     import torch
@@ -386,16 +389,17 @@ def write_oneformer(folder: Path, *, repo_id: str = "shi-labs/oneformer_ade20k_s
 
     target = Path(folder) / repo_id
     torch.manual_seed(seed)
-    model = spread(OneFormerForUniversalSegmentation(oneformer_config()), 0.3)
+    model = spread(OneFormerForUniversalSegmentation(oneformer_config(classes=classes)), 0.3)
     model.save_pretrained(str(target))
     torch.save(model.state_dict(), str(target / "pytorch_model.bin"))
     (target / "model.safetensors").unlink()
     clip_tokenizer(target).save_pretrained(str(target))
+    info = "ade20k" if len(classes) == 150 else "coco"
     processor = {
         "image_processor_type": "OneFormerImageProcessor", "do_normalize": True,
         "do_resize": True, "size": {"shortest_edge": 512, "longest_edge": 2048},
         "image_mean": [123.675, 116.28, 103.53], "image_std": [58.395, 57.12, 57.375],
-        "num_labels": 150, "task_seq_length": 77, "class_info_file": "ade20k_panoptic.json",
+        "num_labels": len(classes), "task_seq_length": 77, "class_info_file": f"{info}_panoptic.json",
         "repo_path": "shi-labs/oneformer_demo", "ignore_index": 255,
     }  # fmt: skip
     (target / "preprocessor_config.json").write_text(json.dumps(processor, indent=2))
@@ -642,20 +646,24 @@ def dwpose_detector(boxes: list[tuple[float, ...]] = (DWPOSE_BOX,)) -> Any:
     )
 
 
-def dwpose_pose(keypoints: Any = None, seed: int = 0) -> Any:
+def dwpose_pose(keypoints: Any = None, seed: int = 0, count: int = 133,
+                size: tuple[int, int] = (384, 288)) -> Any:  # fmt: skip
     """A ``dw-ll_ucoco_384.onnx`` stand-in: input ``input`` (1, 3, 384, 288) float32, outputs
-    ``simcc_x`` (1, 133, 576) and ``simcc_y`` (1, 133, 768) float32 as RTMPose's export.
+    ``simcc_x`` (1, 133, 576) and ``simcc_y`` (1, 133, 768) float32 as RTMPose's export
+    (``count`` keypoints and crop ``size`` (h, w) for other RTMPose files: 17, (256, 256)).
 
-    ``keypoints`` (133, 3) crop x, y, score: constant one-hot SimCC peaks (+ 0 x the input);
-    None: random SimCC that depend on the crop (48x48 block means through random matrices,
-    a random score offset per keypoint), so crop, normalisation and colour order all matter.
+    ``keypoints`` (count, 3) crop x, y, score: constant one-hot SimCC peaks (+ 0 x the input);
+    None: random SimCC that depend on the crop (32 or 48 px block means through random
+    matrices, a random score offset per keypoint), so crop, normalisation and colour order
+    all matter.
     """
     import numpy as np
     from onnx import TensorProto, helper
 
-    shapes = {"simcc_x": [1, 133, 576], "simcc_y": [1, 133, 768]}
+    height, width = size
+    shapes = {"simcc_x": [1, count, 2 * width], "simcc_y": [1, count, 2 * height]}
     outputs = [helper.make_tensor_value_info(k, TensorProto.FLOAT, v) for k, v in shapes.items()]
-    inputs = [helper.make_tensor_value_info("input", TensorProto.FLOAT, [1, 3, 384, 288])]
+    inputs = [helper.make_tensor_value_info("input", TensorProto.FLOAT, [1, 3, height, width])]
     if keypoints is not None:
         consts: dict[str, Any] = {"zero": np.zeros((), np.float32)}
         nodes = [helper.make_node("ReduceMean", ["input"], ["mean"], keepdims=0),
@@ -668,20 +676,22 @@ def dwpose_pose(keypoints: Any = None, seed: int = 0) -> Any:
             nodes.append(helper.make_node("Add", [f"{name}_table", "nothing"], [name]))
         return _onnx_model(nodes, inputs, outputs, consts)
     rng = np.random.default_rng(seed)
+    block = 48 if height % 48 == 0 and width % 48 == 0 else 32
+    features = 3 * (height // block) * (width // block)
     consts = {
-        "shape": np.array([1, 1, 144], np.int64),
-        "mix": rng.normal(size=(133, 144)).astype(np.float32),
-        "offset": rng.uniform(-0.3, 0.1, size=(133, 1)).astype(np.float32),
+        "shape": np.array([1, 1, features], np.int64),
+        "mix": rng.normal(size=(count, features)).astype(np.float32),
+        "offset": rng.uniform(-0.3, 0.1, size=(count, 1)).astype(np.float32),
     }
     nodes = [
         helper.make_node(
-            "AveragePool", ["input"], ["blocks"], kernel_shape=[48, 48], strides=[48, 48]
+            "AveragePool", ["input"], ["blocks"], kernel_shape=[block] * 2, strides=[block] * 2
         ),
         helper.make_node("Reshape", ["blocks", "shape"], ["features"]),
         helper.make_node("Mul", ["features", "mix"], ["mixed"]),
     ]
-    for name, (_, _, width) in shapes.items():
-        consts[f"{name}_proj"] = (0.016 * rng.normal(size=(144, width))).astype(np.float32)
+    for name, (_, _, bins) in shapes.items():
+        consts[f"{name}_proj"] = (0.016 * rng.normal(size=(features, bins))).astype(np.float32)
         nodes += [helper.make_node("MatMul", ["mixed", f"{name}_proj"], [f"{name}_raw"]),
                   helper.make_node("Add", [f"{name}_raw", "offset"], [name])]  # fmt: skip
     return _onnx_model(nodes, inputs, outputs, consts)
@@ -884,6 +894,77 @@ def write_dwpose(
     return paths
 
 
+def write_densepose(folder: Path, *, tiny: bool = True, model: str = "r50") -> list[Path]:
+    """``densepose_r50_fpn_dl.torchscript`` (or r101's) in the published form: a TorchScript
+    archive whose ``forward(image, bgr=True)`` takes a 3xHxW uint8 RGB tensor and returns
+    (boxes (N, 4) x1, y1, x2, y2, coarse segm (N, 2, 112, 112), fine segm (N, 25, 112, 112),
+    u, v (N, 25, 112, 112)) as the export the DensePose preprocessors load. Here one person:
+    the box of the pure red pixels (R > 200, G < 100; none: no person), fine parts in 24
+    horizontal bands (label 1 at the top), body (coarse > 0) everywhere but the left quarter."""
+    import torch
+
+    from annotators.densepose import WEIGHTS
+
+    class TinyDensePose(torch.nn.Module):
+        def __init__(self) -> None:
+            super().__init__()
+            self.gain = torch.nn.Parameter(torch.tensor(4.0))
+
+        def forward(self, image: torch.Tensor, bgr: bool = True):
+            red = (image[0] > 200) & (image[1] < 100)
+            rows = torch.nonzero(red.any(dim=1)).flatten()
+            cols = torch.nonzero(red.any(dim=0)).flatten()
+            if rows.numel() == 0:
+                none = torch.zeros(0, 25, 112, 112)
+                return torch.zeros(0, 4), torch.zeros(0, 2, 112, 112), none, none, none
+            box = torch.stack([cols.min(), rows.min(), cols.max() + 1, rows.max() + 1])
+            bands = torch.arange(112) * 24 // 112 + 1
+            fine = (torch.arange(25)[:, None] == bands[None, :]).float() * self.gain
+            fine = fine[:, :, None].expand(25, 112, 112)[None].contiguous()
+            coarse = torch.zeros(1, 2, 112, 112)
+            coarse[:, 1] = 1.0
+            coarse[:, 1, :, :28] = -1.0
+            return box.float()[None], coarse, fine, fine * 0.1, fine * 0.2
+
+    folder = Path(folder)
+    folder.mkdir(parents=True, exist_ok=True)
+    path = folder / WEIGHTS[model].filename
+    with warnings.catch_warnings():  # "torch.jit.script / save are deprecated" (torch >= 2.11)
+        warnings.simplefilter("ignore", FutureWarning)
+        torch.jit.save(torch.jit.script(TinyDensePose()), str(path))
+    return [path]
+
+
+#: an animal box (x1, y1, x2, y2, score, COCO class 16: dog) in a 480x640 image
+ANIMAL_BOX = (160.0, 120.0, 480.0, 360.0, 0.9, 16)
+
+
+def write_animal_pose(
+    folder: Path,
+    *,
+    tiny: bool = True,
+    boxes: list[tuple[float, ...]] = (ANIMAL_BOX,),
+    keypoints: Any = None,
+) -> list[Path]:
+    """``yolox_l.onnx`` and ``rtmpose-m_ap10k_256.onnx`` with the published names, shapes and
+    dtypes (``input`` (1, 3, 256, 256) -> ``simcc_x``, ``simcc_y`` (1, 17, 512)); small graphs
+    whose outputs the caller controls (``keypoints`` (17, 3) crop x, y, score, or random).
+    ``tiny=False`` (the benchmarks): the real-size YOLOX-L, kept if already written (dwpose's),
+    beside the small pose graph."""
+    import onnx
+
+    from annotators.animal_pose import POSE_WEIGHTS
+    from annotators.dwpose import DETECTOR_WEIGHTS
+
+    folder = Path(folder)
+    folder.mkdir(parents=True, exist_ok=True)
+    paths = [folder / DETECTOR_WEIGHTS.filename, folder / POSE_WEIGHTS.filename]
+    if tiny or not paths[0].exists():
+        onnx.save(dwpose_detector(list(boxes)) if tiny else yolox_l(), str(paths[0]))
+    onnx.save(dwpose_pose(keypoints, count=17, size=(256, 256)), str(paths[1]))
+    return paths
+
+
 WRITERS: dict[str, Callable[..., list[Path]]] = {
     "hed": write_hed,
     "mlsd": write_mlsd,
@@ -895,7 +976,13 @@ WRITERS: dict[str, Callable[..., list[Path]]] = {
     "lineart_anime": write_lineart_anime,
     "pidinet": write_pidinet,
     "dwpose": write_dwpose,
+    "animal_pose": write_animal_pose,
     "teed": write_teed,
+    "dsine": write_dsine,
+    # tiny whatever ``tiny`` says: a 1.3B-parameter pipeline; a TorchScript stand-in (DensePose
+    # runs only with its sha256 trusted: ``-p densepose.trusted_sha256=...``)
+    "marigold": write_marigold,
+    "densepose": write_densepose,
 }
 
 

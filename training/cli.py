@@ -7,6 +7,8 @@ from pathlib import Path
 
 import click
 
+from training.tiny_base import TINY
+
 
 def _config_options(func):
     """One click option per TrainConfig field (help text, default, choices from the field)."""
@@ -59,7 +61,7 @@ def resolve_config(ctx: click.Context, file: Path | None, values: dict):
 )
 @click.option(
     "--family",
-    type=click.Choice(["sd15", "sdxl"]),
+    type=click.Choice(list(TINY)),
     default="sd15",
     show_default=True,
     help="model family of the base (training/families)",
@@ -68,8 +70,6 @@ def resolve_config(ctx: click.Context, file: Path | None, values: dict):
 @click.option("--seed", type=int, default=0, show_default=True, help="seed of the random weights")
 def tiny_base(folder: Path, prediction_type: str, family: str, sdxl: bool, seed: int) -> None:
     """Write a tiny random base of a model family (diffusers layout) for CPU smoke runs."""
-    from training.tiny_base import TINY
-
     family = "sdxl" if sdxl else family
     TINY[family](folder, prediction_type=prediction_type, seed=seed)
     click.echo(f"tiny {family} base written to {folder}")
@@ -86,7 +86,7 @@ def tiny_base(folder: Path, prediction_type: str, family: str, sdxl: bool, seed:
 @_config_options
 @click.pass_context
 def train(ctx: click.Context, config_file: Path | None, print_config: bool, **values) -> None:
-    """Train a ControlNet on hintset shards with a locked Stable Diffusion (1.x, 2.x, XL) base."""
+    """Train a ControlNet on hintset shards with a locked base: SD 1.x/2.x, SDXL, SD3 or FLUX.1."""
     try:
         config = resolve_config(ctx, config_file, values)
     except ValueError as err:

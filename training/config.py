@@ -34,12 +34,12 @@ class TrainConfig:
         "required: map name (canny, depth, ...); several, comma separated, need --stack-conditions",
     )
     base_model: str = opt(
-        "", "required: diffusers folder or hub id of the base: SD 1.x/2.x or SDXL"
+        "", "required: diffusers folder or hub id of the base: SD 1.x/2.x, SDXL, SD3 or FLUX.1"
     )
     family: str = opt(
         "auto",
         "model family of the base; auto reads its model_index.json",
-        ("auto", "sd15", "sdxl"),
+        ("auto", "sd15", "sdxl", "sd3", "flux"),
     )
     output: str = opt(
         "", "required: run folder (checkpoints, log.jsonl, TensorBoard events, validation grids)"
@@ -80,11 +80,27 @@ class TrainConfig:
         "uniform", "cubic draws more high-noise timesteps, where layout is decided (T2I-Adapter)",
         ("uniform", "cubic"),
     )  # fmt: skip
+    weighting_scheme: str = opt(
+        "logit_normal", "SD3/FLUX: timestep density and loss weighting (diffusers' "
+        "--weighting_scheme): logit_normal, mode, or uniform draws with sigma_sqrt/cosmap/none",
+        ("logit_normal", "mode", "sigma_sqrt", "cosmap", "none"),
+    )  # fmt: skip
+    logit_mean: float = opt(0.0, "SD3/FLUX logit_normal: mean")
+    logit_std: float = opt(1.0, "SD3/FLUX logit_normal: standard deviation")
+    mode_scale: float = opt(1.29, "SD3/FLUX mode weighting: scale")
+    guidance_scale: float = opt(3.5, "FLUX.1 dev-style bases (guidance embedding): guidance fed")
     max_bad_fraction: float = opt(
         0.05, "stop when more than this share of the samples read is bad (corrupt image or "
         "map, caption not UTF-8); fewer are skipped, counted in log.jsonl as bad_samples",
     )  # fmt: skip
     shuffle_buffer: int = opt(256, "samples in the seeded shuffle buffer")
+    data_order: str = opt(
+        "shards", "shards: each process reads its own shards (cheapest; the batches depend on "
+        "the number of processes); exact: every process reads and decodes the whole seeded "
+        "stream and keeps its own batches, so N processes with accumulation A train on the "
+        "batches of 1 process with N*A (same weights to rounding; N x the decoding, and "
+        "N x W with W loader workers)", ("shards", "exact"),
+    )  # fmt: skip
     stack_conditions: bool = opt(
         False, "stack several maps as channels (more than 3 input channels: not loadable in "
         "AUTOMATIC1111/ComfyUI/diffusers pipelines); default: one map, 1-channel repeated to RGB",

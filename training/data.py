@@ -157,8 +157,20 @@ def split_validation(urls: list[str], holdout: int) -> tuple[list[str], list[str
     return list(urls[:-holdout]), list(urls[-holdout:])
 
 
+#: data orders: "shards" splits the shards between ranks (and loader workers); "exact" gives
+#: every consumer the one global stream and keeps its own batches (see ``ShardDataset``)
+ORDERS = ("shards", "exact")
+
+
 class ShardDataset:
-    """Iterable over training samples; infinite; split by rank and dataloader worker."""
+    """Iterable over training samples; infinite; split by rank and dataloader worker.
+
+    ``order="shards"``: each rank reads its own shards (resampled when there are several
+    ranks). ``order="exact"``: the global sample stream depends on the seed only; with ``w``
+    ranks and ``n`` loader workers, worker ``j`` of rank ``r`` keeps the global batches ``g``
+    (of ``batch_size`` samples) with ``g % (w * n) == j * w + r``, so micro-batch ``m`` of step
+    ``t`` on rank ``r`` is global batch ``(t * accum + m) * w + r`` whatever ``w`` and ``accum``
+    are. Every consumer reads and decodes the whole stream (``w * n`` times the work)."""
 
     def __init__(
         self,
@@ -173,7 +185,13 @@ class ShardDataset:
         urls: list[str] | None = None,
         max_bad_fraction: float = 0.05,
         crop: str = "random",
+        order: str = "shards",
+        batch_size: int = 1,
     ) -> None:
+        if order not in ORDERS:
+            raise ValueError(f"data order {order!r} is not one of {ORDERS}")
+        self.order = order
+        self.batch_size = batch_size
         self.data = data
         self.crop = crop
         self.urls = shard_urls(data) if urls is None else list(urls)
@@ -271,10 +289,22 @@ class ShardDataset:
     def __iter__(self) -> Iterator[dict]:
         rank, world = _dist()
         wid, nworkers = _worker()
+        if self.order == "exact":  # one stream for all: that of rank 0, worker 0 of one process
+            consumer, consumers = wid * world + rank, world * nworkers
+            rng = random.Random(f"{self.seed}-0-0")
+            stream = self._shuffled(rng, self._shard_stream(rng, 0, 1))
+            for i, sample in enumerate(stream):
+                if (i // self.batch_size) % consumers == consumer:
+                    yield sample
+            return
         rng = random.Random(f"{self.seed}-{rank}-{wid}")
         shards = self._shard_stream(rng, rank, world)
         if nworkers > 1:
             shards = (u for i, u in enumerate(shards) if i % nworkers == wid)
+        yield from self._shuffled(rng, shards)
+
+    def _shuffled(self, rng: random.Random, shards: Iterator[str]) -> Iterator[dict]:
+        """Decoded samples of ``shards`` through the seeded shuffle buffer."""
         buffer: list[dict] = []
         for raw in self._samples(shards):
             sample = self._decode(raw, rng)

@@ -1,5 +1,6 @@
-"""Export a training checkpoint: diffusers folder + one .safetensors in the original ControlNet
-key layout (``control_model.input_blocks...``) that AUTOMATIC1111 and ComfyUI load."""
+"""Export a training checkpoint: diffusers folder + one .safetensors in the layout the UIs load
+for the family (original ``control_model.*`` keys for SD 1.x/2.x; diffusers keys for SDXL, SD3
+and FLUX.1, which ComfyUI's load_controlnet reads as they are)."""
 
 from __future__ import annotations
 
@@ -8,18 +9,9 @@ import sys
 from datetime import datetime, timezone
 from pathlib import Path
 
-from training.families import is_sdxl_controlnet
+from training.families import family_class, family_of_controlnet
 
 PREFIX = "control_model."
-#: what AUTOMATIC1111's ControlNet extension (>= 1.1.400) and ComfyUI assume when they rebuild a
-#: ControlNet from a single file's key shapes: ldm's GroupNorm(32, eps 1e-5), the 16/32/96/256
-#: hint encoder and SD's 320 base channels. Other numbers (tiny bases) would load wrongly there.
-STANDARD = {
-    "norm_num_groups": 32,
-    "norm_eps": 1e-5,
-    "conditioning_embedding_out_channels": (16, 32, 96, 256),
-    "base_channels": 320,
-}
 
 _RESNET = [
     ("norm1", "in_layers.0"),
@@ -86,16 +78,11 @@ def to_original(state: dict, config: dict) -> dict:
 
 
 def single_file_problem(config: dict) -> str | None:
-    """The settings AUTOMATIC1111 and ComfyUI cannot rebuild from a single file (None: none)."""
-    got = {
-        "norm_num_groups": config.get("norm_num_groups", 32),
-        "norm_eps": config.get("norm_eps", 1e-5),
-        "conditioning_embedding_out_channels": tuple(
-            config.get("conditioning_embedding_out_channels", (16, 32, 96, 256))
-        ),
-        "base_channels": config["block_out_channels"][0],
-    }
-    wrong = [f"{k}={v}" for k, v in got.items() if v != STANDARD[k]]
+    """The settings the UIs cannot rebuild from a single file (None: none): the family's
+    ``SINGLE_FILE_STANDARD`` (SD's numbers for AUTOMATIC1111/ComfyUI, FLUX's/SD3's head size)."""
+    family = family_class(family_of_controlnet(config))
+    got = family.single_file_settings(config)
+    wrong = [f"{k}={v}" for k, v in got.items() if v != family.SINGLE_FILE_STANDARD[k]]
     return ", ".join(wrong) or None
 
 
@@ -155,9 +142,9 @@ def export_metadata(checkpoint: Path, model_config: dict) -> dict[str, str]:
     meta = {
         "format": "pt",
         "hintset.base_model": cfg.base_model if cfg else "unknown",
-        "hintset.architecture": "sdxl" if is_sdxl_controlnet(model_config) else "sd",
+        "hintset.architecture": family_class(family_of_controlnet(model_config)).ARCHITECTURE,
         "hintset.conditions": cfg.condition if cfg else "unknown",
-        "hintset.conditioning_channels": str(model_config["conditioning_channels"]),
+        "hintset.conditioning_channels": str(model_config.get("conditioning_channels", 3)),
         "hintset.steps": step if step.isdigit() else "unknown",
         "hintset.resolution": str(cfg.resolution) if cfg else "unknown",
         "hintset.dataset": cfg.data if cfg else "unknown",
@@ -178,14 +165,9 @@ def modelspec(meta: dict[str, str], config: dict, layout: str, title: str) -> di
     info = base_info(meta["hintset.base_model"])
     base = Path(meta["hintset.base_model"])
     if single_file_problem(config):
-        arch = "hintset-custom/controlnet"  # not a standard SD/SDXL ControlNet: own id (see spec)
-    elif is_sdxl_controlnet(config):
-        arch = "stable-diffusion-xl-v1-base/controlnet"
-    elif config.get("cross_attention_dim") == 1024:
-        v = info.get("prediction_type") == "v"
-        arch = f"stable-diffusion-v2-{'768-v' if v else '512'}/controlnet"
+        arch = "hintset-custom/controlnet"  # not a standard ControlNet: own id (see spec)
     else:
-        arch = "stable-diffusion-v1/controlnet"
+        arch = family_class(family_of_controlnet(config)).modelspec_architecture(config, info)
     res = meta["hintset.resolution"]
     spec = {
         "sai_model_spec": "1.0.0",
@@ -214,11 +196,13 @@ def export(
 ) -> dict:
     """Write OUTPUT/diffusers (save_pretrained + model card README.md + samples.png) and
     OUTPUT/controlnet-<checkpoint>.safetensors with metadata: original ``control_model.`` keys
-    for SD 1.x/2.x (+ the cldm .yaml), diffusers keys for SDXL (what ComfyUI loads for SDXL).
+    for SD 1.x/2.x (+ the cldm .yaml), diffusers keys for SDXL, SD3 and FLUX.1 (the family's
+    ``SINGLE_FILE``: what ComfyUI loads for them).
     A ControlNet the UIs would rebuild wrongly (tiny bases) gets no single file unless
     ``nonstandard_single_file``: it exports for diffusers only."""
+    import json
+
     import torch
-    from diffusers import ControlNetModel
     from safetensors.torch import save_file
 
     from pipeline.atomic import atomic_save, atomic_write, normal_modes
@@ -226,17 +210,19 @@ def export(
 
     checkpoint, output = Path(checkpoint), Path(output)
     sub = "controlnet_ema" if ema and (checkpoint / "controlnet_ema").exists() else "controlnet"
-    model = ControlNetModel.from_pretrained(checkpoint / sub)
+    family = family_class(
+        family_of_controlnet(json.loads((checkpoint / sub / "config.json").read_text()))
+    )
+    model = family.controlnet_class().from_pretrained(checkpoint / sub)
     if fp16:
         model = model.to(torch.float16)
-    config = dict(model.config)
+    config = {"_class_name": type(model).__name__, **model.config}
     folder = output / "diffusers"
     model.save_pretrained(folder)
     normal_modes(folder)
     state = {k: v.contiguous() for k, v in model.state_dict().items()}
-    sdxl = is_sdxl_controlnet(config)
     meta = export_metadata(checkpoint, config)
-    meta["hintset.layout"] = "diffusers" if sdxl else "cldm"
+    meta["hintset.layout"] = family.SINGLE_FILE
     single = output / f"controlnet-{checkpoint.name}.safetensors"
     meta.update(modelspec(meta, config, meta["hintset.layout"], f"{output.name} {single.stem}"))
     problem = single_file_problem(config)
@@ -244,14 +230,16 @@ def export(
         meta["hintset.loads_in"] = "diffusers"
     if problem and not nonstandard_single_file:
         print(f"warning: no single file: this ControlNet ({problem}) is not one AUTOMATIC1111 "
-              "or ComfyUI can rebuild (they assume SD's numbers and would load it wrongly); it "
+              "or ComfyUI can rebuild (they assume the standard model's numbers and would load it "
+              "wrongly); it "
               "exports for diffusers only (--nonstandard-single-file writes it anyway)",
               file=sys.stderr)  # fmt: skip
         single = None
-    tensors = state if sdxl else to_original(state, config)
+    cldm = family.SINGLE_FILE == "cldm"
+    tensors = to_original(state, config) if cldm else state
     if single is not None:
         atomic_save(single, lambda tmp: save_file(tensors, tmp, metadata=meta))
-        if not sdxl:
+        if cldm:
             atomic_write(single.with_suffix(".yaml"), cldm_yaml(config).encode())
     captions = (
         render_samples(checkpoint, model, folder / "samples.png", samples) if samples else None

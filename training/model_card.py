@@ -7,6 +7,8 @@ import re
 import sys
 from pathlib import Path
 
+from training.families import family_of_architecture
+
 
 def render_samples(checkpoint: Path, model, out: Path, n: int = 2) -> list[str] | None:
     """Generate ``n`` validation samples (condition | generated | original, captioned) with the
@@ -21,7 +23,7 @@ def render_samples(checkpoint: Path, model, out: Path, n: int = 2) -> list[str] 
         config = TrainConfig.from_json((Path(checkpoint) / "config.json").read_text())
         samples = read_validation(config, n)
         pipe = base_pipeline(config.base_model, model)
-        grid = generate_rows(pipe, samples, config.resolution)
+        grid = generate_rows(pipe, samples, config.resolution, image_arg=_family(model).IMAGE_ARG)
     except (OSError, ValueError) as err:
         print(f"warning: no sample grid in the model card: {err}", file=sys.stderr)
         return None
@@ -31,14 +33,18 @@ def render_samples(checkpoint: Path, model, out: Path, n: int = 2) -> list[str] 
     return captions
 
 
-def base_pipeline(base_model: str, controlnet):
-    """The ControlNet pipeline of ``base_model``'s family with ``controlnet``, DDIM."""
-    import torch
-
+def _family(controlnet):
+    """The family class a ControlNet model belongs to."""
     from training.families import family_class, family_of_controlnet
 
-    family = family_class(family_of_controlnet(dict(controlnet.config)))
-    return family.base_pipeline(base_model, controlnet.to(torch.float32))
+    return family_class(family_of_controlnet(dict(controlnet.config), type(controlnet).__name__))
+
+
+def base_pipeline(base_model: str, controlnet):
+    """The ControlNet pipeline of ``base_model``'s family with ``controlnet`` (SD: DDIM)."""
+    import torch
+
+    return _family(controlnet).base_pipeline(base_model, controlnet.to(torch.float32))
 
 
 def base_info(base_model: str) -> dict[str, str]:
@@ -70,9 +76,9 @@ def base_info(base_model: str) -> dict[str, str]:
 def front_matter(meta: dict[str, str], captions: list[str] | None) -> dict:
     """The card's metadata for the Hub: valid YAML whatever the captions and paths hold, a
     ``base_model`` only when it is a hub id (never a local path), licence, pipeline tag, tags."""
-    sdxl = meta["hintset.architecture"] == "sdxl"
-    tags = ["controlnet", "hintset", "diffusers", "stable-diffusion-xl" if sdxl
-            else "stable-diffusion", *meta["hintset.conditions"].split(",")]  # fmt: skip
+    family = family_of_architecture(meta["hintset.architecture"])
+    tags = ["controlnet", "hintset", "diffusers", family.TAG,
+            *meta["hintset.conditions"].split(",")]  # fmt: skip
     info = base_info(meta["hintset.base_model"])
     card: dict = {"license": info.get("license", "other"), "library_name": "diffusers",
                   "pipeline_tag": "text-to-image", "tags": tags}  # fmt: skip
@@ -92,8 +98,8 @@ def model_card(
     """README.md for the diffusers folder: what was trained on what, and how to load it."""
     import yaml
 
-    sdxl = meta["hintset.architecture"] == "sdxl"
-    pipe = "StableDiffusionXLControlNetPipeline" if sdxl else "StableDiffusionControlNetPipeline"
+    family = family_of_architecture(meta["hintset.architecture"])
+    pipe, net = family.pipeline_class().__name__, family.controlnet_class().__name__
     conditions = meta["hintset.conditions"]
     base = meta["hintset.base_model"]
     lines = [
@@ -105,7 +111,7 @@ def model_card(
         "",
         "| | |",
         "| --- | --- |",
-        f"| base model | `{base}` ({'SDXL' if sdxl else 'SD 1.x/2.x'}) |",
+        f"| base model | `{base}` ({family.LABEL}) |",
         f"| condition | `{conditions}` ({meta['hintset.conditioning_channels']} input channels) |",
         f"| steps | {meta['hintset.steps']} |",
         f"| resolution | {meta['hintset.resolution']} |",
@@ -119,17 +125,18 @@ def model_card(
         "## Use",
         "",
         "```python",
-        f"from diffusers import ControlNetModel, {pipe}",
+        f"from diffusers import {net}, {pipe}",
         "",
-        'controlnet = ControlNetModel.from_pretrained("path/to/diffusers")',
+        f'controlnet = {net}.from_pretrained("path/to/diffusers")',
         f"pipe = {pipe}.from_pretrained({base!r}, controlnet=controlnet)",
-        'image = pipe("a caption", image=control_image).images[0]  # control_image: PIL RGB',
+        f'image = pipe("a caption", {family.IMAGE_ARG}=control_image).images[0]  # PIL RGB',
+        "# control_image: the condition map as a PIL RGB image",
         "```",
         "",
     ]
     if problem:
         lines += [
-            f"These weights load in diffusers only: their base is not a standard SD/SDXL "
+            f"These weights load in diffusers only: their base is not a standard {family.LABEL} "
             f"({problem}), and AUTOMATIC1111 and ComfyUI rebuild a ControlNet from a single "
             "file assuming the standard numbers"
             + (
@@ -143,8 +150,9 @@ def model_card(
         lines += [
             f"The single file `{single_file}` (next to this folder) holds the same weights"
             + (
-                " with diffusers key names, the layout ComfyUI loads for SDXL ControlNets."
-                if sdxl
+                f" with diffusers key names, the layout ComfyUI loads for {family.LABEL} "
+                "ControlNets."
+                if family.SINGLE_FILE == "diffusers"
                 else " in the original ControlNet layout (`control_model.*`) for AUTOMATIC1111 "
                 "and ComfyUI, which read its numbers from the key shapes. Offline in diffusers: "
                 f'`ControlNetModel.from_single_file("{single_file}", config="path/to/diffusers")`.'

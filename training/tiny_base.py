@@ -212,5 +212,119 @@ def write_tiny_sdxl(
     return folder
 
 
+def write_t5_tokenizer(folder: Path, words: tuple[str, ...] = WORDS, max_length: int = 32):
+    """Write a small T5 (SentencePiece Unigram) tokenizer built locally: <pad> 0, </s> 1, <unk> 2,
+    whole-word pieces for ``words`` and one piece per letter and digit; returns it."""
+    import string
+
+    from transformers import T5TokenizerFast
+
+    pieces = [f"\u2581{w}" for w in words] + ["\u2581"]
+    pieces += list(string.ascii_lowercase + string.digits + string.punctuation)
+    vocab = [("<pad>", 0.0), ("</s>", 0.0), ("<unk>", 0.0)]
+    vocab += [(p, -1.0 - len(p) / 10 if p.startswith("\u2581") else -5.0) for p in pieces]
+    tokenizer = T5TokenizerFast(vocab=vocab, extra_ids=0, model_max_length=max_length)
+    tokenizer.save_pretrained(folder)
+    return tokenizer
+
+
+def tiny_t5(tokenizer, d_model: int = 32):
+    """A tiny random T5 encoder (the FLUX/SD3 prompt encoder's class) for ``tokenizer``."""
+    from transformers import T5Config, T5EncoderModel
+
+    cfg = T5Config(
+        vocab_size=len(tokenizer), d_model=d_model, d_kv=8, d_ff=64, num_layers=2, num_heads=4,
+        relative_attention_num_buckets=8, pad_token_id=0, eos_token_id=1, decoder_start_token_id=0,
+    )  # fmt: skip
+    return T5EncoderModel(cfg)
+
+
+def tiny_clip(folder: Path, projection: bool = False):
+    """(tokenizer, CLIP text encoder) written to / built for ``folder``; ``projection`` gives
+    the ``CLIPTextModelWithProjection`` SDXL's and SD3's second encoders are."""
+    from transformers import (
+        CLIPTextConfig,
+        CLIPTextModel,
+        CLIPTextModelWithProjection,
+        CLIPTokenizer,
+    )
+
+    write_tokenizer(folder)
+    tok = CLIPTokenizer(str(folder / "vocab.json"), str(folder / "merges.txt"), model_max_length=16)
+    cfg = CLIPTextConfig(
+        vocab_size=len(tok), hidden_size=32, intermediate_size=64, num_hidden_layers=2,
+        num_attention_heads=4, max_position_embeddings=16, bos_token_id=tok.bos_token_id,
+        eos_token_id=tok.eos_token_id, pad_token_id=tok.pad_token_id, projection_dim=32,
+    )  # fmt: skip
+    return tok, (CLIPTextModelWithProjection if projection else CLIPTextModel)(cfg)
+
+
+#: FLUX.1's scheduler (dev and schnell): shift resolution-dependent (dynamic), set by the pipeline
+FLUX_SCHEDULER = dict(num_train_timesteps=1000, shift=3.0, use_dynamic_shifting=True,
+                      base_shift=0.5, max_shift=1.15, base_image_seq_len=256,
+                      max_image_seq_len=4096)  # fmt: skip
+
+
+def write_tiny_flux(folder: Path, *, seed: int = 0, guidance: bool = True, **_) -> Path:
+    """Write a tiny random FLUX.1 (CLIP + T5 text encoders, 16-channel VAE with shift, a
+    one-double-one-single-block transformer, with guidance embedding like dev) in diffusers
+    layout; return the folder."""
+    import torch
+    from diffusers import FlowMatchEulerDiscreteScheduler, FluxPipeline, FluxTransformer2DModel
+
+    folder = Path(folder)
+    torch.manual_seed(seed)
+    tokenizer, text_encoder = tiny_clip(folder / "tokenizer")
+    tokenizer_2 = write_t5_tokenizer(folder / "tokenizer_2")
+    transformer = FluxTransformer2DModel(
+        patch_size=1, in_channels=16, num_layers=1, num_single_layers=1, attention_head_dim=16,
+        num_attention_heads=2, joint_attention_dim=32, pooled_projection_dim=32,
+        guidance_embeds=guidance, axes_dims_rope=[4, 6, 6],
+    )  # fmt: skip
+    vae = tiny_vae((8, 8, 16, 16), shift_factor=0.1159, scaling_factor=0.3611,
+                   use_quant_conv=False, use_post_quant_conv=False)  # fmt: skip
+    pipe = FluxPipeline(
+        scheduler=FlowMatchEulerDiscreteScheduler(**FLUX_SCHEDULER), vae=vae,
+        text_encoder=text_encoder, tokenizer=tokenizer, text_encoder_2=tiny_t5(tokenizer_2),
+        tokenizer_2=tokenizer_2, transformer=transformer,
+    )  # fmt: skip
+    pipe.save_pretrained(folder)
+    return folder
+
+
+def write_tiny_sd3(folder: Path, *, seed: int = 0, **_) -> Path:
+    """Write a tiny random SD3 (CLIP-L and CLIP-G with projections, T5 as wide as both CLIPs'
+    states, VAE with shift, a two-block MMDiT, SD3's shift-3 flow-matching scheduler) in
+    diffusers layout; return the folder."""
+    import torch
+    from diffusers import (
+        FlowMatchEulerDiscreteScheduler,
+        SD3Transformer2DModel,
+        StableDiffusion3Pipeline,
+    )
+
+    folder = Path(folder)
+    torch.manual_seed(seed)
+    tokenizer, text_encoder = tiny_clip(folder / "tokenizer", projection=True)
+    tokenizer_2, text_encoder_2 = tiny_clip(folder / "tokenizer_2", projection=True)
+    tokenizer_3 = write_t5_tokenizer(folder / "tokenizer_3")
+    transformer = SD3Transformer2DModel(
+        sample_size=8, patch_size=2, in_channels=4, out_channels=4, num_layers=2,
+        attention_head_dim=8, num_attention_heads=4, joint_attention_dim=64,
+        caption_projection_dim=32, pooled_projection_dim=64, pos_embed_max_size=16,
+    )  # fmt: skip
+    vae = tiny_vae((8, 8, 16, 16), shift_factor=0.0609, scaling_factor=1.5305,
+                   use_quant_conv=False, use_post_quant_conv=False)  # fmt: skip
+    pipe = StableDiffusion3Pipeline(
+        scheduler=FlowMatchEulerDiscreteScheduler(shift=3.0), vae=vae, transformer=transformer,
+        text_encoder=text_encoder, tokenizer=tokenizer, text_encoder_2=text_encoder_2,
+        tokenizer_2=tokenizer_2, text_encoder_3=tiny_t5(tokenizer_3, d_model=64),
+        tokenizer_3=tokenizer_3,
+    )  # fmt: skip
+    pipe.save_pretrained(folder)
+    return folder
+
+
 #: family -> writer of its tiny base (``hintset tiny-base --family``)
-TINY = {"sd15": write_tiny_base, "sdxl": write_tiny_sdxl}
+TINY = {"sd15": write_tiny_base, "sdxl": write_tiny_sdxl, "sd3": write_tiny_sd3,
+        "flux": write_tiny_flux}  # fmt: skip

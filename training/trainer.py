@@ -176,21 +176,47 @@ class Trainer:
         return self.family.loss(self.model, batch, captions, self.config, draws, control=control)
 
     # --- checkpoints ----------------------------------------------------------------------
+    def _fsdp(self) -> bool:
+        from accelerate.utils import DistributedType
+
+        return self.accelerator.distributed_type == DistributedType.FSDP
+
+    def _optimizer_state(self) -> dict:
+        """The whole optimiser state (under FSDP gathered from the shards: a collective call)."""
+        if self._fsdp():
+            from torch.distributed.fsdp import FullyShardedDataParallel as FSDP
+
+            return FSDP.optim_state_dict(self.model, self.optimizer.optimizer)
+        return self.optimizer.state_dict()
+
+    def _load_optimizer_state(self, saved: dict) -> None:
+        """The inverse of ``_optimizer_state`` (under FSDP each rank takes its shard)."""
+        if self._fsdp():
+            from torch.distributed.fsdp import FullyShardedDataParallel as FSDP
+
+            saved = FSDP.optim_state_dict_to_load(self.model, self.optimizer.optimizer, saved)
+        self.optimizer.load_state_dict(saved)
+
     def save_checkpoint(self) -> Path:
         """RUN/checkpoint-N: controlnet folder + training state (safetensors + JSON, no pickle);
-        keeps the last K."""
+        keeps the last K. Called on every rank: under FSDP/DeepSpeed the full weights are
+        gathered from all of them (``accelerator.get_state_dict``); the main process writes."""
         from pipeline.atomic import normal_modes
         from training.state import save_state
 
         folder = self.run / f"checkpoint-{self.step}"
+        weights = self.accelerator.get_state_dict(self.model)  # collective under FSDP/ZeRO-3
+        optimizer = self._optimizer_state()
+        if not self.accelerator.is_main_process:
+            return folder
         tmp = self.run / f".tmp-checkpoint-{self.step}"
         shutil.rmtree(tmp, ignore_errors=True)
-        self.controlnet.save_pretrained(tmp / "controlnet")
+        self.controlnet.save_pretrained(tmp / "controlnet", state_dict=weights)
         scaler = self.accelerator.scaler
         state = {
             "step": self.step,
             "batches_consumed": self.batches_consumed,
-            "optimizer": self.optimizer.state_dict(),
+            "optimizer": optimizer,
             "lr_scheduler": self.lr_scheduler.state_dict(),
             "scaler": scaler.state_dict() if scaler is not None else {},
             "ema": self.ema.state_dict() if self.ema else None,
@@ -217,8 +243,8 @@ class Trainer:
 
         state = load_state(folder)  # first: refuses a pickled state before anything else
         weights = load_file(str(folder / "controlnet" / "diffusion_pytorch_model.safetensors"))
-        self.controlnet.load_state_dict(weights)
-        self.optimizer.load_state_dict(state["optimizer"])
+        (self.model if self._fsdp() else self.controlnet).load_state_dict(weights)
+        self._load_optimizer_state(state["optimizer"])
         self.lr_scheduler.load_state_dict(state["lr_scheduler"])
         if self.accelerator.scaler is not None and state["scaler"]:
             self.accelerator.scaler.load_state_dict(state["scaler"])
@@ -284,7 +310,8 @@ class Trainer:
                 print("warning: validation samples come from the training shards; hold some out "
                       "with --validation-shards N or --validation-data", file=sys.stderr)  # fmt: skip
         args = dict(seed=c.seed, shuffle_buffer=c.shuffle_buffer, stack=c.stack_conditions,
-                    urls=self.train_urls, max_bad_fraction=c.max_bad_fraction)  # fmt: skip
+                    urls=self.train_urls, max_bad_fraction=c.max_bad_fraction,
+                    order=c.data_order, batch_size=c.batch_size)  # fmt: skip
         collate = None
         if self.cache is not None:
             from training.cache import CachedDataset, collate_cached
@@ -328,8 +355,8 @@ class Trainer:
                     log.flush()
                     self.tracker.scalars(self.step, {f"train/{k}": v for k, v in rec.items()
                                                      if k != "step"})  # fmt: skip
-                if main and c.checkpoint_every and self.step % c.checkpoint_every == 0:
-                    self.save_checkpoint()
+                if c.checkpoint_every and self.step % c.checkpoint_every == 0:
+                    self.save_checkpoint()  # on every rank (FSDP gathers the weights)
                 if main and c.validate_every and self.step % c.validate_every == 0:
                     self.validate()
         finally:
@@ -338,10 +365,8 @@ class Trainer:
                 log.close()
             if self.tracker:
                 self.tracker.close()
-        if main and (
-            not checkpoints(self.run) or checkpoints(self.run)[-1].name != f"checkpoint-{self.step}"
-        ):
-            self.save_checkpoint()
+        if c.checkpoint_every == 0 or self.step % c.checkpoint_every:
+            self.save_checkpoint()  # the final state, unless the loop has just written it
         self.accelerator.wait_for_everyone()
         return losses
 

@@ -36,17 +36,18 @@ def read_validation(config, n: int) -> list[dict]:
 
 def generate_rows(
     pipe, samples: list[dict], resolution: int, *, steps: int = 20, guidance: float = 9.0,
-    seed: int = 0, prompts: list[dict] | None = None,
+    seed: int = 0, image_arg: str = "image", prompts: list[dict] | None = None,
 ) -> np.ndarray:  # fmt: skip
     """Rows of condition | generated | original (uint8), one per sample, seeded per row;
-    ``prompts`` gives each row's prompt arguments in place of its caption (cached embeddings)."""
+    ``image_arg``: the pipeline's keyword for the control image (the family's ``IMAGE_ARG``);
+    ``prompts``: each row's prompt arguments in place of its caption (cached embeddings)."""
     import torch
 
     rows = []
     for i, s in enumerate(samples):
         img = pipe(
             **(prompts[i] if prompts else {"prompt": s["caption"]}),
-            image=torch.from_numpy(s["conditioning"])[None],
+            **{image_arg: torch.from_numpy(s["conditioning"])[None]},
             num_inference_steps=steps,
             guidance_scale=guidance,
             height=resolution,
@@ -76,7 +77,8 @@ def sample_grid(
         prompts = [trainer.cache.pipeline_prompt(s["caption"], zeros) for s in samples]
     try:
         grid = generate_rows(pipe, samples, trainer.config.resolution, steps=steps,
-                             guidance=guidance, seed=seed, prompts=prompts)  # fmt: skip
+                             guidance=guidance, seed=seed, image_arg=trainer.family.IMAGE_ARG,
+                             prompts=prompts)  # fmt: skip
     finally:
         trainer.controlnet.train(was_training)
     return grid, [{"key": s["key"], "caption": s["caption"]} for s in samples]

@@ -15,18 +15,21 @@ def _size(path: Path) -> int:
 
 
 def file_rows(name: str, cls: Any, weights_dir: str | None, skip_repos: set[str]) -> list[dict]:
-    """One row per checkpoint file (``weights_files()``), found locally or in the HF cache."""
+    """One row per checkpoint file of every backend (``weights_by_backend()``), found locally or
+    in the HF cache; files of model folders (``skip_repos``) are listed per folder instead."""
     from annotators.weights import find_local, sha256_file
 
+    specs = [spec for files in cls.weights_by_backend().values() for spec in files]
     rows = []
-    for spec in cls.weights_files():
-        if spec.repo_id in skip_repos:  # listed as a whole model folder instead
+    for spec in dict.fromkeys(specs):  # a file shared by two backends once
+        if spec.repo_id in skip_repos:
             continue
         path = find_local(spec, weights_dir)
         row = {
             "annotator": name,
             "kind": "file",
             "name": spec.filename,
+            "repo_id": spec.repo_id,
             "source": spec.url,
             "present": path is not None,
             "path": str(path) if path else None,
@@ -41,55 +44,46 @@ def file_rows(name: str, cls: Any, weights_dir: str | None, skip_repos: set[str]
 
 
 def model_rows(name: str, cls: Any, weights_dir: str | None) -> list[dict]:
-    """One row per transformers model an annotator can use (``model_ids()``), looked up offline."""
+    """One row per model folder an annotator can load (``model_folders()``), looked up offline."""
     default = next((p.default for p in cls.params if p.name == "model"), None)
-    return models_rows(name, cls.model_ids(), default, weights_dir)
+    return models_rows(name, cls.model_folders(), default, weights_dir)
 
 
 def caption_rows(weights_dir: str | None) -> list[dict]:
     """The captioning models of ``build --caption`` (they need tokenizer files too)."""
     from annotators import caption
 
-    models = {short: spec.repo_id for short, spec in caption.MODELS.items()}
-    models = {s: r for s, r in models.items() if not s.endswith("-detailed")}  # same repos
+    models = {s: spec for s, spec in caption.MODELS.items() if not s.endswith("-detailed")}
     return models_rows("caption (build --caption)", models, None, weights_dir,
                        extra=caption.TOKENIZER_FILES, processor=caption.PROCESSOR_FILES)  # fmt: skip
 
 
-def models_rows(name: str, models: dict[str, str], default: str | None,
+def models_rows(name: str, models: dict[str, Any], default: str | None,
                 weights_dir: str | None, extra: tuple[str, ...] = (),
                 processor: tuple[str, ...] = ("preprocessor_config.json",)) -> list[dict]:  # fmt: skip
-    """One row per model (short name -> hub id): where it is, or the files it needs."""
-    from annotators.weights import (
-        WeightsError,
-        model_files,
-        model_weights_file,
-        resolve_model_dir,
-        sha256_file,
-    )
+    """One row per model (short name -> spec with ``repo_id``): where it is, or what it needs."""
+    from annotators.weights import WeightsError, find_folder, folder_files, sha256_file
 
     rows = []
-    for short, repo in models.items():
+    for short, spec in models.items():
         row = {
             "annotator": name,
             "kind": "model",
             "name": short,
             "default": short == default,
-            "source": f"https://huggingface.co/{repo}",
-            "repo_id": repo,
-            "needs": model_files(extra, processor),
+            "source": f"https://huggingface.co/{spec.repo_id}",
+            "repo_id": spec.repo_id,
+            "needs": folder_files(spec, extra, processor),
         }
         try:
-            folder = resolve_model_dir(repo, weights_dir, offline=True, extra=extra,
-                                       processor=processor)  # fmt: skip
+            folder, weights = find_folder(spec, weights_dir, extra, processor)
         except WeightsError as err:
             row.update(present=False, path=None, size=None, sha256=None, error=str(err))
         else:
-            weights = model_weights_file(folder)
             row.update(
                 present=True,
                 path=str(folder),
-                file=weights.name,
+                file=str(weights.relative_to(folder)),
                 size=_size(weights),
                 sha256=sha256_file(weights),
             )
@@ -98,16 +92,16 @@ def models_rows(name: str, models: dict[str, str], default: str | None,
 
 
 def collect(weights_dir: str | None) -> list[dict]:
-    """Rows for every registered annotator that needs weights."""
+    """Rows for every registered annotator that needs weights: each backend's files and each
+    model folder, as the annotator declares them (so ``hintset annotators`` lists the same)."""
     from annotators import get, list_annotators
 
+    classes = {name: get(name) for name in list_annotators()}
+    folders = {s.repo_id for cls in classes.values() for s in cls.model_folders().values()}
     rows: list[dict] = []
-    for name in list_annotators():
-        cls = get(name)
-        models = cls.model_ids() if hasattr(cls, "model_ids") else {}
-        rows += file_rows(name, cls, weights_dir, set(models.values()))
-        if models:
-            rows += model_rows(name, cls, weights_dir)
+    for name, cls in classes.items():
+        rows += file_rows(name, cls, weights_dir, folders)
+        rows += model_rows(name, cls, weights_dir)
     return rows + caption_rows(weights_dir)
 
 
@@ -128,7 +122,8 @@ def weights(weights_dir, as_json):
 
     Files are looked for in --weights-dir, $HINTSET_WEIGHTS_DIR and the Hugging Face cache.
     A transformers model is a folder DIR/<hub id>/ holding config.json, model.safetensors
-    and preprocessor_config.json (as `huggingface-cli download <hub id> --local-dir` makes).
+    and preprocessor_config.json (as `huggingface-cli download <hub id> --local-dir` makes);
+    a Marigold model is a diffusers pipeline folder (model_index.json, unet/, vae/, ...).
     """
     rows = collect(weights_dir)
     if as_json:

@@ -22,11 +22,18 @@ from __future__ import annotations
 import importlib
 
 #: family name -> "module:Class" (imported on use: the registry itself needs no torch)
-FAMILIES = {"sd15": "training.families.sd15:SD15", "sdxl": "training.families.sdxl:SDXL"}
+FAMILIES = {
+    "sd15": "training.families.sd15:SD15",
+    "sdxl": "training.families.sdxl:SDXL",
+    "sd3": "training.families.sd3:SD3",
+    "flux": "training.families.flux:Flux",
+}
 #: diffusers pipeline class of a base (model_index.json ``_class_name``) -> family
 PIPELINES = {
     "StableDiffusionPipeline": "sd15",
     "StableDiffusionXLPipeline": "sdxl",
+    "StableDiffusion3Pipeline": "sd3",
+    "FluxPipeline": "flux",
 }
 
 
@@ -61,9 +68,25 @@ def is_sdxl_controlnet(config: dict) -> bool:
     return config.get("addition_embed_type") == "text_time"
 
 
-def family_of_controlnet(config: dict) -> str:
-    """Family a saved ControlNet (its ``config.json`` as a dict) was trained for."""
+#: ControlNet class (``_class_name`` of its config.json) -> family, where the class says it
+CONTROLNETS = {"FluxControlNetModel": "flux", "SD3ControlNetModel": "sd3"}
+
+
+def family_of_controlnet(config: dict, class_name: str = "") -> str:
+    """Family a saved ControlNet (its ``config.json`` as a dict, or a model's config and its
+    class name) was trained for."""
+    name = class_name or str(config.get("_class_name", ""))
+    if name in CONTROLNETS:
+        return CONTROLNETS[name]
     return "sdxl" if is_sdxl_controlnet(config) else "sd15"
+
+
+def family_of_architecture(architecture: str):
+    """The family class whose exports say ``hintset.architecture: architecture``."""
+    for name in FAMILIES:
+        if family_class(name).ARCHITECTURE == architecture:
+            return family_class(name)
+    raise ValueError(f"unknown architecture {architecture!r}")
 
 
 def create(base_model: str, device, dtype, family: str = "", text: bool = True):

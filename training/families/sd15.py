@@ -56,6 +56,41 @@ class SD15:
     TEXT_FIELDS = ("encoder_hidden_states",)
     PIPELINE_TEXT = {"encoder_hidden_states": "prompt_embeds"}
 
+    # --- export: what the files and the model card say (training/export.py, model_card.py)
+    #: ``hintset.architecture`` in exports, the card's label and Hub tag
+    ARCHITECTURE, LABEL, TAG = "sd", "SD 1.x/2.x", "stable-diffusion"
+    #: key layout of the single file: "cldm" (original ``control_model.*``) or "diffusers"
+    SINGLE_FILE = "cldm"
+    #: the pipeline's keyword taking the control image
+    IMAGE_ARG = "image"
+    #: what AUTOMATIC1111's ControlNet extension (>= 1.1.400) and ComfyUI assume when they
+    #: rebuild a ControlNet from a single file's key shapes: ldm's GroupNorm(32, eps 1e-5), the
+    #: 16/32/96/256 hint encoder and SD's 320 base channels. Other numbers (tiny bases) would
+    #: load wrongly there.
+    SINGLE_FILE_STANDARD = {"norm_num_groups": 32, "norm_eps": 1e-5,
+                            "conditioning_embedding_out_channels": (16, 32, 96, 256),
+                            "base_channels": 320}  # fmt: skip
+
+    @staticmethod
+    def single_file_settings(config: dict) -> dict:
+        """The ControlNet config's values of the ``SINGLE_FILE_STANDARD`` settings."""
+        return {
+            "norm_num_groups": config.get("norm_num_groups", 32),
+            "norm_eps": config.get("norm_eps", 1e-5),
+            "conditioning_embedding_out_channels": tuple(
+                config.get("conditioning_embedding_out_channels", (16, 32, 96, 256))
+            ),
+            "base_channels": config["block_out_channels"][0],
+        }
+
+    @staticmethod
+    def modelspec_architecture(config: dict, info: dict) -> str:
+        """ModelSpec architecture id of a standard ControlNet, as SwarmUI registers it."""
+        if config.get("cross_attention_dim") == 1024:
+            v = info.get("prediction_type") == "v"
+            return f"stable-diffusion-v2-{'768-v' if v else '512'}/controlnet"
+        return "stable-diffusion-v1/controlnet"
+
     def __init__(self, base_model: str, device, dtype, text: bool = True) -> None:
         import torch
 
@@ -63,8 +98,9 @@ class SD15:
         self.device = torch.device(device)
         self.dtype = dtype
         self.text = text
-        for name in self.TEXT:
+        for name in self.TEXT:  # absent with text=False, as their tokenizers may be
             setattr(self, name, None)
+            setattr(self, name.replace("text_encoder", "tokenizer"), None)
         for name, part in self.load_parts(base_model).items():
             setattr(self, name, part)
         for name in self.LOCKED:

@@ -44,6 +44,12 @@ class SDXL(SD15):
         "text_embeds": "pooled_prompt_embeds",
     }
     PIPELINE_EXTRA: dict = {}
+    ARCHITECTURE, LABEL, TAG = "sdxl", "SDXL", "stable-diffusion-xl"
+    SINGLE_FILE = "diffusers"  # ComfyUI loads SDXL ControlNets with diffusers keys
+
+    @staticmethod
+    def modelspec_architecture(config: dict, info: dict) -> str:
+        return "stable-diffusion-xl-v1-base/controlnet"
 
     def load_parts(self, base_model: str) -> dict:
         from transformers import CLIPTextModelWithProjection, CLIPTokenizer
