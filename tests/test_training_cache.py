@@ -14,6 +14,7 @@ import pytest
 torch = pytest.importorskip("torch")
 
 from tests.test_training import _config, shards, tiny_base  # noqa: E402,F401  (fixtures)
+from tests.test_training_flux import tiny_flux  # noqa: E402,F401  (fixture)
 
 
 @pytest.fixture(scope="module")
@@ -177,3 +178,19 @@ def test_sdxl_text_false_loads_no_text_encoders(tmp_path):
     family = create(str(base), "cpu", torch.float32, text=False)
     assert family.text_encoder is None and family.text_encoder_2 is None
     assert set(family.locked()) == {"vae", "unet"}
+
+
+def test_flux_cached_run_equals_uncached_without_t5(shards, tiny_flux, tmp_path):  # noqa: F811
+    """``train --cache`` fills the cache on first use, then runs FLUX without CLIP and T5: the
+    same losses as the uncached centre-crop run, and a validation grid from cached embeddings."""
+    from training.trainer import Trainer
+
+    plain = Trainer(_config(shards, tiny_flux, tmp_path / "plain", crop="centre"), device="cpu")
+    expected = plain.train()
+    cfg = _config(shards, tiny_flux, tmp_path / "cached", cache=str(tmp_path / "c"),
+                  validate_every=2, num_validation=1)  # fmt: skip
+    cached = Trainer(cfg, device="cpu")
+    assert cached.family.text_encoder is None and cached.family.text_encoder_2 is None
+    assert set(cached.family.locked()) == {"vae", "transformer"}
+    np.testing.assert_allclose(cached.train(), expected, rtol=1e-5, atol=1e-6)
+    assert (tmp_path / "cached" / "validation" / "step-000002.png").exists()
