@@ -41,8 +41,10 @@ def write_base(folder: Path, size: str, family: str) -> Path:
 
     if size == "tiny":
         return TINY[family](folder, seed=0)
+    if family == "flux" and size == "small":
+        return write_small_flux(folder)
     if family != "sd15":
-        raise SystemExit(f"--size {size} is written for sd15 only (use --size tiny for {family})")
+        raise SystemExit(f"--size {size}: sd15 (small, full) or flux (small) only")
     import torch
     from diffusers import DDPMScheduler, StableDiffusionPipeline, UNet2DConditionModel
     from transformers import CLIPTextConfig, CLIPTextModel, CLIPTokenizer
@@ -83,6 +85,53 @@ def peak_rss_mb() -> float:
         if line.startswith("VmHWM:"):
             return int(line.split()[1]) / 1024
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+
+
+def write_small_flux(folder: Path) -> Path:
+    """FLUX with SD's real CLIP-L, a T5 of 1024 width and 12 layers (T5-XXL: 4096 and 24) read at
+    128 tokens (FLUX.1-dev: 512), the real 16-channel VAE widths and a small transformer: the
+    encoders the cache removes at a size a CPU runs in minutes."""
+    import torch
+    from diffusers import (
+        AutoencoderKL,
+        FlowMatchEulerDiscreteScheduler,
+        FluxPipeline,
+        FluxTransformer2DModel,
+    )
+    from transformers import CLIPTextConfig, CLIPTextModel, CLIPTokenizer, T5Config, T5EncoderModel
+
+    from training.tiny_base import FLUX_SCHEDULER, write_t5_tokenizer, write_tokenizer
+
+    torch.manual_seed(0)
+    write_tokenizer(folder / "tokenizer")
+    tok = CLIPTokenizer(str(folder / "tokenizer" / "vocab.json"),
+                        str(folder / "tokenizer" / "merges.txt"), model_max_length=77)  # fmt: skip
+    clip = CLIPTextModel(CLIPTextConfig(
+        vocab_size=49408, hidden_size=768, intermediate_size=3072, num_hidden_layers=12,
+        num_attention_heads=12, max_position_embeddings=77, bos_token_id=tok.bos_token_id,
+        eos_token_id=tok.eos_token_id, pad_token_id=tok.pad_token_id,
+    ))  # fmt: skip
+    tok_2 = write_t5_tokenizer(folder / "tokenizer_2", max_length=128)
+    t5 = T5EncoderModel(T5Config(
+        vocab_size=32128, d_model=1024, d_kv=64, d_ff=2816, num_layers=12, num_heads=16,
+        feed_forward_proj="gated-gelu", is_encoder_decoder=False,
+    ))  # fmt: skip
+    vae = AutoencoderKL(
+        in_channels=3, out_channels=3, latent_channels=16, layers_per_block=1,
+        down_block_types=("DownEncoderBlock2D",) * 4, up_block_types=("UpDecoderBlock2D",) * 4,
+        block_out_channels=(128, 256, 512, 512), shift_factor=0.1159, scaling_factor=0.3611,
+        use_quant_conv=False, use_post_quant_conv=False,
+    )  # fmt: skip
+    transformer = FluxTransformer2DModel(
+        patch_size=1, in_channels=64, num_layers=1, num_single_layers=2, attention_head_dim=64,
+        num_attention_heads=4, joint_attention_dim=1024, pooled_projection_dim=768,
+        guidance_embeds=True, axes_dims_rope=[16, 24, 24],
+    )  # fmt: skip
+    FluxPipeline(
+        scheduler=FlowMatchEulerDiscreteScheduler(**FLUX_SCHEDULER), vae=vae, text_encoder=clip,
+        tokenizer=tok, text_encoder_2=t5, tokenizer_2=tok_2, transformer=transformer,
+    ).save_pretrained(folder)  # fmt: skip
+    return folder
 
 
 def measure(a) -> dict:
