@@ -158,7 +158,10 @@ def export(
 @click.option("-o", "--output", required=True, type=click.Path(path_type=Path), help="cache folder")
 @click.option("--resolution", type=int, default=512, show_default=True, help="training size")
 @click.option(
-    "--family", type=click.Choice(["auto", "sd15", "sdxl"]), default="auto", show_default=True
+    "--family",
+    type=click.Choice(["auto", "sd15", "sdxl", "sd3", "flux"]),
+    default="auto",
+    show_default=True,
 )
 @click.option("--stack-conditions", is_flag=True, help="as for hintset train")
 @click.option(
