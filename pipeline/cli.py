@@ -25,6 +25,7 @@ COMMANDS: dict[str, str] = {
     "weights": "pipeline.commands.weights:weights",
     "tiny-base": "training.cli:tiny_base",
     "train": "training.cli:train",
+    "cache": "training.cli:cache",
     "export": "training.cli:export",
     "evaluate": "evaluation.cli:evaluate",
 }
@@ -37,7 +38,7 @@ NEEDS: dict[str, tuple[tuple[str, str], ...]] = {
         ("transformers", "train"),
         ("accelerate", "train"),
     )  # fmt: skip
-    for name in ("tiny-base", "train", "export")
+    for name in ("tiny-base", "train", "cache", "export")
 }
 
 

@@ -156,3 +156,61 @@ def export(
     if done["single_file"]:
         click.echo(f"single file: {done['single_file']} ({done['tensors']} tensors, "
                    f"{done['metadata']['hintset.layout']} keys)")  # fmt: skip
+
+
+@click.command("cache")
+@click.option("--data", required=True, help="build output folder (OUT) or shard URL pattern")
+@click.option("--base-model", required=True, help="diffusers folder or hub id of the base")
+@click.option("--condition", required=True, help="map name(s), as for hintset train")
+@click.option("-o", "--output", required=True, type=click.Path(path_type=Path), help="cache folder")
+@click.option("--resolution", type=int, default=512, show_default=True, help="training size")
+@click.option(
+    "--family",
+    type=click.Choice(["auto", "sd15", "sdxl", "sd3", "flux"]),
+    default="auto",
+    show_default=True,
+)
+@click.option("--stack-conditions", is_flag=True, help="as for hintset train")
+@click.option(
+    "--mixed-precision", type=click.Choice(["no", "fp16", "bf16"]), default="no",
+    show_default=True, help="dtype of the encoders and of the stored tensors (the run's)",
+)  # fmt: skip
+@click.option(
+    "--validation-shards", type=int, default=0, show_default=True,
+    help="the last N shards are held out (not cached), as for hintset train",
+)  # fmt: skip
+@click.option("--batch-size", type=int, default=8, show_default=True, help="samples per encode")
+@click.option("--device", default="auto", show_default=True, help="auto, cpu, cuda, cuda:1")
+def cache(data, base_model, condition, output, resolution, family, stack_conditions,
+          mixed_precision, validation_shards, batch_size, device) -> None:  # fmt: skip
+    """Encode every sample once (VAE latent mean/std of the image, the control input, the text
+    encoders' output) into a cache folder for ``hintset train --cache``.
+
+    Random crops and flips cannot be cached: each sample is stored as its centre square at
+    --resolution, unflipped. Rerunning completes a partial cache; a cache made with another
+    base (encoder weights), resolution, maps, precision or crop rule is refused."""
+    import torch
+
+    from training import families
+    from training.cache import Cache, fill
+    from training.config import TrainConfig
+    from training.data import shard_urls, split_validation
+    from training.trainer import DTYPES
+
+    config = TrainConfig(data=data, base_model=base_model, condition=condition, output="-",
+                         resolution=resolution, family=family, stack_conditions=stack_conditions,
+                         mixed_precision=mixed_precision, validation_shards=validation_shards,
+                         cache=str(output))  # fmt: skip
+    if device == "auto":
+        device = "cuda" if torch.cuda.is_available() else "cpu"
+    dtype = getattr(torch, DTYPES[mixed_precision])
+    try:
+        name = families.detect(base_model) if family == "auto" else family
+        store = Cache(output, config, name)
+        urls, _ = split_validation(shard_urls(data), validation_shards)
+        made = fill(store, lambda: families.create(base_model, device, dtype, name), urls, [""],
+                    batch_size=batch_size, log=click.echo)  # fmt: skip
+    except ValueError as err:
+        raise click.ClickException(str(err)) from None
+    click.echo(f"cache {output}: {len(urls)} shards ({made} samples encoded now), "
+               f"fingerprint {store.fingerprint[:12]}")  # fmt: skip

@@ -52,6 +52,14 @@ class TrainConfig:
     lr: float = opt(1e-5, "AdamW learning rate")
     lr_warmup_steps: int = opt(0, "linear learning-rate warm-up steps")
     resolution: int = opt(512, "training size: short side resized, then a random square crop")
+    crop: str = opt(
+        "random", "random: square crop and flip drawn per sample; centre: the centre square, "
+        "unflipped (what --cache stores)", ("random", "centre"),
+    )  # fmt: skip
+    cache: str = opt(
+        "", "folder of cached latents and text embeddings (hintset cache): filled on first use, "
+        "reused after; the run loads no text encoder and samples the centre crop, unflipped",
+    )  # fmt: skip
     mixed_precision: str = opt(
         "no", "dtype of the locked parts and autocast", ("no", "fp16", "bf16")
     )
@@ -145,6 +153,11 @@ class TrainConfig:
             )
         if self.union and self.stack_conditions:
             raise ValueError("give --union or --stack-conditions, not both")
+        if self.union and self.cache:
+            raise ValueError(
+                "--cache does not cover --union runs yet (each sample's maps and "
+                "their subsets are drawn per step); train a union run uncached"
+            )
         if not 0 <= self.union_single <= 1:
             raise ValueError(f"--union-single {self.union_single} is not in [0, 1]")
         if "wandb" in self.trackers:

@@ -98,11 +98,18 @@ def crop_and_flip(
     return pixels, cond
 
 
+#: crop rules: ``random`` square crop and flip (drawn from the stream's rng), or ``centre``
+#: crop without flip (no draw: the rule a cache of encoded samples is made with)
+CROPS = ("random", "centre")
+
+
 def crop_flip_with_coords(
-    image, maps: list, resolution: int, rng: random.Random, *, stack: bool = False
-) -> tuple[np.ndarray, np.ndarray, tuple[int, int]]:
+    image, maps: list, resolution: int, rng: random.Random, *, stack: bool = False,
+    crop: str = "random",
+) -> tuple[np.ndarray, np.ndarray, tuple[int, int]]:  # fmt: skip
     """``crop_and_flip`` plus the crop's top-left (y, x) in the resized image (SDXL's
-    ``crops_coords_top_left``; mirrored in x when flipped, as diffusers' SDXL scripts do)."""
+    ``crops_coords_top_left``; mirrored in x when flipped, as diffusers' SDXL scripts do);
+    ``crop="centre"`` takes the centre square, unflipped, and draws nothing from ``rng``."""
     from PIL import Image
 
     w, h = image.size
@@ -110,9 +117,12 @@ def crop_flip_with_coords(
     size = (max(resolution, round(w * scale)), max(resolution, round(h * scale)))
     image = image.resize(size, Image.BICUBIC)
     maps = [m.resize(size, Image.BILINEAR) for m in maps]
-    left = rng.randint(0, size[0] - resolution)
-    top = rng.randint(0, size[1] - resolution)
-    flip = rng.random() < 0.5
+    if crop == "centre":
+        left, top, flip = (size[0] - resolution) // 2, (size[1] - resolution) // 2, False
+    else:
+        left = rng.randint(0, size[0] - resolution)
+        top = rng.randint(0, size[1] - resolution)
+        flip = rng.random() < 0.5
     box = (left, top, left + resolution, top + resolution)
     img = np.asarray(image.crop(box).convert("RGB"), dtype=np.float32) / 127.5 - 1.0
     chans = [hint_array(m.crop(box), rgb=not stack) for m in maps]
@@ -175,6 +185,7 @@ class ShardDataset:
         urls: list[str] | None = None,
         max_bad_fraction: float = 0.05,
         union: bool = False,
+        crop: str = "random",
         order: str = "shards",
         batch_size: int = 1,
     ) -> None:
@@ -183,6 +194,7 @@ class ShardDataset:
         self.order = order
         self.batch_size = batch_size
         self.data = data
+        self.crop = crop
         self.urls = shard_urls(data) if urls is None else list(urls)
         if not self.urls:
             raise ValueError(f"no shards found in {data}")
@@ -248,7 +260,7 @@ class ShardDataset:
             ]
             original = original_size(sample, image.size)
             pixels, cond, crop = crop_flip_with_coords(
-                image, maps, self.resolution, rng, stack=self.stack
+                image, maps, self.resolution, rng, stack=self.stack, crop=self.crop
             )
             if self.union:
                 cond = union_maps(cond, have)
@@ -347,8 +359,9 @@ def collate(samples: list[dict]) -> dict:
     }
 
 
-def make_loader(dataset: ShardDataset, batch_size: int, num_workers: int = 0):
-    """A torch DataLoader over the iterable dataset (deterministic for a fixed worker count)."""
+def make_loader(dataset: ShardDataset, batch_size: int, num_workers: int = 0, collate_fn=None):
+    """A torch DataLoader over the iterable dataset (deterministic for a fixed worker count);
+    ``collate_fn`` defaults to ``collate`` (a cached dataset brings its own)."""
     import torch.utils.data
 
     class _Iter(torch.utils.data.IterableDataset):
@@ -356,7 +369,7 @@ def make_loader(dataset: ShardDataset, batch_size: int, num_workers: int = 0):
             return iter(dataset)
 
     return torch.utils.data.DataLoader(
-        _Iter(), batch_size=batch_size, num_workers=num_workers, collate_fn=collate
+        _Iter(), batch_size=batch_size, num_workers=num_workers, collate_fn=collate_fn or collate
     )
 
 

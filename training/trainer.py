@@ -103,8 +103,9 @@ class Trainer:
         torch.manual_seed(config.seed + self.rank)
         self.weight_dtype = getattr(torch, DTYPES[config.mixed_precision])
         family = "" if config.family == "auto" else config.family
+        self.cache = self._open_cache(family)
         self.family = families.create(config.base_model, self.device, self.weight_dtype, family,
-                                      union=config.union)  # fmt: skip
+                                      union=config.union, text=self.cache is None)  # fmt: skip
         controlnet = self.family.make_controlnet(self._channels())
         controlnet.to(self.device).train()
         if self.weight_dtype != torch.float32:  # trainable weights stay fp32 under mixed precision
@@ -128,6 +129,28 @@ class Trainer:
         self.batches_consumed = 0
         self.dataset = None
 
+    def _open_cache(self, family: str):
+        """The run's cache (``--cache``), filled where it lacks this rank's share of the
+        training shards, the empty prompt or the validation captions; None without one."""
+        if not self.config.cache:
+            return None
+        from training import families
+        from training.cache import Cache, fill
+        from training.validate import read_validation
+
+        c = self.config
+        family = family or families.detect(c.base_model)
+        cache = Cache(c.cache, c, family)
+        mine = self.train_urls[self.rank :: self.world]
+        captions = [""]
+        if c.validate_every and self.rank == 0:
+            captions += [s["caption"] for s in read_validation(c, c.num_validation)]
+        fill(cache, lambda: families.create(c.base_model, self.device, self.weight_dtype, family),
+             mine, captions, batch_size=c.batch_size,
+             log=print if self.accelerator.is_main_process else lambda *_: None)  # fmt: skip
+        self.accelerator.wait_for_everyone()
+        return cache
+
     def _channels(self) -> int:
         """ControlNet input channels: 3 (one map as RGB; each map of a union), or the stacked
         maps' channel count."""
@@ -147,6 +170,9 @@ class Trainer:
 
         draws = Draws(self.config.seed, self.step, batch["key"])
         keep = (draws.rand() >= self.config.prompt_dropout).tolist()
+        if "encoded" in batch:  # from the cache: dropped samples get the empty prompt's text
+            encoded = self.cache.with_dropout(batch["encoded"], keep, self.device)
+            return self.family.loss_from(self.model, encoded, self.config, draws, control=control)
         captions = [t if k else "" for t, k in zip(batch["caption"], keep, strict=True)]
         return self.family.loss(self.model, batch, captions, self.config, draws, control=control)
 
@@ -284,12 +310,18 @@ class Trainer:
             if not validation_source(c)[2]:
                 print("warning: validation samples come from the training shards; hold some out "
                       "with --validation-shards N or --validation-data", file=sys.stderr)  # fmt: skip
-        self.dataset = ShardDataset(
-            c.data, c.conditions, c.resolution, seed=c.seed, shuffle_buffer=c.shuffle_buffer,
-            stack=c.stack_conditions, urls=self.train_urls, max_bad_fraction=c.max_bad_fraction,
-            union=c.union, order=c.data_order, batch_size=c.batch_size,
-        )  # fmt: skip
-        batches = iter(make_loader(self.dataset, c.batch_size, c.loader_workers))
+        args = dict(seed=c.seed, shuffle_buffer=c.shuffle_buffer, stack=c.stack_conditions,
+                    urls=self.train_urls, max_bad_fraction=c.max_bad_fraction,
+                    order=c.data_order, batch_size=c.batch_size, union=c.union)  # fmt: skip
+        collate = None
+        if self.cache is not None:
+            from training.cache import CachedDataset, collate_cached
+
+            self.dataset = CachedDataset(self.cache, c.data, c.conditions, c.resolution, **args)
+            collate = collate_cached
+        else:
+            self.dataset = ShardDataset(c.data, c.conditions, c.resolution, crop=c.crop, **args)
+        batches = iter(make_loader(self.dataset, c.batch_size, c.loader_workers, collate))
         for _ in range(self.batches_consumed):  # replay the deterministic stream to the position
             next(batches)
         if self._rng_after_skip is not None:

@@ -47,17 +47,18 @@ def control_args(family, config):
 
 def generate_rows(
     pipe, samples: list[dict], resolution: int, *, steps: int = 20, guidance: float = 9.0,
-    seed: int = 0, control=None,
+    seed: int = 0, control=None, prompts: list[dict] | None = None,
 ) -> np.ndarray:  # fmt: skip
     """Rows of condition | generated | original (uint8), one per sample, seeded per row;
-    ``control``: sample -> the pipeline's control arguments (default: ``image=`` the hint)."""
+    ``control``: sample -> the pipeline's control arguments (default: ``image=`` the hint);
+    ``prompts``: each row's prompt arguments in place of its caption (cached embeddings)."""
     import torch
 
     control = control or control_args(None, None)
     rows = []
     for i, s in enumerate(samples):
         img = pipe(
-            s["caption"],
+            **(prompts[i] if prompts else {"prompt": s["caption"]}),
             **control(s),
             num_inference_steps=steps,
             guidance_scale=guidance,
@@ -84,9 +85,13 @@ def sample_grid(
     pipe = make_pipeline(trainer)
     was_training = trainer.controlnet.training
     trainer.controlnet.eval()
+    prompts = None
+    if getattr(trainer, "cache", None) is not None:  # no text encoders: the cached embeddings
+        zeros = bool(pipe.config.get("force_zeros_for_empty_prompt", False))
+        prompts = [trainer.cache.pipeline_prompt(s["caption"], zeros) for s in samples]
     try:
         grid = generate_rows(pipe, samples, trainer.config.resolution, steps=steps,
-                             guidance=guidance, seed=seed,
+                             guidance=guidance, seed=seed, prompts=prompts,
                              control=control_args(trainer.family, trainer.config))  # fmt: skip
     finally:
         trainer.controlnet.train(was_training)

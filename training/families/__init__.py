@@ -3,7 +3,9 @@
 Each family module holds one class with the same few methods; the training loop calls them and
 never asks which family it runs. The family is read from the base's ``model_index.json``.
 
-- ``Family(base_model, device, dtype)``: loads the locked parts (``LOCKED``), frozen, on device.
+- ``Family(base_model, device, dtype, text=True)``: loads the locked parts (``LOCKED``), frozen,
+  on device; ``text=False`` leaves out the text encoders (``TEXT``): a run on a cache
+  (training/cache.py) gets the text fields (``TEXT_FIELDS``) from disk.
 - ``make_controlnet(channels)``: the trainable ControlNet initialised from the base.
 - ``encode(batch, captions, config) -> dict``: what the locked encoders make of a batch (VAE
   latent statistics, the control input, text and added conditioning), per sample along the
@@ -99,12 +101,15 @@ def family_of_architecture(architecture: str):
     raise ValueError(f"unknown architecture {architecture!r}")
 
 
-def create(base_model: str, device, dtype, family: str = "", union: bool = False):
+def create(base_model: str, device, dtype, family: str = "", union: bool = False,
+           text: bool = True):  # fmt: skip
     """The family object holding the locked parts of ``base_model`` (``family`` overrides
-    detection); ``union``: its union variant (one ControlNet, several condition types)."""
+    detection); ``union``: its union variant (one ControlNet, several condition types);
+    ``text=False``: without its text encoders (a run on cached embeddings)."""
     name = family or detect(base_model)
     if union and f"{name}-union" not in FAMILIES:
         union_of = sorted(f.removesuffix("-union") for f in FAMILIES if f.endswith("-union"))
         raise ValueError(f"--union: no union ControlNet for family {name!r} "
                          f"(union: {', '.join(union_of)})")  # fmt: skip
-    return family_class(f"{name}-union" if union else name)(base_model, device, dtype)
+    name = f"{name}-union" if union else name
+    return family_class(name)(base_model, device, dtype, text=text)

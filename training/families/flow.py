@@ -67,11 +67,16 @@ class FlowFamily(SD15):
     TEXT: tuple[str, ...] = ()
     #: encoded fields made from the captions (replaced for dropped prompts by a cache)
     TEXT_FIELDS: tuple[str, ...] = ()
+    #: text field -> the sampling pipeline's argument (validation grids on cached text)
+    PIPELINE_TEXT = {
+        "prompt_embeds": "prompt_embeds",
+        "pooled_prompt_embeds": "pooled_prompt_embeds",
+    }
 
     def __init__(self, base_model: str, device, dtype, text: bool = True) -> None:
         self.text = text
         self.LOCKED = tuple(n for n in type(self).LOCKED if text or n not in self.TEXT)
-        super().__init__(base_model, device, dtype)
+        super().__init__(base_model, device, dtype, text=text)
 
     def load_parts(self, base_model: str) -> dict:
         """VAE, transformer and flow-matching scheduler; tokenizers and text encoders if

@@ -49,6 +49,13 @@ class SD15:
     name = "sd15"
     #: locked modules, in the order they are loaded
     LOCKED = ("text_encoder", "vae", "unet")
+    #: text encoders (not loaded with ``text=False``: a run on cached text embeddings)
+    TEXT = ("text_encoder",)
+    #: ``encode`` fields the text encoders make (a prompt-dropped cached sample gets the empty
+    #: prompt's), and the sampling pipeline's argument each one fills (grids on cached text)
+    TEXT_FIELDS = ("encoder_hidden_states",)
+    PIPELINE_TEXT = {"encoder_hidden_states": "prompt_embeds"}
+
     # --- export: what the files and the model card say (training/export.py, model_card.py)
     #: ``hintset.architecture`` in exports, the card's label and Hub tag
     ARCHITECTURE, LABEL, TAG = "sd", "SD 1.x/2.x", "stable-diffusion"
@@ -84,15 +91,21 @@ class SD15:
             return f"stable-diffusion-v2-{'768-v' if v else '512'}/controlnet"
         return "stable-diffusion-v1/controlnet"
 
-    def __init__(self, base_model: str, device, dtype) -> None:
+    def __init__(self, base_model: str, device, dtype, text: bool = True) -> None:
         import torch
 
         self.base_model = base_model
         self.device = torch.device(device)
         self.dtype = dtype
+        self.text = text
+        for name in self.TEXT:  # absent with text=False, as their tokenizers may be
+            setattr(self, name, None)
+            setattr(self, name.replace("text_encoder", "tokenizer"), None)
         for name, part in self.load_parts(base_model).items():
             setattr(self, name, part)
         for name in self.LOCKED:
+            if getattr(self, name) is None:
+                continue
             module = getattr(self, name)
             module.eval()
             module.requires_grad_(False)
@@ -101,21 +114,26 @@ class SD15:
                 module.to(dtype)
 
     def load_parts(self, base_model: str) -> dict:
-        """Tokenizer, text encoder, VAE, U-Net and DDPM noise scheduler of the base."""
+        """Tokenizer, text encoder (unless ``self.text`` is False), VAE, U-Net and DDPM noise
+        scheduler of the base."""
         from diffusers import AutoencoderKL, DDPMScheduler, UNet2DConditionModel
         from transformers import CLIPTextModel, CLIPTokenizer
 
+        parts = {"tokenizer": CLIPTokenizer.from_pretrained(base_model, subfolder="tokenizer")}
+        if self.text:
+            parts["text_encoder"] = CLIPTextModel.from_pretrained(
+                base_model, subfolder="text_encoder"
+            )
         return {
-            "tokenizer": CLIPTokenizer.from_pretrained(base_model, subfolder="tokenizer"),
-            "text_encoder": CLIPTextModel.from_pretrained(base_model, subfolder="text_encoder"),
+            **parts,
             "vae": AutoencoderKL.from_pretrained(base_model, subfolder="vae"),
             "unet": UNet2DConditionModel.from_pretrained(base_model, subfolder="unet"),
             "noise_scheduler": DDPMScheduler.from_pretrained(base_model, subfolder="scheduler"),
         }
 
     def locked(self) -> dict:
-        """Name -> locked module (never trained)."""
-        return {name: getattr(self, name) for name in self.LOCKED}
+        """Name -> locked module (never trained; text encoders only when loaded)."""
+        return {n: getattr(self, n) for n in self.LOCKED if getattr(self, n) is not None}
 
     # --- the trainable model ---------------------------------------------------------------
     @staticmethod

@@ -37,6 +37,12 @@ class SDXL(SD15):
 
     name = "sdxl"
     LOCKED = ("text_encoder", "text_encoder_2", "vae", "unet")
+    TEXT = ("text_encoder", "text_encoder_2")
+    TEXT_FIELDS = ("encoder_hidden_states", "text_embeds")
+    PIPELINE_TEXT = {
+        "encoder_hidden_states": "prompt_embeds",
+        "text_embeds": "pooled_prompt_embeds",
+    }
     PIPELINE_EXTRA: dict = {}
     ARCHITECTURE, LABEL, TAG = "sdxl", "SDXL", "stable-diffusion-xl"
     SINGLE_FILE = "diffusers"  # ComfyUI loads SDXL ControlNets with diffusers keys
@@ -50,9 +56,10 @@ class SDXL(SD15):
 
         parts = super().load_parts(base_model)
         parts["tokenizer_2"] = CLIPTokenizer.from_pretrained(base_model, subfolder="tokenizer_2")
-        parts["text_encoder_2"] = CLIPTextModelWithProjection.from_pretrained(
-            base_model, subfolder="text_encoder_2"
-        )
+        if self.text:
+            parts["text_encoder_2"] = CLIPTextModelWithProjection.from_pretrained(
+                base_model, subfolder="text_encoder_2"
+            )
         return parts
 
     def text_conditioning(self, captions: list[str]) -> dict:
