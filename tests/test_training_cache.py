@@ -194,3 +194,14 @@ def test_flux_cached_run_equals_uncached_without_t5(shards, tiny_flux, tmp_path)
     assert set(cached.family.locked()) == {"vae", "transformer"}
     np.testing.assert_allclose(cached.train(), expected, rtol=1e-5, atol=1e-6)
     assert (tmp_path / "cached" / "validation" / "step-000002.png").exists()
+
+
+def test_cache_with_union_is_refused_in_one_line(tmp_path):
+    """A union run draws its map subsets per step; the cache does not hold that, so the two
+    together are refused before any work."""
+    from training.config import TrainConfig
+
+    cfg = TrainConfig(data="ds", condition="canny,depth", base_model="b", output="o", union=True,
+                      cache=str(tmp_path / "c"))  # fmt: skip
+    with pytest.raises(ValueError, match="--cache does not cover --union"):
+        cfg.check()
