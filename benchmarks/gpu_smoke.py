@@ -130,6 +130,15 @@ FULL = {
         "tokenizers": {"tokenizer": 77, "tokenizer_2": 512},
     },
 }  # fmt: skip
+# union ControlNets on the same bases (xinsir's SDXL slots, InstantX's FLUX modes)
+FULL["sdxl-union"] = {**FULL["sdxl"], "family": "sdxl-union"}
+FULL["flux-dev-union"] = {**FULL["flux-dev"], "family": "flux-union"}
+
+
+def base_family(family: str) -> tuple[str, bool]:
+    """(family of the base, union?) of a registered family name (``sdxl-union`` -> sdxl, True)."""
+    return family.removesuffix("-union"), family.endswith("-union")
+
 
 #: family -> diffusers' reference script in examples/controlnet and its data-folder option
 REFERENCE = {
@@ -210,7 +219,7 @@ def write_random_base(name: str, folder: Path, *, full: bool, device: str = "cpu
     done = folder / ".complete"
     if done.exists():
         return folder
-    TINY[row["family"]](folder)
+    TINY[base_family(row["family"])[0]](folder)
     for part, (spec, table) in row["components"].items():
         sub = folder / part
         if spec.startswith("diffusers:"):
@@ -267,7 +276,9 @@ def train_once(
     from training.config import TrainConfig
     from training.trainer import Trainer
 
+    family, union = base_family(family)
     options = dict(data=str(data), condition="canny", base_model=str(base), family=family,
+                   union=union,
                    output=str(run), steps=steps, batch_size=batch, lr=1e-5,
                    resolution=resolution, mixed_precision="bf16",
                    gradient_checkpointing=checkpointing, checkpoint_every=0, keep_checkpoints=1,
@@ -344,7 +355,7 @@ def families_to_run(names: list[str]) -> tuple[list[str], list[str]]:
         family = FULL[name]["family"]
         if family not in FAMILIES:
             skipped.append(f"{name}: family {family} is not registered in training/families")
-        elif family not in TINY:
+        elif base_family(family)[0] not in TINY:
             skipped.append(f"{name}: no tiny-base writer for {family} in training/tiny_base.TINY")
         else:
             run.append(name)
@@ -402,7 +413,7 @@ def main(argv: list[str] | None = None) -> int:
         for res in resolutions:
             data = args.data or build_data(work, res)
             for checkpointing in (False, True):
-                for cached in caches:
+                for cached in caches if not base_family(family)[1] else [False]:
                     tag = f"{name}-{res}-gc{int(checkpointing)}-cache{int(cached)}"
                     cache = work / f"cache-{name}-{res}" if cached else None
                     if cached and not args.dry_run:  # fill the cache first: measure reuse

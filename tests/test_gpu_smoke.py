@@ -34,7 +34,9 @@ def test_a_typo_in_the_table_is_refused():
 
 
 def test_every_table_family_has_a_reference_script():
-    assert {row["family"] for row in gpu_smoke.FULL.values()} <= set(gpu_smoke.REFERENCE)
+    """diffusers has a script per family; none for union models (xinsir released no code)."""
+    single = {row["family"] for row in gpu_smoke.FULL.values() if "-union" not in row["family"]}
+    assert single <= set(gpu_smoke.REFERENCE)
 
 
 @pytest.mark.parametrize("family", list(FAMILIES))
@@ -45,7 +47,7 @@ def test_dry_run_trains_each_registered_family(family, shards, tmp_path, capsys)
 
     names = [n for n, row in gpu_smoke.FULL.items() if row["family"] == family]
     assert names, f"family {family} has no full-size entry in benchmarks/gpu_smoke.py FULL"
-    if family not in TINY:
+    if gpu_smoke.base_family(family)[0] not in TINY:
         pytest.skip(f"no tiny-base writer for {family} in training/tiny_base.TINY")
     name = names[0]
     code = gpu_smoke.main(["--dry-run", "--models", name, "--data", str(shards),
@@ -53,7 +55,8 @@ def test_dry_run_trains_each_registered_family(family, shards, tmp_path, capsys)
     out = capsys.readouterr().out
     assert code == 0
     rows = [line for line in out.splitlines() if line.startswith(f"| {name} | 64 |")]
-    assert len(rows) == 2 * (2 if gpu_smoke.has_cache_option() else 1), out
+    cached = gpu_smoke.has_cache_option() and not family.endswith("-union")  # union: uncached
+    assert len(rows) == 2 * (2 if cached else 1), out
     assert all(float(r.split("|")[5]) > 0 for r in rows)  # steps/s measured
     assert (tmp_path / f"tiny-{name}" / ".complete").exists()
 
