@@ -254,3 +254,16 @@ def test_rerun_with_other_settings_is_refused_then_overwrite_redoes(photo_paths,
     resolution = cli("annotate", src, "-o", out, "-a", "canny", "-r", "32", "-p",
                      "canny.low=10", "-p", "canny.high=20", "-q")  # fmt: skip
     assert resolution.returncode == 2 and "resolution was 64, now 32" in resolution.stderr
+
+
+def test_units_shrink_so_workers_finish_together():
+    """Guided chunks: every input once and in order, large chunks first, and a last chunk of
+    at most MIN_UNIT inputs (equal chunks left one worker alone on a 192-input tail)."""
+    from pipeline.annotate import MAX_UNIT, MIN_UNIT, units
+
+    refs = list(range(1500))
+    chunks = [len(u) for u in units(refs, 2, 8)]
+    assert [r for u in units(refs, 2, 8) for r in u] == refs
+    assert chunks == sorted(chunks, reverse=True) and chunks[0] <= MAX_UNIT
+    assert chunks[-1] <= MIN_UNIT and all(c % 8 == 0 for c in chunks[:-1])
+    assert [len(u) for u in units(list(range(5)), 4, 8)] == [5]
