@@ -36,7 +36,9 @@ def file_mode() -> int:
     return 0o666 & ~mask
 
 
-_CREATE = os.O_RDWR | os.O_CREAT | os.O_EXCL | getattr(os, "O_CLOEXEC", 0) | getattr(os, "O_BINARY", 0)
+_CREATE = (
+    os.O_RDWR | os.O_CREAT | os.O_EXCL | getattr(os, "O_CLOEXEC", 0) | getattr(os, "O_BINARY", 0)
+)
 
 
 def temp_file(folder: str | os.PathLike | None, name: str) -> tuple[int, str]:
