@@ -21,7 +21,7 @@ from pipeline.caption import CaptionSpec
 from pipeline.encode import encode_json
 from pipeline.engine import FilesJob, WorkerSetup
 from pipeline.filters import count_rules, parse_filters
-from pipeline.local_pool import run_local
+from pipeline.local_pool import LocalPool
 from pipeline.sample_ref import SampleRef
 from pipeline.worker import AnnotatorSpec
 from pipeline.writers.files import MadeBy, output_bases, output_groups, record, settings_id
@@ -135,11 +135,6 @@ def run_annotate(
                 "--overwrite to redo them, or another output folder"
             )
         todo = [ref for ref, (state, _) in zip(refs, states, strict=True) if state != "done"]
-    if on_plan:
-        on_plan(len(refs), len(todo))
-    for rec in records:
-        if on_record:
-            on_record(rec)
 
     def collect(unit_records: list[dict[str, Any]]) -> None:
         for rec in unit_records:
@@ -159,13 +154,20 @@ def run_annotate(
     setup = WorkerSetup(specs, resolution=resolution, cpus=cpus_per_worker, batch_size=batch_size,
                         filters=tuple(rules), caption=caption,
                         sample_timeout=sample_timeout)  # fmt: skip
-    jobs = (FilesJob(unit, str(out), save_image, caption is not None)
-            for unit in units(todo, processes, batch_size))  # fmt: skip
-    made.start(groups, ids)
-    try:
-        run_local(jobs, setup, processes, collect)
-    finally:
-        made.finish()
+    # the workers start before the progress bar (a forked worker must not inherit its thread)
+    with LocalPool(setup, processes) as pool:
+        if on_plan:
+            on_plan(len(refs), len(todo))
+        for rec in records:
+            if on_record:
+                on_record(rec)
+        jobs = (FilesJob(unit, str(out), save_image, caption is not None)
+                for unit in units(todo, processes, batch_size))  # fmt: skip
+        made.start(groups, ids)
+        try:
+            pool.run(jobs, collect)
+        finally:
+            made.finish()
     redone = {ref.key for ref in todo}
     records += [record(ref.source, "skipped") for ref in refs if ref.key not in redone]
     report = build_report(inputs, out, specs, resolution, processes, records, time.time() - started)

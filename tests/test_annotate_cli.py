@@ -3,7 +3,10 @@
 from __future__ import annotations
 
 import json
+import os
 import shutil
+import subprocess
+import sys
 from pathlib import Path
 
 import cv2
@@ -267,3 +270,35 @@ def test_units_shrink_so_workers_finish_together():
     assert chunks == sorted(chunks, reverse=True) and chunks[0] <= MAX_UNIT
     assert chunks[-1] <= MIN_UNIT and all(c % 8 == 0 for c in chunks[:-1])
     assert [len(u) for u in units(list(range(5)), 4, 8)] == [5]
+
+
+def test_local_workers_fork_only_when_safe():
+    """Canny workers are forked (no start-up); a learned annotator, a captioner or a second
+    thread in this process means spawn (a fork would inherit broken thread pools or locks)."""
+    import threading
+
+    from pipeline.caption import CaptionSpec
+    from pipeline.engine import WorkerSetup
+    from pipeline.local_pool import start_method
+    from pipeline.worker import AnnotatorSpec
+
+    canny = WorkerSetup([AnnotatorSpec("canny")])
+    stop = threading.Event()
+    thread = threading.Thread(target=stop.wait)
+    thread.start()
+    try:
+        assert start_method(canny) == "spawn"
+    finally:
+        stop.set()
+        thread.join()
+    assert start_method(WorkerSetup([AnnotatorSpec("canny"), AnnotatorSpec("hed")])) == "spawn"
+    assert (
+        start_method(WorkerSetup([AnnotatorSpec("canny")], caption=CaptionSpec("blip-base")))
+        == "spawn"
+    )
+    code = ("from pipeline.engine import WorkerSetup; from pipeline.local_pool import start_method; "
+            "from pipeline.worker import AnnotatorSpec; "
+            "print(start_method(WorkerSetup([AnnotatorSpec('canny')])))")  # fmt: skip
+    env = {**os.environ, "PYTHONPATH": str(Path(__file__).resolve().parents[1])}
+    proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=env)
+    assert proc.stdout.strip() == "fork", proc.stderr
