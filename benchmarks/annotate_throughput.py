@@ -6,7 +6,9 @@ test photos are hard-linked N times into a temporary folder. Wall time of the co
 includes interpreter start-up and worker spawn; "steady" is the images/s the report
 measures from plan to finish. Every 50th map of hintset is checked pixel-identical to the
 loop's. ``--runs 5`` repeats plain loop and commands, printing each run's ratios and the
-median. Run: ``python benchmarks/annotate_throughput.py [--images 1500] [--runs 5] [--workers 2]``.
+median; ``--ceiling`` adds the plain loop split over 2 processes (what the cores give at
+the moment, the real limit for 2 workers). Run:
+``python benchmarks/annotate_throughput.py [--images 1500] [--runs 5] [--workers 2] [--ceiling]``.
 """
 
 from __future__ import annotations
@@ -42,7 +44,7 @@ def make_inputs(folder: Path, count: int) -> list[Path]:
 def plain_loop(paths: list[Path], out: Path, resolution: int) -> float:
     """Seconds for imread -> resize -> Canny -> imwrite PNG in one process (the floor)."""
     cv2.setNumThreads(1)
-    out.mkdir()
+    out.mkdir(parents=True)
     start = time.perf_counter()
     for path in paths:
         bgr = cv2.imread(str(path))
@@ -73,12 +75,26 @@ def hintset_annotate(folder: Path, out: Path, workers: int, resolution: int) -> 
     return wall, report["timings"]["images_per_second"]
 
 
-def one_run(folder: Path, paths: list[Path], tmp: Path, workers: list[int],
-            resolution: int) -> list[tuple[str, float, float]]:  # fmt: skip
+def two_loops(paths: list[Path], out: Path, resolution: int) -> float:
+    """Seconds for the plain loop over half the files in each of two processes (the ceiling)."""
+    import multiprocessing as mp
+
+    halves = [(paths[: len(paths) // 2], out / "a"), (paths[len(paths) // 2 :], out / "b")]
+    with mp.get_context("fork").Pool(2) as pool:
+        start = time.perf_counter()
+        pool.starmap(plain_loop, [(part, folder, resolution) for part, folder in halves])
+        return time.perf_counter() - start
+
+
+def one_run(folder: Path, paths: list[Path], tmp: Path, workers: list[int], resolution: int,
+            ceiling: bool = False) -> list[tuple[str, float, float]]:  # fmt: skip
     """(name, img/s wall, img/s steady) for the plain loop and each worker count."""
     plain_out = tmp / "plain"
     plain = len(paths) / plain_loop(paths, plain_out, resolution)
     rows = [("plain loop (cv2, 1 process)", plain, plain)]
+    if ceiling:
+        both = len(paths) / two_loops(paths, tmp / "two", resolution)
+        rows.append(("plain loop, 2 processes", both, both))
     for count in workers:
         out = tmp / f"out{count}"
         wall, steady = hintset_annotate(folder, out, count, resolution)
@@ -93,6 +109,8 @@ def main() -> None:
     parser.add_argument("--resolution", type=int, default=512)
     parser.add_argument("--runs", type=int, default=1, help="repetitions (each its own plain loop)")
     parser.add_argument("--workers", default="1,2", help="worker counts to run, comma separated")
+    parser.add_argument("--ceiling", action="store_true",
+                        help="also the plain loop in 2 processes (what 2 cores give right now)")  # fmt: skip
     args = parser.parse_args()
     workers = [int(w) for w in args.workers.split(",")]
     runs = []
@@ -103,7 +121,7 @@ def main() -> None:
         for number in range(args.runs):
             run_dir = Path(tmp) / f"run{number}"
             run_dir.mkdir()
-            runs.append(one_run(folder, paths, run_dir, workers, args.resolution))
+            runs.append(one_run(folder, paths, run_dir, workers, args.resolution, args.ceiling))
     print(f"{args.images} images, canny, short side {args.resolution}, {os.cpu_count()} cores\n")
     print(f"| {'run':<30} | {'img/s (wall)':>12} | {'img/s (steady)':>14} | {'x plain':>7} |")
     print(f"|{'-' * 32}|{'-' * 14}:|{'-' * 16}:|{'-' * 9}:|")
@@ -114,10 +132,16 @@ def main() -> None:
                 f"| {name:<30} | {wall_rate:>12.1f} | {steady:>14.1f} | {wall_rate / plain:>7.2f} |"
             )
     print()
-    for index, count in enumerate(workers, 1):
+    names = [name for name, _, _ in runs[0]]
+    for count in workers:
+        index = names.index(f"hintset annotate -w {count}")
         ratios = [rows[index][1] / rows[0][1] for rows in runs]
         print(f"{count} worker(s) vs plain loop (wall), per run: "
               f"{', '.join(f'{r:.2f}x' for r in ratios)}; median {statistics.median(ratios):.2f}x")  # fmt: skip
+    if args.ceiling:
+        ratios = [rows[1][1] / rows[0][1] for rows in runs]
+        print(f"plain loop in 2 processes vs 1, per run: {', '.join(f'{r:.2f}x' for r in ratios)}; "
+              f"median {statistics.median(ratios):.2f}x")  # fmt: skip
 
 
 if __name__ == "__main__":
