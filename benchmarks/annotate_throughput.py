@@ -142,6 +142,11 @@ def main() -> None:
         ratios = [rows[1][1] / rows[0][1] for rows in runs]
         print(f"plain loop in 2 processes vs 1, per run: {', '.join(f'{r:.2f}x' for r in ratios)}; "
               f"median {statistics.median(ratios):.2f}x")  # fmt: skip
+        for count in workers:
+            index = names.index(f"hintset annotate -w {count}")
+            share = [rows[index][1] / rows[1][1] for rows in runs]
+            print(f"{count} worker(s) vs plain loop in 2 processes, per run: "
+                  f"{', '.join(f'{r:.2f}' for r in share)}; median {statistics.median(share):.2f}")  # fmt: skip
 
 
 if __name__ == "__main__":
