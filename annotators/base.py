@@ -129,6 +129,9 @@ class Annotator:
     wants_gpu: ClassVar[bool] = False
     #: The implementation whose maps this one equals (``benchmarks/reference_check.py``).
     reference: ClassVar[str] = ""
+    #: Plain OpenCV/numpy code with no runtime of its own (no torch, ONNX, mediapipe threads):
+    #: a local worker may be forked from a process that imported it (see pipeline.local_pool).
+    fork_safe: ClassVar[bool] = False
 
     def __init__(self, **params: Any) -> None:
         known = {p.name: p for p in self.params}

@@ -18,6 +18,7 @@ class Canny(Annotator):
     outputs = ("canny",)
     stats = ("canny_density", "canny_low", "canny_high")  # low/high with random_thresholds
     description = "Canny edges, white on black (1 channel)"
+    fork_safe = True
     params = (
         Param("low", 100, "lower hysteresis threshold"),
         Param("high", 200, "upper hysteresis threshold"),

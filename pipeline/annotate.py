@@ -21,14 +21,14 @@ from pipeline.caption import CaptionSpec
 from pipeline.encode import encode_json
 from pipeline.engine import FilesJob, WorkerSetup
 from pipeline.filters import count_rules, parse_filters
-from pipeline.local_pool import run_local
+from pipeline.local_pool import LocalPool
 from pipeline.sample_ref import SampleRef
 from pipeline.worker import AnnotatorSpec
 from pipeline.writers.files import MadeBy, output_bases, output_groups, record, settings_id
 
 REPORT_NAME = "report.json"
-#: most inputs per unit of work (smaller units: the progress bar moves more often)
-MAX_UNIT = 256
+#: most and fewest inputs per unit of work (see :func:`units`)
+MAX_UNIT, MIN_UNIT = 256, 16
 
 
 class SettingsConflict(ValueError):
@@ -46,21 +46,37 @@ def list_refs(inputs: list[str], exclude: list[str] = ()) -> list[SampleRef]:
 
 
 def units(refs: list[SampleRef], processes: int, batch_size: int) -> Iterator[list[SampleRef]]:
-    """Chunks of whole batches, about four per process, at most MAX_UNIT inputs each."""
-    size = min(MAX_UNIT, math.ceil(len(refs) / (4 * processes)) if refs else 1)
-    size = max(batch_size, math.ceil(size / batch_size) * batch_size)
-    for first in range(0, len(refs), size):
+    """Chunks of whole batches that shrink as the work runs out (guided scheduling).
+
+    Each chunk holds about a quarter of what is left per process (at most MAX_UNIT, at
+    least MIN_UNIT), so early chunks are large (little hand-off per sample) and the last
+    ones small: the processes finish within a few samples of each other instead of one
+    working alone through a large last chunk.
+    """
+    first = 0
+    while first < len(refs):
+        size = min(MAX_UNIT, math.ceil((len(refs) - first) / (4 * processes)))
+        size = max(MIN_UNIT, batch_size, size)
+        size = math.ceil(size / batch_size) * batch_size
         yield refs[first : first + size]
+        first += size
 
 
 def spare_inputs(refs: list[SampleRef], out: Path,
                  suffixes: list[str]) -> tuple[list[SampleRef], list[dict[str, Any]]]:  # fmt: skip
-    """Split off inputs whose output would overwrite one of the inputs (failed records for them)."""
-    inputs = {os.path.realpath(ref.source) for ref in refs}
+    """Split off inputs whose output would overwrite one of the inputs (failed records for them).
+
+    Only an output that exists can be an input, so a fresh output folder costs one ``stat``
+    per output and resolves no paths.
+    """
+    inputs: set[str] = set()  # the resolved input paths, once an output exists
     kept, failed = [], []
     for ref in refs:
         outputs = (out / f"{ref.key}.{suffix}" for suffix in suffixes)
-        clash = next((o for o in outputs if os.path.realpath(o) in inputs), None)
+        existing = [output for output in outputs if os.path.exists(output)]
+        if existing and not inputs:
+            inputs = {os.path.realpath(r.source) for r in refs}
+        clash = next((o for o in existing if os.path.realpath(o) in inputs), None)
         if clash:
             failed.append(record(ref.source, "failed", f"write: {clash} is an input file; "
                                  "hintset never overwrites inputs (use another -o folder)"))  # fmt: skip
@@ -119,11 +135,6 @@ def run_annotate(
                 "--overwrite to redo them, or another output folder"
             )
         todo = [ref for ref, (state, _) in zip(refs, states, strict=True) if state != "done"]
-    if on_plan:
-        on_plan(len(refs), len(todo))
-    for rec in records:
-        if on_record:
-            on_record(rec)
 
     def collect(unit_records: list[dict[str, Any]]) -> None:
         for rec in unit_records:
@@ -143,13 +154,20 @@ def run_annotate(
     setup = WorkerSetup(specs, resolution=resolution, cpus=cpus_per_worker, batch_size=batch_size,
                         filters=tuple(rules), caption=caption,
                         sample_timeout=sample_timeout)  # fmt: skip
-    jobs = (FilesJob(unit, str(out), save_image, caption is not None)
-            for unit in units(todo, processes, batch_size))  # fmt: skip
-    made.start(groups, ids)
-    try:
-        run_local(jobs, setup, processes, collect)
-    finally:
-        made.finish()
+    # the workers start before the progress bar (a forked worker must not inherit its thread)
+    with LocalPool(setup, processes) as pool:
+        if on_plan:
+            on_plan(len(refs), len(todo))
+        for rec in records:
+            if on_record:
+                on_record(rec)
+        jobs = (FilesJob(unit, str(out), save_image, caption is not None)
+                for unit in units(todo, processes, batch_size))  # fmt: skip
+        made.start(groups, ids)
+        try:
+            pool.run(jobs, collect)
+        finally:
+            made.finish()
     redone = {ref.key for ref in todo}
     records += [record(ref.source, "skipped") for ref in refs if ref.key not in redone]
     report = build_report(inputs, out, specs, resolution, processes, records, time.time() - started)

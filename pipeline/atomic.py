@@ -2,20 +2,23 @@
 
 Temporary files are named ``.<target name>.hintset-XXXXXXXX.tmp`` so a later run
 removes only its own leftovers, never a user's ``*.tmp``. Finished files get the
-mode a plain ``open(path, "w")`` would give (0666 minus the umask), not the 0600 of mkstemp
-or of libraries that write through their own temporary file (safetensors' ``save_file``).
+mode a plain ``open(path, "w")`` would give (0666 minus the umask): temporary files are
+created that way (the kernel applies the umask), and files a library rewrote through its own
+temporary file (safetensors' ``save_file`` makes them 0600) are given that mode again.
 """
 
 from __future__ import annotations
 
 import os
 import re
+import secrets
 import tempfile
 from collections.abc import Callable
 from pathlib import Path
 
 TMP_MARK, TMP_SUFFIX = ".hintset-", ".tmp"
-#: what :func:`temp_file` names look like (mkstemp adds 8 characters of [a-z0-9_])
+#: what :func:`temp_file` names look like (8 random characters; older runs used mkstemp's
+#: [a-z0-9_], now hex digits)
 TMP_NAME = re.compile(r"^\..+\.hintset-[a-z0-9_]{8}\.tmp$")
 
 
@@ -33,21 +36,50 @@ def file_mode() -> int:
     return 0o666 & ~mask
 
 
+_CREATE = (
+    os.O_RDWR | os.O_CREAT | os.O_EXCL | getattr(os, "O_CLOEXEC", 0) | getattr(os, "O_BINARY", 0)
+)
+
+
 def temp_file(folder: str | os.PathLike | None, name: str) -> tuple[int, str]:
-    """Open a new hintset temporary file for ``name`` in ``folder``: (fd, path), normal file mode."""
-    fd, tmp = tempfile.mkstemp(dir=folder, prefix=f".{name}{TMP_MARK}", suffix=TMP_SUFFIX)
-    os.fchmod(fd, file_mode())
-    return fd, tmp
+    """Open a new hintset temporary file for ``name`` in ``folder``: (fd, absolute path).
+
+    Created with mode 0666 so the kernel applies the umask, as a plain ``open(path, "w")``
+    does (no ``chmod`` after the fact, no reading the umask per file).
+    """
+    folder = os.path.abspath(tempfile.gettempdir() if folder is None else folder)
+    for _ in range(100):  # a name taken by another writer: draw again (as mkstemp does)
+        tmp = os.path.join(folder, f".{name}{TMP_MARK}{secrets.token_hex(4)}{TMP_SUFFIX}")
+        try:
+            return os.open(tmp, _CREATE, 0o666), tmp
+        except FileExistsError:
+            continue
+    raise FileExistsError(f"no free temporary name for {name} in {folder}")
 
 
 def atomic_write(path: str | os.PathLike, data: bytes, *, fsync: bool = True) -> None:
-    """Write ``data`` to ``path`` so readers see the old file or the new one, never half of it."""
+    """Write ``data`` to ``path`` so readers see the old file or the new one, never half of it.
 
-    def write(tmp: str) -> None:
-        with open(tmp, "wb") as handle:
+    The temporary file is written through the descriptor that created it; ``fsync=False``
+    (many small files whose run can be redone) keeps the rename, which is what makes it atomic.
+    """
+    path = os.fspath(path)
+    folder, name = os.path.split(path)
+    try:
+        fd, tmp = temp_file(folder or ".", name)
+    except FileNotFoundError:  # the folder does not exist yet
+        os.makedirs(folder, exist_ok=True)
+        fd, tmp = temp_file(folder, name)
+    try:
+        with open(fd, "wb", closefd=True) as handle:
             handle.write(data)
-
-    atomic_save(path, write, fsync=fsync)
+            if fsync:
+                handle.flush()
+                os.fsync(handle.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
 
 
 def atomic_save(

@@ -3,7 +3,10 @@
 from __future__ import annotations
 
 import json
+import os
 import shutil
+import subprocess
+import sys
 from pathlib import Path
 
 import cv2
@@ -254,3 +257,48 @@ def test_rerun_with_other_settings_is_refused_then_overwrite_redoes(photo_paths,
     resolution = cli("annotate", src, "-o", out, "-a", "canny", "-r", "32", "-p",
                      "canny.low=10", "-p", "canny.high=20", "-q")  # fmt: skip
     assert resolution.returncode == 2 and "resolution was 64, now 32" in resolution.stderr
+
+
+def test_units_shrink_so_workers_finish_together():
+    """Guided chunks: every input once and in order, large chunks first, and a last chunk of
+    at most MIN_UNIT inputs (equal chunks left one worker alone on a 192-input tail)."""
+    from pipeline.annotate import MAX_UNIT, MIN_UNIT, units
+
+    refs = list(range(1500))
+    chunks = [len(u) for u in units(refs, 2, 8)]
+    assert [r for u in units(refs, 2, 8) for r in u] == refs
+    assert chunks == sorted(chunks, reverse=True) and chunks[0] <= MAX_UNIT
+    assert chunks[-1] <= MIN_UNIT and all(c % 8 == 0 for c in chunks[:-1])
+    assert [len(u) for u in units(list(range(5)), 4, 8)] == [5]
+
+
+def test_local_workers_fork_only_when_safe():
+    """Canny workers are forked (no start-up); a learned annotator, a captioner or a second
+    thread in this process means spawn (a fork would inherit broken thread pools or locks)."""
+    import threading
+
+    from pipeline.caption import CaptionSpec
+    from pipeline.engine import WorkerSetup
+    from pipeline.local_pool import start_method
+    from pipeline.worker import AnnotatorSpec
+
+    canny = WorkerSetup([AnnotatorSpec("canny")])
+    stop = threading.Event()
+    thread = threading.Thread(target=stop.wait)
+    thread.start()
+    try:
+        assert start_method(canny) == "spawn"
+    finally:
+        stop.set()
+        thread.join()
+    assert start_method(WorkerSetup([AnnotatorSpec("canny"), AnnotatorSpec("hed")])) == "spawn"
+    assert (
+        start_method(WorkerSetup([AnnotatorSpec("canny")], caption=CaptionSpec("blip-base")))
+        == "spawn"
+    )
+    code = ("from pipeline.engine import WorkerSetup; from pipeline.local_pool import start_method; "
+            "from pipeline.worker import AnnotatorSpec; "
+            "print(start_method(WorkerSetup([AnnotatorSpec('canny')])))")  # fmt: skip
+    env = {**os.environ, "PYTHONPATH": str(Path(__file__).resolve().parents[1])}
+    proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=env)
+    assert proc.stdout.strip() == "fork", proc.stderr
