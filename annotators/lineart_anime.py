@@ -68,7 +68,7 @@ class LineartAnime(LearnedAnnotator):
 
         self.load()
         maps: list[np.ndarray] = [np.empty(0)] * len(images)
-        for group in groups_by_size(images, self.config["batch_size"]):
+        for group in groups_by_size(images, self.network_batch_size()):
             height, width = images[group[0]].shape[:2]
             hn, wn = working_size(height, width)
             big = [cv2.resize(images[i], (wn, hn), interpolation=cv2.INTER_CUBIC) for i in group]

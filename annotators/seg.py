@@ -72,6 +72,7 @@ class Seg(hf_models.HFAnnotator):
     stats = ("seg_classes", "seg_person")
     description = "ADE20K 150-class segmentation, exact palette (RGB) + class indices (1 channel)"
     wants_gpu = True
+    gpu_batch_size = 8  # UperNet ConvNeXt at 512 px
     task = "seg"
     models = MODELS
     default_model = DEFAULT_MODEL
