@@ -66,16 +66,18 @@ def photos(size: int, count: int) -> list[np.ndarray]:
     return out
 
 
+def _one_pass(annotator: Any, images: list[np.ndarray], batch: int) -> float:
+    """Seconds per image of one pass over ``images`` in calls of ``batch``."""
+    start = time.perf_counter()
+    for first in range(0, len(images), batch):
+        annotator.annotate_batch(images[first : first + batch])
+    return (time.perf_counter() - start) / len(images)
+
+
 def _per_image(annotator: Any, images: list[np.ndarray], batch: int, repeat: int) -> float:
     """Best (least disturbed) seconds per image over ``repeat`` passes in batches of ``batch``."""
     annotator.annotate_batch(images[:batch])  # warm-up at this batch shape (oneDNN kernels)
-    best = float("inf")
-    for _ in range(repeat):
-        start = time.perf_counter()
-        for first in range(0, len(images), batch):
-            annotator.annotate_batch(images[first : first + batch])
-        best = min(best, (time.perf_counter() - start) / len(images))
-    return best
+    return min(_one_pass(annotator, images, batch) for _ in range(repeat))
 
 
 def weights_size(identity: list[dict], weights: Path) -> float:
@@ -88,17 +90,22 @@ def weights_size(identity: list[dict], weights: Path) -> float:
     return total / 1e6
 
 
-def time_run(
-    name: str, params: dict, images: list[np.ndarray], batch: int, repeat: int, weights: Path
-) -> dict:
-    """Load once, then time the default batch size and network batches of ``batch``."""
+def time_run(name: str, params: dict, images: list[np.ndarray], batch: int, repeat: int,
+             weights: Path, reference: Any = None) -> dict:  # fmt: skip
+    """Load once, then time the default batch size (each pass right after a pass of
+    ``reference``, so both see the same machine load) and network batches of ``batch``."""
     annotator = create(name, device="cpu", weights_dir=str(weights), **params)
     start = time.perf_counter()
     annotator.load()
     load_s = time.perf_counter() - start
     default = auto_batch_size([annotator], gpu=False)
-    single = _per_image(annotator, images, 1, repeat)
-    per_default = single if default == 1 else _per_image(annotator, images, default, repeat)
+    annotator.annotate_batch(images[:default])  # warm-up
+    ref_s, default_s = [], []
+    for _ in range(repeat):
+        if reference is not None:
+            ref_s.append(reference(label_of(name, params)))
+        default_s.append(_one_pass(annotator, images, default))
+    single = min(default_s) if default == 1 else _per_image(annotator, images, 1, repeat)
     batched = create(name, device="cpu", weights_dir=str(weights), batch_size=batch, **params)
     identity = annotator.weights_identity()
     return {
@@ -106,7 +113,8 @@ def time_run(
         "single_ms": 1e3 * single,
         "batch_ms": 1e3 * _per_image(batched, images, batch, repeat),
         "default": default,
-        "default_ms": 1e3 * per_default,
+        "default_ms": 1e3 * min(default_s),
+        "reference_ms": 1e3 * min(ref_s) if ref_s and None not in ref_s else None,
         "files": ", ".join(str(w.get("file", "?")) for w in identity),
         "mb": weights_size(identity, weights),
     }
@@ -175,36 +183,49 @@ def reference_detector(name: str, params: dict, weights: Path) -> Any:
     return None
 
 
-def reference_times(args: argparse.Namespace, images: list[np.ndarray], weights: Path) -> None:
-    """(In the reference interpreter) print {label: ms per image} of controlnet_aux."""
-    times = {}
-    for name, params in learned_variants(set(filter(None, args.only.split(",")))):
-        try:
-            detector = reference_detector(name, params, weights)
-        except (OSError, RuntimeError) as err:  # weights not written (--networks)
-            print(f"reference {label_of(name, params)}: {err}", file=sys.stderr)
-            continue
-        if detector is None:
-            continue
-        detector(images[0])  # warm-up
-        best = float("inf")
-        for _ in range(args.repeat):
+def serve_reference(images: list[np.ndarray], weights: Path) -> None:
+    """(In the reference interpreter) for each run label read from stdin, time one pass of
+    controlnet_aux's detector over ``images`` and answer seconds per image (or null)."""
+    runs = {label_of(n, p): (n, p) for n, p in learned_variants(set())}
+    detectors: dict[str, Any] = {}
+    for line in sys.stdin:
+        label = line.strip()
+        if label not in detectors:
+            try:
+                detectors[label] = reference_detector(*runs[label], weights)
+            except (OSError, RuntimeError, KeyError) as err:  # weights not written
+                print(f"reference {label}: {err}", file=sys.stderr)
+                detectors[label] = None
+            if detectors[label] is not None:
+                detectors[label](images[0])  # warm-up
+        seconds = None
+        if (detector := detectors[label]) is not None:
             start = time.perf_counter()
             for image in images:
                 detector(image)
-            best = min(best, (time.perf_counter() - start) / len(images))
-        times[label_of(name, params)] = 1e3 * best
-        print(f"reference {label_of(name, params)}: {1e3 * best:.0f} ms/img", file=sys.stderr)
-    print(json.dumps(times))
+            seconds = (time.perf_counter() - start) / len(images)
+        print(json.dumps(seconds), flush=True)
 
 
-def run_reference(args: argparse.Namespace, weights: Path) -> dict[str, float]:
-    """controlnet_aux's ms per image per run label, timed by ``args.reference``."""
-    command = [args.reference, __file__, "--as-reference", "--weights-dir", str(weights),
-               "--size", str(args.size), "--batch", str(args.batch), "--only", args.only,
-               "--repeat", str(args.repeat), "--threads", str(args.threads)]  # fmt: skip
-    done = subprocess.run(command, check=True, stdout=subprocess.PIPE, text=True)
-    return json.loads(done.stdout.strip().splitlines()[-1])
+class Reference:
+    """controlnet_aux in ``python`` (its own venv), timing one pass per call, in turn with
+    hintset's passes."""
+
+    def __init__(self, python: str, args: argparse.Namespace, weights: Path) -> None:
+        command = [python, __file__, "--as-reference", "--weights-dir", str(weights),
+                   "--size", str(args.size), "--batch", str(args.batch),
+                   "--threads", str(args.threads)]  # fmt: skip
+        self.process = subprocess.Popen(command, stdin=subprocess.PIPE, stdout=subprocess.PIPE,
+                                        text=True)  # fmt: skip
+
+    def __call__(self, label: str) -> float | None:
+        self.process.stdin.write(label + "\n")
+        self.process.stdin.flush()
+        return json.loads(self.process.stdout.readline())
+
+    def close(self) -> None:
+        self.process.stdin.close()
+        self.process.wait()
 
 
 def main() -> None:
@@ -233,7 +254,7 @@ def main() -> None:
     runs = learned_variants(only)
     images = photos(args.size, args.batch)
     if args.as_reference:
-        reference_times(args, images, Path(args.weights_dir))
+        serve_reference(images, Path(args.weights_dir))
         return
     with tempfile.TemporaryDirectory(prefix="hintset-bench-") as tmp:
         weights = Path(args.weights_dir or tmp)
@@ -242,7 +263,7 @@ def main() -> None:
         for network in networks:
             WRITERS[network](weights, tiny=args.tiny)
         print(f"random weights written to {weights} in {time.perf_counter() - start:.1f}s")
-        reference = run_reference(args, weights) if args.reference else {}
+        reference = Reference(args.reference, args, weights) if args.reference else None
         print(
             f"\nCPU, torch {torch.__version__}, {torch.get_num_threads()} threads, "
             f"{args.size}x{args.size} photos ({len(images)}), best of {args.repeat} passes, "
@@ -255,17 +276,19 @@ def main() -> None:
         for name, params in runs:
             label = ", ".join(f"{k}={v}" for k, v in params.items()) or "defaults"
             try:
-                r = time_run(name, params, images, args.batch, args.repeat, weights)
+                r = time_run(name, params, images, args.batch, args.repeat, weights, reference)
             except Exception as err:  # noqa: BLE001 - report and go on with the others
                 print(f"| {name} | {label} | error: {' '.join(str(err).split())[:120]} |||||||")
                 continue
-            ref = reference.get(label_of(name, params))
+            ref = r["reference_ms"]
             versus = f"{ref:.0f} | {ref / r['default_ms']:.2f}x" if ref else "- | -"
             print(
                 f"| {name} | {label} | {r['files']} | {r['mb']:.0f} | {r['load_s']:.1f} "
                 f"| {r['single_ms']:.0f} | {r['batch_ms']:.0f} | {r['default']} | {versus} |",
                 flush=True,
             )
+        if reference is not None:
+            reference.close()
 
 
 if __name__ == "__main__":
