@@ -107,8 +107,7 @@ def to_tensor(images: list[np.ndarray], multiple: int, device: str) -> Any:
     """
     import torch
 
-    batch = torch.from_numpy(np.stack(images)).to(device).permute(0, 3, 1, 2)
-    batch = batch.contiguous().float()  # NCHW memory, as the networks were built for
+    batch = torch.from_numpy(np.stack(images)).to(device).permute(0, 3, 1, 2).float()
     height, width = batch.shape[-2:]
     hp, wp = padded_size(height, width, multiple)
     if (hp, wp) != (height, width):

@@ -188,6 +188,7 @@ def serve_reference(images: list[np.ndarray], weights: Path) -> None:
     controlnet_aux's detector over ``images`` and answer seconds per image (or null)."""
     runs = {label_of(n, p): (n, p) for n, p in learned_variants(set())}
     detectors: dict[str, Any] = {}
+    answers, sys.stdout = sys.stdout, sys.stderr  # the detectors print; keep stdout for answers
     for line in sys.stdin:
         label = line.strip()
         if label not in detectors:
@@ -204,7 +205,7 @@ def serve_reference(images: list[np.ndarray], weights: Path) -> None:
             for image in images:
                 detector(image)
             seconds = (time.perf_counter() - start) / len(images)
-        print(json.dumps(seconds), flush=True)
+        print(json.dumps(seconds), file=answers, flush=True)
 
 
 class Reference:
