@@ -313,7 +313,7 @@ class HFAnnotator(LearnedAnnotator):
         self.load()
         pre = self._pre
         shapes = [pre.working_shape(*img.shape[:2], self.config["resolution"]) for img in images]
-        for idx in groups_by_size(shapes, self.config["batch_size"]):
+        for idx in groups_by_size(shapes, self.network_batch_size()):
             batch = pre.to_batch([images[i] for i in idx], shapes[idx[0]])
             yield idx, torch.from_numpy(batch).to(self.device, self.dtype), shapes[idx[0]]
 

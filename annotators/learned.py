@@ -13,7 +13,7 @@ from __future__ import annotations
 import contextlib
 import dataclasses
 from collections.abc import Callable, Iterator, Sequence
-from typing import Any
+from typing import Any, ClassVar
 
 import numpy as np
 
@@ -35,7 +35,12 @@ PRECISIONS = ("auto", "fp32", "fp16", "bf16")
 
 #: Params every learned annotator takes (batching, device, GPU precision, weights folder).
 LEARNED_PARAMS = (
-    Param("batch_size", 8, "largest batch run through the network at once"),
+    Param(
+        "batch_size",
+        0,
+        "largest batch run through the network at once; 0 = auto: 1 on CPU (fastest per "
+        "image there), on CUDA the annotator's GPU batch, halved while it runs out of memory",
+    ),
     Param("device", "auto", "cpu, cuda or auto", choices=("auto", "cpu", "cuda")),
     Param(
         "precision",
@@ -174,15 +179,47 @@ class LearnedAnnotator(Annotator):
 
     wants_gpu = True
     params = LEARNED_PARAMS
+    #: the automatic network batch on CUDA, where it starts (halved on out-of-memory errors):
+    #: 16 fp16 images of 512 px; big networks set less
+    gpu_batch_size: ClassVar[int] = 16
 
     def __init__(self, **params: Any) -> None:
         super().__init__(**params)
         self._loaded: list[dict[str, Any]] | None = None
         self.device = "cpu"
+        self._gpu_batch = self.gpu_batch_size
 
-    def _validate(self) -> None:
-        if self.config["batch_size"] < 1:
-            raise ValueError(f"{self.name}: batch_size must be >= 1")
+    def network_batch_size(self) -> int:
+        """Images per network call: the ``batch_size`` param, or for 0 (auto) 1 on CPU, where
+        batches are slower per image (docs/benchmarks.md), and on CUDA ``gpu_batch_size``
+        (halved each time a batch runs out of GPU memory: the largest that fits)."""
+        if self.config["batch_size"]:
+            return self.config["batch_size"]
+        return self._gpu_batch if self.device.startswith("cuda") else 1
+
+    def annotate_batch(
+        self, images: list[np.ndarray], *, keys: list[str] | None = None
+    ) -> list[Annotation]:
+        """As :meth:`Annotator.annotate_batch`; with an automatic batch size on CUDA, a batch
+        that runs out of GPU memory is redone at half the batch size (which then stays)."""
+        while True:
+            try:
+                return super().annotate_batch(images, keys=keys)
+            except Exception as err:
+                if not self._shrink_batch(err):
+                    raise
+
+    def _shrink_batch(self, err: Exception) -> bool:
+        """Halve the automatic GPU batch after an out-of-memory error; False if not applicable."""
+        if "out of memory" not in str(err).lower() or self.config["batch_size"]:
+            return False
+        if not self.device.startswith("cuda") or self._gpu_batch <= 1:
+            return False
+        import torch
+
+        self._gpu_batch //= 2
+        torch.cuda.empty_cache()
+        return True
 
     def uses_weights(self) -> bool:
         """Whether this configuration loads learned weights (False for classical backends)."""
@@ -245,7 +282,7 @@ class LearnedAnnotator(Annotator):
     ) -> Iterator[tuple[list[int], Any]]:
         """(indices, Bx3xHpxWp float tensor 0..255 on the device) per group of same-size images,
         padded to ``multiple``; crop outputs back with ``[..., :h, :w]``."""
-        for group in groups_by_size(images, self.config["batch_size"]):
+        for group in groups_by_size(images, self.network_batch_size()):
             yield group, to_tensor([images[i] for i in group], multiple, self.device)
 
     def weights_identity(self) -> list[dict[str, Any]]:
@@ -260,6 +297,32 @@ class LearnedAnnotator(Annotator):
             if path is not None:
                 found.append(identity(spec, path))
         return found
+
+
+#: images per annotator call when no learned network runs: classical annotators work image
+#: by image, so the batch only spreads per-call overhead
+CLASSICAL_BATCH = 8
+
+
+def auto_batch_size(annotators: Sequence[Annotator], gpu: bool) -> int:
+    """``--batch-size`` auto: with a learned network on CPU 1 (batches are slower per image
+    there: docs/benchmarks.md); on a GPU the largest ``gpu_batch_size`` of those networks;
+    without one :data:`CLASSICAL_BATCH`."""
+    learned = [a for a in annotators if isinstance(a, LearnedAnnotator) and a.wants_gpu]
+    if not learned:
+        return CLASSICAL_BATCH
+    return max(a.gpu_batch_size for a in learned) if gpu else 1
+
+
+def local_gpu(annotators: Sequence[Annotator]) -> bool:
+    """Whether a learned network of ``annotators`` would run on a CUDA GPU of this machine."""
+    devices = [a.config["device"] for a in annotators
+               if isinstance(a, LearnedAnnotator) and a.wants_gpu]  # fmt: skip
+    if not devices or all(d == "cpu" for d in devices):
+        return False
+    import torch
+
+    return torch.cuda.is_available()
 
 
 def predict_padded(

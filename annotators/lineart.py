@@ -78,5 +78,9 @@ class Lineart(LearnedAnnotator):
         self, images: list[np.ndarray], rngs: list[np.random.Generator]
     ) -> list[Annotation]:
         self.load()
-        darkness = predict_padded(self, images, LINEART_MULTIPLE, lambda b: self.model(b / 255.0))
+        # NCHW memory: channels-last strides (the permuted HWC pixels) cost instance norm a
+        # copy per layer (profiled: aten::resize_/copy_); depthwise nets prefer channels-last
+        darkness = predict_padded(
+            self, images, LINEART_MULTIPLE, lambda b: self.model(b.contiguous() / 255.0)
+        )
         return gray_annotations("lineart", [white_on_black(d) for d in darkness])

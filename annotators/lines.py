@@ -158,7 +158,7 @@ class Lines(LearnedAnnotator):
                 cfg["score_threshold"],
                 cfg["distance_threshold"],
                 cfg["precision"],
-                cfg["batch_size"],
+                self.network_batch_size(),
             )
         detector = BACKENDS[cfg["backend"]]
         return [filter_short(detector(rgb, cfg), cfg["min_length"]) for rgb in images]

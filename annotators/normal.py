@@ -131,6 +131,7 @@ class Normal(LearnedAnnotator):
     version = "2"
     outputs = ("normal",)
     stats = ("normal_mean_z",)
+    gpu_batch_size = 8  # EfficientNet-B5 and a full-resolution decoder
     description = (
         "surface normals, RGB; bae needs scannet.pt, dsine dsine.pt, marigold its pipeline "
         "folder, depth the depth model"

@@ -158,8 +158,8 @@ class Pose(LearnedAnnotator):
 
             cfg = self.config
             detector, pose, self._loaded = load_sessions(cfg["weights_dir"], cfg["device"])
-            self._dwpose = DWPose(detector, pose, cfg["batch_size"])
             self.device = "cuda" if "CUDA" in detector.get_providers()[0] else "cpu"
+            self._dwpose = DWPose(detector, pose, self.network_batch_size())
         super().load()
 
     def _load_networks(self) -> list[dict[str, Any]]:
@@ -211,7 +211,7 @@ class Pose(LearnedAnnotator):
             people = self._dwpose.people(images, self.config["hands"], self.config["face"])
         else:
             people = [None] * len(images)
-            for group in groups_by_size(images, self.config["batch_size"]):
+            for group in groups_by_size(images, self.network_batch_size()):
                 for index, found in zip(
                     group, self._openpose([images[i] for i in group]), strict=True
                 ):

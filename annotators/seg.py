@@ -93,6 +93,7 @@ class Seg(hf_models.HFAnnotator):
         "+ class indices (1 channel)"
     )
     wants_gpu = True
+    gpu_batch_size = 8  # UperNet ConvNeXt at 512 px
     task = "seg"
     models = MODELS
     default_model = DEFAULT_MODEL

@@ -19,7 +19,7 @@ from pipeline.atomic import atomic_write, remove_stale_temps
 from pipeline.budget import DEFAULT_SECONDS
 from pipeline.caption import CaptionSpec
 from pipeline.encode import encode_json
-from pipeline.engine import FilesJob, WorkerSetup
+from pipeline.engine import FilesJob, WorkerSetup, resolve_batch_size
 from pipeline.filters import count_rules, parse_filters
 from pipeline.local_pool import LocalPool
 from pipeline.sample_ref import SampleRef
@@ -93,7 +93,7 @@ def run_annotate(
     resolution: int = 512,
     workers: int = 0,
     cpus_per_worker: int = 1,
-    batch_size: int = 8,
+    batch_size: int | None = None,
     overwrite: bool = False,
     save_image: bool = False,
     on_record: Callable[[dict[str, Any]], None] | None = None,
@@ -104,6 +104,8 @@ def run_annotate(
 ) -> dict[str, Any]:
     """Annotate every image below ``inputs`` into ``out``; return (and write) the report.
 
+    ``batch_size``: images per annotator call (None: automatic, see
+    :func:`~pipeline.engine.resolve_batch_size`; the report records the size used).
     With ``caption``, each image also gets ``<stem>.caption.txt`` from that model.
     ``sample_timeout``: seconds the annotators may take per image (0: no limit).
 
@@ -151,6 +153,7 @@ def run_annotate(
                 on_record(rec)
 
     processes = max(1, min(workers or os.cpu_count() or 1, len(todo)))
+    batch_size = resolve_batch_size(batch_size, specs)
     setup = WorkerSetup(specs, resolution=resolution, cpus=cpus_per_worker, batch_size=batch_size,
                         filters=tuple(rules), caption=caption,
                         sample_timeout=sample_timeout)  # fmt: skip
@@ -171,6 +174,7 @@ def run_annotate(
     redone = {ref.key for ref in todo}
     records += [record(ref.source, "skipped") for ref in refs if ref.key not in redone]
     report = build_report(inputs, out, specs, resolution, processes, records, time.time() - started)
+    report["batch_size"] = batch_size
     if caption:
         report["caption"] = caption.config()
     atomic_write(out / REPORT_NAME, encode_json(report) + b"\n")

@@ -20,7 +20,7 @@ from pipeline.atomic import remove_stale_temps
 from pipeline.budget import DEFAULT_SECONDS
 from pipeline.caption import CaptionSpec
 from pipeline.dataset_card import CARD, write_dataset_card
-from pipeline.engine import WorkerSetup
+from pipeline.engine import WorkerSetup, resolve_batch_size
 from pipeline.filters import parse_filters
 from pipeline.lock import BuildLock
 from pipeline.manifest import incompatibility, read_manifest, totals, write_manifest
@@ -64,7 +64,7 @@ def run_build(
     gpus_per_worker: float = 0.0,
     retry_failed: bool = False,
     max_retries: int = 3,
-    batch_size: int = 8,
+    batch_size: int | None = None,
     overwrite: bool = False,
     imports: tuple[str, ...] = (),
     on_plan: Callable[[int, int, int], None] | None = None,
@@ -90,6 +90,8 @@ def run_build(
     started; BuildFailed if none did). ``sample_timeout``: seconds the annotators may take
     per sample (0: no limit); a sample over it fails alone.
     ``limits``: what list rows may name and the caps on reading inputs (:mod:`pipeline.trust`).
+    ``batch_size``: images per annotator call (None: automatic for the workers' device, see
+    :func:`~pipeline.engine.resolve_batch_size`); the manifest config records the size used.
     ``preset``: the --preset record (annotators, union slot ids), stored in the manifest config.
     """
     rules = parse_filters(filters, specs)
@@ -180,6 +182,8 @@ def _build(storage: Storage, inputs: list[str], out: str, specs: list[AnnotatorS
         on_message("starting Ray" + (f" (joining {address})" if address else "") + " ...")
         connect(address, num_cpus=None)
         gpus_per_worker = gpus_per_worker or default_gpus(specs, caption is not None)
+        batch_size = resolve_batch_size(batch_size, specs, gpu=gpus_per_worker > 0)
+        manifest["config"]["batch_size"] = batch_size
         setup = WorkerSetup(specs, resolution=0 if keep_original else resolution,
                             min_size=min_size, filters=tuple(rules), cpus=cpus_per_worker,
                             batch_size=batch_size, imports=tuple(imports),

@@ -41,6 +41,20 @@ class WorkerSetup:
     limits: Limits = Limits()  # what inputs may name and the caps on reading them
 
 
+def resolve_batch_size(batch_size: int | None, specs: list[AnnotatorSpec],
+                       gpu: bool | None = None) -> int:  # fmt: skip
+    """``--batch-size``: the number given, or automatic (None or 0) for the annotators on a
+    GPU (``gpu``; None: whether this machine's CUDA GPU would run them) or on CPU:
+    :func:`annotators.learned.auto_batch_size`."""
+    if batch_size:
+        return batch_size
+    from annotators import create
+    from annotators.learned import auto_batch_size, local_gpu
+
+    annotators = [create(spec.name, **spec.params) for spec in specs]
+    return auto_batch_size(annotators, local_gpu(annotators) if gpu is None else gpu)
+
+
 def make_pipeline(setup: WorkerSetup) -> Pipeline:
     """Import plugin modules, load the annotators once and start the stage threads."""
     import cv2

@@ -499,3 +499,9 @@ def test_unreadable_tars_are_recorded_and_the_build_goes_on(dataset, tmp_path):
     assert "not a readable tar" in failed["text.tar"]
     assert sum(r["status"] == "ok" for r in rows) >= 4
     assert run_cli("verify", out).returncode == 0
+
+
+def test_manifest_records_the_automatic_batch_size(dataset):
+    out, _ = dataset
+    manifest = json.loads((out / "manifest.json").read_text())
+    assert manifest["config"]["batch_size"] == 8  # auto: classical annotators only (canny, lsd)

@@ -46,8 +46,13 @@ sample_timeout_option = click.option(
 )  # fmt: skip
 
 batch_size_option = click.option(
-    "--batch-size", default=8, show_default=True, type=click.IntRange(min=1),
-    help="Images per annotator call (learned annotators run them as one batch).",
+    "--batch-size", default=None, type=click.IntRange(min=1),
+    help="Images per annotator call [default: auto: 1 on CPU when a learned annotator runs, as "
+    "batches are slower per image there; with a GPU the largest GPU batch of the learned "
+    "annotators (16, or 8 for depth, normal, seg); 8 when all annotators are classical]. "
+    "Learned annotators split a call into network batches of images of equal size, at most "
+    "their batch_size param (auto: 1 on CPU; on CUDA their GPU batch, halved on out-of-memory "
+    "errors). Recorded in the manifest (build) or report.json (annotate).",
 )  # fmt: skip
 
 
