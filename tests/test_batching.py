@@ -19,6 +19,7 @@ from annotators import create, get, list_annotators
 from annotators.learned import CLASSICAL_BATCH, LearnedAnnotator, auto_batch_size, clear_cache
 from pipeline.decode import load_image, resize_short_side
 from tests import weights as w
+from tests import weights_backends as wb
 
 pytestmark = pytest.mark.usefixtures("offline_weights")
 
@@ -48,6 +49,14 @@ CASES: dict[str, tuple[str, dict, tuple]] = {
     "seg:upernet-convnext-small": ("seg", {"model": "upernet-convnext-small"}, ("seg",)),
     "seg:segformer-b0": ("seg", {"model": "segformer-b0"}, ("seg",)),
     "softedge": ("softedge", {}, (w.write_pidinet,)),
+    "animal_pose": ("animal_pose", {}, (w.write_animal_pose,)),
+    "densepose": ("densepose", {}, (w.write_densepose,)),  # + the written file's sha256
+    "normal:dsine": ("normal", {"backend": "dsine"}, (wb.write_dsine,)),
+    "normal:marigold": (
+        "normal",
+        {"backend": "marigold", "steps": 1, "processing_resolution": 64},
+        (wb.write_marigold,),
+    ),
 }
 
 #: case -> (max grey-level difference, largest fraction of differing pixels) at network batch
@@ -55,6 +64,8 @@ CASES: dict[str, tuple[str, dict, tuple]] = {
 #: convolutions on small maps run as one GEMM over batch x pixels); see the docs section
 BOUNDS: dict[str, tuple[int, float]] = {
     "normal:bae": (1, 0.001),  # continuous map: a rounding step of one level
+    "normal:dsine": (1, 0.001),  # NormalBAE's encoder: the same rounding step
+    "normal:marigold": (1, 0.001),  # per-image noise; the U-Net's batched GEMMs round apart
     "lines:mlsd": (255, 0.02),  # thresholded: a line whose score sits on the threshold flips
 }
 
@@ -132,6 +143,11 @@ def test_maps_do_not_depend_on_batch_mates(weights_dir, mixed_photos, case):
     name, params, _ = CASES[case]
     if case == "pose:mediapipe-bundled":
         pytest.importorskip("mediapipe.python.solutions", reason="needs mediapipe 0.10.21")
+    if name == "densepose":  # TorchScript runs only when its sha256 is trusted
+        import hashlib
+
+        found = next(weights_dir.rglob("densepose_r50_fpn_dl.torchscript"))
+        params = {**params, "trusted_sha256": hashlib.sha256(found.read_bytes()).hexdigest()}
     single = create(name, device="cpu", weights_dir=str(weights_dir), batch_size=1, **params)
     batched = create(name, device="cpu", weights_dir=str(weights_dir), batch_size=4, **params)
     keys = [f"k{i}" for i in range(len(mixed_photos))]
