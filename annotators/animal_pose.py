@@ -139,7 +139,7 @@ class AnimalPose(LearnedAnnotator):
 
     def _annotate_batch(self, images: list[np.ndarray], rngs: list) -> list[Annotation]:
         self.load()
-        size = self.config["batch_size"]
+        size = self.network_batch_size()
         padded = [pad_edge(rgb) for rgb in images]
         inputs = [letterbox(rgb) for rgb in padded]  # RGB, as the reference feeds it
         outputs = run(self._detector, np.stack([x for x, _ in inputs]), size)[0]

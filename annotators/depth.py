@@ -146,7 +146,12 @@ class Depth(hf_models.HFAnnotator):
         if not self.is_marigold():
             return super()._load_networks()
         self._marigold = marigold.MarigoldRunner(
-            "depth", self.model_id(), self.config, self.device, self.dtype
+            "depth",
+            self.model_id(),
+            self.config,
+            self.device,
+            self.dtype,
+            self.network_batch_size,
         )
         return self._marigold.load()
 

@@ -85,7 +85,7 @@ class DsineRunner:
         mean = torch.tensor(IMAGENET_MEAN, device=device).view(1, 3, 1, 1)
         std = torch.tensor(IMAGENET_STD, device=device).view(1, 3, 1, 1)
         found: list[np.ndarray] = [np.empty(0)] * len(images)
-        for group in groups_by_size(images, cfg["batch_size"]):
+        for group in groups_by_size(images, ann.network_batch_size()):
             height, width = images[group[0]].shape[:2]
             left, right, top, bottom = centred_padding(height, width)
             batch = torch.from_numpy(np.stack([images[i] for i in group])).to(device)

@@ -12,6 +12,7 @@ to NormalBAE's frame (x = left, y = up, z = towards the camera).
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -141,9 +142,11 @@ def identity(model: str, folder: Path) -> list[dict[str, Any]]:
 class MarigoldRunner:
     """A loaded Marigold pipeline run in batches of equal-size images with fixed initial noise."""
 
-    def __init__(self, task: str, model: str, config: dict[str, Any], device: str, dtype: Any):
+    def __init__(self, task: str, model: str, config: dict[str, Any], device: str, dtype: Any,
+                 batch_size: Callable[[], int]):  # fmt: skip
         self.task, self.model, self.config = task, model, config
         self.device, self.dtype = device, dtype
+        self.batch_size = batch_size  # the annotator's network batch (auto: 1 on CPU)
         self.pipe: Any = None
 
     def load(self) -> list[dict[str, Any]]:
@@ -199,7 +202,8 @@ class MarigoldRunner:
 
         cfg = self.config
         found: list[np.ndarray] = [np.empty(0)] * len(images)
-        for group in groups_by_size(images, cfg["batch_size"]):
+        size = self.batch_size()
+        for group in groups_by_size(images, size):
             # (N, 3, H, W) uint8: the pipelines read an array's last two axes as H, W
             batch = torch.from_numpy(np.stack([images[i] for i in group])).permute(0, 3, 1, 2)
             with torch.inference_mode(), torch.random.fork_rng(devices=[]):
@@ -209,7 +213,7 @@ class MarigoldRunner:
                     num_inference_steps=cfg["steps"] or None,
                     ensemble_size=cfg["ensemble_size"],
                     processing_resolution=cfg["processing_resolution"] or None,
-                    batch_size=cfg["batch_size"],
+                    batch_size=size,
                     latents=self._noise(batch),
                     output_type="np",
                 ).prediction  # (N, H, W, 1 or 3)

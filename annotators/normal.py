@@ -270,7 +270,12 @@ class Normal(LearnedAnnotator):
             return self.runner.load()
         if cfg["backend"] == "marigold":
             self.runner = marigold.MarigoldRunner(
-                "normals", self.marigold_id(), cfg, self.device, self.dtype
+                "normals",
+                self.marigold_id(),
+                cfg,
+                self.device,
+                self.dtype,
+                self.network_batch_size,
             )
             return self.runner.load()
         self.depth = self._depth_annotator()
