@@ -30,6 +30,7 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 from benchmarks.common import PHOTOS  # noqa: E402
+from training.families import split_union  # noqa: E402  (the registry imports no torch)
 
 CLIP_L = dict(hidden_size=768, intermediate_size=3072, num_attention_heads=12,
               num_hidden_layers=12, max_position_embeddings=77, vocab_size=49408,
@@ -135,11 +136,6 @@ FULL["sdxl-union"] = {**FULL["sdxl"], "family": "sdxl-union"}
 FULL["flux-dev-union"] = {**FULL["flux-dev"], "family": "flux-union"}
 
 
-def base_family(family: str) -> tuple[str, bool]:
-    """(family of the base, union?) of a registered family name (``sdxl-union`` -> sdxl, True)."""
-    return family.removesuffix("-union"), family.endswith("-union")
-
-
 #: family -> diffusers' reference script in examples/controlnet and its data-folder option
 REFERENCE = {
     "sd15": ("train_controlnet.py", "--train_data_dir"),
@@ -219,7 +215,7 @@ def write_random_base(name: str, folder: Path, *, full: bool, device: str = "cpu
     done = folder / ".complete"
     if done.exists():
         return folder
-    TINY[base_family(row["family"])[0]](folder)
+    TINY[split_union(row["family"])[0]](folder)
     for part, (spec, table) in row["components"].items():
         sub = folder / part
         if spec.startswith("diffusers:"):
@@ -276,7 +272,7 @@ def train_once(
     from training.config import TrainConfig
     from training.trainer import Trainer
 
-    family, union = base_family(family)
+    family, union = split_union(family)
     options = dict(data=str(data), condition="canny", base_model=str(base), family=family,
                    union=union,
                    output=str(run), steps=steps, batch_size=batch, lr=1e-5,
@@ -355,7 +351,7 @@ def families_to_run(names: list[str]) -> tuple[list[str], list[str]]:
         family = FULL[name]["family"]
         if family not in FAMILIES:
             skipped.append(f"{name}: family {family} is not registered in training/families")
-        elif base_family(family)[0] not in TINY:
+        elif split_union(family)[0] not in TINY:
             skipped.append(f"{name}: no tiny-base writer for {family} in training/tiny_base.TINY")
         else:
             run.append(name)
@@ -413,7 +409,7 @@ def main(argv: list[str] | None = None) -> int:
         for res in resolutions:
             data = args.data or build_data(work, res)
             for checkpointing in (False, True):
-                for cached in caches if not base_family(family)[1] else [False]:
+                for cached in caches if not split_union(family)[1] else [False]:
                     tag = f"{name}-{res}-gc{int(checkpointing)}-cache{int(cached)}"
                     cache = work / f"cache-{name}-{res}" if cached else None
                     if cached and not args.dry_run:  # fill the cache first: measure reuse

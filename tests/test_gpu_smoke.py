@@ -43,11 +43,12 @@ def test_every_table_family_has_a_reference_script():
 def test_dry_run_trains_each_registered_family(family, shards, tmp_path, capsys):  # noqa: F811
     """``gpu_smoke.py --dry-run`` for the family's models: random bf16 base written by the same
     code as the full-size one, trained 2 steps with and without gradient checkpointing."""
+    from training.families import split_union
     from training.tiny_base import TINY
 
     names = [n for n, row in gpu_smoke.FULL.items() if row["family"] == family]
     assert names, f"family {family} has no full-size entry in benchmarks/gpu_smoke.py FULL"
-    if gpu_smoke.base_family(family)[0] not in TINY:
+    if split_union(family)[0] not in TINY:
         pytest.skip(f"no tiny-base writer for {family} in training/tiny_base.TINY")
     name = names[0]
     code = gpu_smoke.main(["--dry-run", "--models", name, "--data", str(shards),

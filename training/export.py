@@ -10,7 +10,7 @@ import sys
 from datetime import datetime, timezone
 from pathlib import Path
 
-from training.families import family_class, family_of_controlnet
+from training.families import family_class, family_of_controlnet, split_union
 
 PREFIX = "control_model."
 
@@ -158,7 +158,7 @@ def export_metadata(checkpoint: Path, model_config: dict) -> dict[str, str]:
     if cfg and cfg.union:  # map -> slot id and the whole table (also in config.json)
         from training.families.union import union_record
 
-        family = family_of_controlnet(model_config).removesuffix("-union")
+        family = split_union(family_of_controlnet(model_config))[0]
         meta["hintset.union"] = json.dumps(union_record(family, cfg.conditions, cfg.data))
     return meta
 

@@ -88,8 +88,8 @@ def family_of_controlnet(config: dict, class_name: str = "") -> str:
     if "num_control_type" in config:
         return "sdxl-union"
     if name in CONTROLNETS:
-        union = config.get("num_mode") and f"{CONTROLNETS[name]}-union" in FAMILIES
-        return CONTROLNETS[name] + ("-union" if union else "")
+        union = config.get("num_mode") and CONTROLNETS[name] + UNION in FAMILIES
+        return CONTROLNETS[name] + (UNION if union else "")
     return "sdxl" if is_sdxl_controlnet(config) else "sd15"
 
 
@@ -101,15 +101,23 @@ def family_of_architecture(architecture: str):
     raise ValueError(f"unknown architecture {architecture!r}")
 
 
+UNION = "-union"
+
+
+def split_union(name: str) -> tuple[str, bool]:
+    """(family of the base, union?) of a registered family name: ``sdxl-union`` -> sdxl, True."""
+    return name.removesuffix(UNION), name.endswith(UNION)
+
+
 def create(base_model: str, device, dtype, family: str = "", union: bool = False,
            text: bool = True):  # fmt: skip
     """The family object holding the locked parts of ``base_model`` (``family`` overrides
     detection); ``union``: its union variant (one ControlNet, several condition types);
     ``text=False``: without its text encoders (a run on cached embeddings)."""
     name = family or detect(base_model)
-    if union and f"{name}-union" not in FAMILIES:
-        union_of = sorted(f.removesuffix("-union") for f in FAMILIES if f.endswith("-union"))
+    if union and name + UNION not in FAMILIES:
+        union_of = sorted(base for base, is_union in map(split_union, FAMILIES) if is_union)
         raise ValueError(f"--union: no union ControlNet for family {name!r} "
                          f"(union: {', '.join(union_of)})")  # fmt: skip
-    name = f"{name}-union" if union else name
+    name = name + UNION if union else name
     return family_class(name)(base_model, device, dtype, text=text)
